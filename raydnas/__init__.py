@@ -1,0 +1,34 @@
+"""raydnas: studies of DARTS-family architecture search as Ray Tune experiments.
+
+Importing ``raydnas`` is cheap: Ray, Optuna, torchvision and plotting are imported only by the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load_config", "load_space", "run_search", "Supernet", "Genotype", "ConfigError",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "load_config":
+        from .config import load_config
+        return load_config
+    if name == "load_space":
+        from .spaces import load_space
+        return load_space
+    if name == "run_search":
+        from .search import run_search
+        return run_search
+    if name == "Supernet":
+        from .supernet import Supernet
+        return Supernet
+    if name == "Genotype":
+        from .genotype import Genotype
+        return Genotype
+    if name == "ConfigError":
+        from .errors import ConfigError
+        return ConfigError
+    raise AttributeError(f"module 'raydnas' has no attribute {name!r}")

@@ -1,0 +1,17 @@
+"""Argument checks for axis hyperparameters: fail at construction with a clear message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AxisParamError(ValueError):
+    def __init__(self, param: str, value: Any, allowed: str) -> None:
+        self.param, self.value, self.allowed = param, value, allowed
+        super().__init__(f"{param} must be {allowed}, but got {param}={value!r}")
+
+
+def require(ok: bool, param: str, value: Any, allowed: str) -> None:
+    """Raise :class:`AxisParamError` unless ``ok``."""
+    if not ok:
+        raise AxisParamError(param, value, allowed)

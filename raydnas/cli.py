@@ -1,0 +1,94 @@
+"""The ``raydnas`` command: ``search``, ``validate`` (and ``sweep``, ``reduce`` when present).
+
+Bad input exits with status 2 and one line; nothing is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.fresh and (out / "checkpoint.pt").exists():
+        (out / "checkpoint.pt").unlink()
+    from .search import run_search
+
+    print(f"raydnas search: {cfg.source} -> {out} "
+          f"(method {'/'.join(cfg.method().values())}, seed {cfg.seed})", flush=True)
+    m = run_search(cfg, out, device=args.device, threads=args.threads)
+    print("\n== done ==")
+    if m:
+        print(f"epochs {m['epoch']}/{cfg.epochs}  val_acc {m['val_acc']:.4f}  "
+              f"discrete_val_acc {m['discrete_val_acc']:.4f}  "
+              f"arch_params {m['arch_params']:,}  alpha_steps {m['alpha_steps']}")
+    print(f"genotype:     {out / 'genotype.txt'}")
+    print((out / "genotype.txt").read_text().rstrip())
+    print(f"metrics:      {out / 'metrics.jsonl'}  (final: {out / 'final.json'})")
+    print(f"checkpoint:   {out / 'checkpoint.pt'}  (run the same command again to continue)")
+    print(f"TensorBoard:  tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if cfg.sweep is not None or cfg.optuna is not None:
+        try:
+            from .sweep import validate_study
+        except ImportError:
+            validate_study = None
+        if validate_study is not None:
+            validate_study(cfg)
+    print(f"{cfg.source}: OK (space {cfg.space}, method {'/'.join(cfg.method().values())}, "
+          f"{cfg.epochs} epochs, dataset {cfg.data.dataset})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raydnas", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="run one search (no Ray)")
+    s.add_argument("config")
+    s.add_argument("--out", help="output directory (default runs/<config name>)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    s.set_defaults(func=_search)
+    v = sub.add_parser("validate", help="check a config without running anything")
+    v.add_argument("config")
+    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    v.set_defaults(func=_validate)
+    for mod in ("sweep_cli", "reduce_cli"):
+        try:
+            m = __import__(f"raydnas.{mod}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        m.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

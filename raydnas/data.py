@@ -1,0 +1,182 @@
+"""Datasets and the seeded search-train / search-val split.
+
+``digits`` (scikit-learn's bundled 8x8 handwritten digits, 1,797 real images) is the embedded
+default: no download. ``cifar10``, ``cifar100``, ``svhn``, ``fashion_mnist`` come through
+torchvision and ``imagefolder`` reads a user's own images; torchvision is imported only for them.
+Only the training split is ever searched on; the test split is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "fashion_mnist", "imagefolder")
+TORCHVISION = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN",
+               "fashion_mnist": "FashionMNIST"}
+_STATS = {  # per-channel mean/std of the training sets
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+#: digits held out as its test split (never searched on): every 5th image
+DIGITS_TEST_EVERY = 5
+
+
+@dataclass
+class Dataset:
+    """The searchable (training) part of a dataset."""
+
+    name: str
+    data: Any  # a torch Dataset, or an (x, y) pair of tensors held in memory
+    num_classes: int
+    in_channels: int
+
+    def __len__(self) -> int:
+        return len(self.data[1]) if isinstance(self.data, tuple) else len(self.data)
+
+
+def load_dataset(name: str, root: str | None = None, download: bool = False,
+                 augment: bool | None = None, image_size: int | None = None) -> Dataset:
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        y = torch.tensor(d.target, dtype=torch.long)
+        keep = torch.arange(len(y)) % DIGITS_TEST_EVERY != 0
+        x, y = x[keep], y[keep]
+        x = (x - x.mean()) / x.std()
+        return Dataset("digits", (x.contiguous(), y), 10, 1)
+    import torchvision
+    from torchvision import transforms as T
+
+    mean, std = _STATS[name]
+    tf = []
+    if image_size:
+        tf.append(T.Resize(image_size))
+    if augment is None:
+        augment = name in ("cifar10", "cifar100")
+    if augment:
+        size = image_size or 32
+        tf += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    if name == "imagefolder":
+        if image_size:
+            tf.append(T.CenterCrop(image_size))
+        tf += [T.ToTensor(), T.Normalize(mean, std)]
+        ds = torchvision.datasets.ImageFolder(root, transform=T.Compose(tf))
+        return Dataset(name, ds, len(ds.classes), 3)
+    tf += [T.ToTensor(), T.Normalize(mean, std)]
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    if name == "svhn":
+        ds = cls(root, split="train", download=download, transform=T.Compose(tf))
+        classes = 10
+    else:
+        ds = cls(root, train=True, download=download, transform=T.Compose(tf))
+        classes = len(ds.classes)
+    return Dataset(name, ds, classes, len(mean))
+
+
+def make_split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """A seeded split of ``range(n)`` into search-train and search-val indices."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    return {"train": sorted(perm[n_val:]), "val": sorted(perm[:n_val])}
+
+
+def load_or_make_split(path: Path, n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Reuse a saved split (a resumed search must see the same split), else make and save one."""
+    if path.is_file():
+        split = json.loads(path.read_text())
+        if split.get("n") == n and split.get("val_fraction") == val_fraction \
+                and split.get("seed") == seed:
+            return split
+    split = make_split(n, val_fraction, seed)
+    split.update(n=n, val_fraction=val_fraction, seed=seed)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(split))
+    tmp.replace(path)
+    return split
+
+
+class Batches:
+    """Shuffled mini-batches over a subset, reproducible from (seed, pass, position).
+
+    Pass ``p`` visits the subset in the order of ``randperm(seed * 1_000_003 + p)``; a state
+    ``(pass, position)`` is enough to continue exactly after a restart.
+    """
+
+    def __init__(self, ds: Dataset, indices: list[int], batch_size: int, seed: int,
+                 drop_last: bool, num_workers: int = 0) -> None:
+        self.ds, self.indices, self.batch_size = ds, torch.tensor(indices), batch_size
+        self.seed, self.drop_last, self.num_workers = seed, drop_last, num_workers
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, pass_no: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_no)
+        return self.indices[torch.randperm(len(self.indices), generator=g)]
+
+    def iterate(self, pass_no: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of pass ``pass_no`` from batch number ``start`` on."""
+        idx = self.order(pass_no)
+        n = len(self) * self.batch_size if self.drop_last else len(idx)
+        idx = idx[start * self.batch_size:n]
+        if isinstance(self.ds.data, tuple):
+            x, y = self.ds.data
+            for b in range(0, len(idx), self.batch_size):
+                sel = idx[b:b + self.batch_size]
+                yield x[sel], y[sel]
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.ds.data, batch_size=self.batch_size, sampler=idx.tolist(),
+                num_workers=self.num_workers, drop_last=False)
+            yield from loader
+
+    def sequential(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every sample once, in index order (evaluation)."""
+        if isinstance(self.ds.data, tuple):
+            x, y = self.ds.data
+            for b in range(0, len(self.indices), self.batch_size):
+                sel = self.indices[b:b + self.batch_size]
+                yield x[sel], y[sel]
+        else:
+            yield from torch.utils.data.DataLoader(
+                torch.utils.data.Subset(self.ds.data, self.indices.tolist()),
+                batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+class Cycle:
+    """A persistent cycling iterator (each α step takes the next val batch; a new shuffled pass
+    starts when one is used up). Its state is ``(pass, position)``."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+        self.pass_no, self.pos = 0, 0
+        self._it: Iterator | None = None
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._it is None:
+            self._it = self.batches.iterate(self.pass_no, self.pos)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.pass_no, self.pos = self.pass_no + 1, 0
+            self._it = self.batches.iterate(self.pass_no, 0)
+            batch = next(self._it)
+        self.pos += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"pass": self.pass_no, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.pass_no, self.pos, self._it = int(s["pass"]), int(s["pos"]), None

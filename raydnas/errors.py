@@ -1,0 +1,22 @@
+"""The one error type that bad user input raises: a single line naming file, key, value, allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Invalid user input (experiment config, search space, study).
+
+    The message is one line: ``FILE: KEY = VALUE: WHAT IS ALLOWED``.
+    """
+
+    def __init__(self, file: str | None, key: str, value: Any, allowed: str) -> None:
+        self.file = file or "<config>"
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{self.file}: {key} = {shown}: {allowed}".replace("\n", " "))

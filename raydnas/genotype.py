@@ -1,0 +1,147 @@
+"""Discretization: from op weights to a discrete cell, and the genotype formats people paste.
+
+* DARTS: ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...],
+  reduce_concat=range(2, 6))`` (quark0/darts cnn/genotypes.py).
+* NAS-Bench-201: ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...|``.
+
+Rules (``discretize.rule`` of a space):
+
+* ``top_k_edges``: per node keep the k incoming edges whose best op outside ``exclude`` is
+  strongest, with that op (DARTS).
+* ``argmax_per_edge``: every edge keeps its argmax op, ``none`` included (NAS-Bench-201).
+* ``all_edges``: like ``argmax_per_edge``, then edges whose op is ``none`` are dropped (SNAS).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .spaces import SearchSpace
+
+Node = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete architecture: per cell type, per intermediate node, its (op, input) pairs."""
+
+    cells: dict[str, tuple[Node, ...]]
+    inputs: int
+    output: str
+    format: str
+
+    @property
+    def concat(self) -> list[int]:
+        n = len(next(iter(self.cells.values())))
+        first = self.inputs
+        return list(range(first, first + n)) if self.output == "concat" else [first + n - 1]
+
+    def edges(self) -> set[tuple[str, int, int, str]]:
+        """The chosen (cell type, node, input, op) tuples; ``none`` entries are left out."""
+        out = set()
+        for ct, nodes in self.cells.items():
+            for j, node in enumerate(nodes):
+                for op, i in node:
+                    if op != "none":
+                        out.add((ct, self.inputs + j, i, op))
+        return out
+
+    def ops(self) -> list[str]:
+        return [op for nodes in self.cells.values() for node in nodes for op, _ in node]
+
+    def to_darts(self) -> str:
+        c = self.concat
+        rng = f"range({c[0]}, {c[-1] + 1})"
+        parts = []
+        for ct, nodes in self.cells.items():
+            pairs = [pair for node in nodes for pair in node]
+            parts.append(f"{ct}={pairs!r}, {ct}_concat={rng}")
+        return f"Genotype({', '.join(parts)})"
+
+    def to_nb201(self) -> str:
+        if self.inputs != 1:
+            raise ValueError("NAS-Bench-201 strings need cells with one input node")
+        nodes = next(iter(self.cells.values()))
+        return "+".join("|" + "|".join(f"{op}~{i}" for op, i in node) + "|" for node in nodes)
+
+    def __str__(self) -> str:
+        return self.to_nb201() if self.format == "nb201" else self.to_darts()
+
+
+def derive(weights: dict[str, torch.Tensor], space: SearchSpace) -> tuple[Genotype, dict[str, torch.Tensor]]:
+    """Discretize op weights ``{cell type: [edges, ops]}``: the genotype and the binary mask Π."""
+    cells, masks = {}, {}
+    for ct, w in weights.items():
+        w = w.detach().float().cpu()
+        mask = torch.zeros_like(w)
+        allowed = torch.tensor([o not in space.exclude for o in space.ops])
+        nodes, e0 = [], 0
+        for j in range(space.nodes):
+            n_in = space.inputs + j
+            rows = w[e0:e0 + n_in]
+            if space.rule == "top_k_edges":
+                masked = rows.masked_fill(~allowed, float("-inf"))
+                best, op_idx = masked.max(dim=1)
+                order = sorted(range(n_in), key=lambda i: (-best[i].item(), i))[: space.k]
+                chosen = [(i, int(op_idx[i])) for i in sorted(order)]
+            else:
+                op_idx = rows.argmax(dim=1)
+                chosen = [(i, int(op_idx[i])) for i in range(n_in)]
+            node = []
+            for i, k in chosen:
+                mask[e0 + i, k] = 1.0
+                name = space.ops[k]
+                if space.rule == "all_edges" and name == "none":
+                    continue
+                node.append((name, i))
+            nodes.append(tuple(node))
+            e0 += n_in
+        cells[ct] = tuple(nodes)
+        masks[ct] = mask
+    return Genotype(cells, space.inputs, space.output, space.genotype_format), masks
+
+
+_DARTS_RE = re.compile(r"(\w+)=(\[.*?\]),\s*\1_concat=(range\(\s*\d+\s*,\s*\d+\s*\)|\[[\d,\s]*\])")
+
+
+def parse_genotype(text: str, nodes: int | None = None) -> Genotype:
+    """Parse a DARTS ``Genotype(...)`` or a NAS-Bench-201 arch string.
+
+    A DARTS string does not mark node boundaries; pairs are grouped ``len(pairs) // nodes`` per
+    node, where ``nodes`` defaults to the length of the concat range.
+    """
+    text = text.strip()
+    if text.startswith("|"):
+        cell = []
+        for part in text.split("+"):
+            items = [s for s in part.strip("|").split("|") if s]
+            node = []
+            for it in items:
+                op, _, src = it.rpartition("~")
+                node.append((op, int(src)))
+            cell.append(tuple(node))
+        return Genotype({"normal": tuple(cell)}, 1, "last", "nb201")
+    if not text.startswith("Genotype("):
+        raise ValueError(f"not a genotype string: {text[:60]!r}")
+    cells, inputs, output = {}, 2, "concat"
+    for m in _DARTS_RE.finditer(text):
+        ct, pairs_s, concat_s = m.group(1), m.group(2), m.group(3)
+        pairs = [tuple(p) for p in ast.literal_eval(pairs_s)]
+        if concat_s.startswith("range"):
+            a, b = (int(x) for x in re.findall(r"\d+", concat_s))
+            concat = list(range(a, b))
+        else:
+            concat = list(ast.literal_eval(concat_s))
+        inputs = concat[0]
+        n = nodes or len(concat)
+        per = max(1, len(pairs) // n)
+        cells[ct] = tuple(tuple(pairs[j * per:(j + 1) * per]) for j in range(n))
+        if len(concat) == 1 and n > 1:
+            output = "last"
+    if not cells:
+        raise ValueError(f"no cells found in {text[:60]!r}")
+    return Genotype(cells, inputs, output, "darts")

@@ -1,0 +1,68 @@
+"""Per-epoch discretization metrics (names fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .genotype import Genotype
+from .ops import PARAM_FREE
+from .supernet import Cell, Supernet
+
+
+def distance_to_discrete(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> float:
+    """‖a(α) − Π(a(α))‖_F over all cell types, divided by √(number of edges)."""
+    sq = sum(float(((probs[c].detach().float().cpu() - masks[c]) ** 2).sum()) for c in probs)
+    edges = sum(p.shape[0] for p in probs.values())
+    return math.sqrt(sq) / math.sqrt(edges)
+
+
+def alpha_entropy(probs: dict[str, torch.Tensor]) -> float:
+    """Mean entropy (nats) of each edge's op weights, normalised to sum to 1."""
+    ents = []
+    for p in probs.values():
+        p = p.detach().float().cpu().clamp_min(0)
+        p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        ents.append(-(p * p.clamp_min(1e-12).log()).sum(dim=1))
+    return float(torch.cat(ents).mean())
+
+
+def param_free_ops(genotype: Genotype) -> int:
+    return sum(op in PARAM_FREE for op in genotype.ops())
+
+
+def _n(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def derived_params(model: Supernet, masks: dict[str, torch.Tensor]) -> int:
+    """Weights of the derived network: everything outside the mixed ops, plus the chosen ops."""
+    total = sum(p.numel() for p in model.weight_parameters())
+    for cell in model.cells:
+        if not isinstance(cell, Cell):
+            continue
+        mask = masks["reduce" if cell.reduction else "normal"]
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge._ops):
+                if mask[e, k] == 0:
+                    total -= _n(op)
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: Supernet, batches, device, op_weights=None) -> tuple[float, float]:
+    """Mean loss and accuracy over ``batches`` (eval mode)."""
+    was = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        w = None if op_weights is None else {c: t.to(device) for c, t in op_weights.items()}
+        out = model(x, op_weights=w)
+        loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
+    model.train(was)
+    return loss_sum / max(n, 1), correct / max(n, 1)

@@ -1,0 +1,138 @@
+"""Candidate operations, as in DARTS (Liu et al. 2019) and NAS-Bench-201 (Dong & Yang 2020).
+
+Every op is built by one factory signature ``OPS.create(name, C_in, C_out, stride, affine)``.
+Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes them, since
+``w * 0`` contributes neither value nor gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+OPS: Registry[nn.Module] = Registry("op")
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the output shape."""
+
+    is_zero = True
+
+    def __init__(self, C_out: int, stride: int) -> None:
+        super().__init__()
+        self.C_out = C_out
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        s = self.stride
+        return x.new_zeros(n, self.C_out, (h + s - 1) // s, (w + s - 1) // s)
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, C_in, C_out, kernel, stride, padding, dilation=1, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+
+    def __init__(self, C_in, C_out, kernel, stride, padding, dilation, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in,
+                      bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked depthwise-separable convs (the first carries the stride)."""
+
+    def __init__(self, C_in, C_out, kernel, stride, padding, affine=True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two offset stride-2 1x1 convs (works for odd sizes too)."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even C_out, but got {C_out=}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        y = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(y)], dim=1))
+
+
+class Pool(nn.Module):
+    """3x3 max/avg pooling, with a 1x1 ReLUConvBN first if the channel count changes.
+
+    DARTS's search network follows pooling by a non-affine BN; NAS-Bench-201's does not. That is
+    a property of the space (``pool_bn`` in its YAML), passed as ``bn_after``.
+    """
+
+    is_pool = True
+
+    def __init__(self, kind, C_in, C_out, stride, affine, bn_after=False):
+        super().__init__()
+        self.pre = ReLUConvBN(C_in, C_out, 1, 1, 0, affine=affine) if C_in != C_out else None
+        if kind == "max":
+            self.pool = nn.MaxPool2d(3, stride=stride, padding=1)
+        else:
+            self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=False) if bn_after else None
+
+    def forward(self, x):
+        if self.pre is not None:
+            x = self.pre(x)
+        x = self.pool(x)
+        return self.bn(x) if self.bn is not None else x
+
+
+def _skip(C_in, C_out, stride, affine):
+    if stride == 1 and C_in == C_out:
+        return nn.Identity()
+    if stride == 2:
+        return FactorizedReduce(C_in, C_out, affine)
+    return ReLUConvBN(C_in, C_out, 1, 1, 0, affine=affine)
+
+
+OPS.register("none")(lambda C_in, C_out, stride, affine: Zero(C_out, stride))
+OPS.register("skip_connect")(_skip)
+OPS.register("max_pool_3x3")(
+    lambda C_in, C_out, stride, affine: Pool("max", C_in, C_out, stride, affine))
+OPS.register("avg_pool_3x3")(
+    lambda C_in, C_out, stride, affine: Pool("avg", C_in, C_out, stride, affine))
+OPS.register("sep_conv_3x3")(
+    lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 3, stride, 1, affine))
+OPS.register("sep_conv_5x5")(
+    lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 5, stride, 2, affine))
+OPS.register("dil_conv_3x3")(
+    lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 3, stride, 2, 2, affine))
+OPS.register("dil_conv_5x5")(
+    lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 5, stride, 4, 2, affine))
+# NAS-Bench-201 convs (AutoDL-Projects cell_operations): ReLU-Conv-BN.
+OPS.register("nor_conv_1x1")(
+    lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 1, stride, 0, 1, affine))
+OPS.register("nor_conv_3x3")(
+    lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 3, stride, 1, 1, affine))
+
+#: Ops that carry no weights (count towards ``param_free_ops``).
+PARAM_FREE = frozenset({"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"})
