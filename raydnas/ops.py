@@ -8,6 +8,7 @@ Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import Registry
@@ -31,6 +32,42 @@ class Zero(nn.Module):
         return x.new_zeros(n, self.C_out, (h + s - 1) // s, (w + s - 1) // s)
 
 
+def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w · bn(x)`` for a scalar ``w``, in one kernel when ``bn`` is non-affine: ``w`` becomes
+    the normalisation's scale, so no extra product (nor the tensor it saves for backward)."""
+    if bn.affine:
+        return w * bn(x)
+    if bn.training and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    use_batch = bn.training or bn.running_mean is None
+    return F.batch_norm(x, bn.running_mean, bn.running_var, w.expand(x.shape[1]), None,
+                        use_batch, 0.1 if bn.momentum is None else bn.momentum, bn.eps)
+
+
+class SharedReLU:
+    """relu(x), computed at most once however many ops ask for it (same value, one saved
+    tensor instead of one per op; the gradients of all users meet in one threshold backward)."""
+
+    __slots__ = ("x", "_r")
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self._r = x, None
+
+    def __call__(self) -> torch.Tensor:
+        if self._r is None:
+            self._r = F.relu(self.x)
+        return self._r
+
+
+def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor,
+             xr: SharedReLU | None = None) -> torch.Tensor:
+    """``w · op(x)``; ops that know a cheaper way implement ``op.weighted(x, w, xr)``."""
+    f = getattr(op, "weighted", None)
+    if f is not None:
+        return f(x, w, xr)
+    return w * op(x)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, C_in, C_out, kernel, stride, padding, dilation=1, affine=True):
         super().__init__(
@@ -38,6 +75,10 @@ class ReLUConvBN(nn.Sequential):
             nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    def weighted(self, x, w, xr=None):
+        h = xr() if xr is not None else self[0](x)
+        return scaled_bn(self[2], self[1](h), w)
 
 
 class DilConv(nn.Sequential):
@@ -52,6 +93,14 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        """Everything after the ReLU, without the BN."""
+        return self[2](self[1](h))
+
+    def weighted(self, x, w, xr=None):
+        h = xr() if xr is not None else self[0](x)
+        return scaled_bn(self[3], self.body(h), w)
+
 
 class SepConv(nn.Sequential):
     """Two stacked depthwise-separable convs (the first carries the stride)."""
@@ -61,6 +110,12 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
             DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
         )
+
+    def weighted(self, x, w, xr=None):
+        a, b = self[0], self[1]
+        h = xr() if xr is not None else a[0](x)
+        h = a[3](a.body(h))
+        return b.weighted(h, w)
 
 
 class FactorizedReduce(nn.Module):
@@ -75,10 +130,15 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
+    def _halves(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return torch.cat([self.conv_1(x), self.conv_2(y)], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        y = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(y)], dim=1))
+        return self.bn(self._halves(self.relu(x)))
+
+    def weighted(self, x, w, xr=None):
+        return scaled_bn(self.bn, self._halves(xr() if xr is not None else self.relu(x)), w)
 
 
 class Pool(nn.Module):
@@ -104,6 +164,12 @@ class Pool(nn.Module):
             x = self.pre(x)
         x = self.pool(x)
         return self.bn(x) if self.bn is not None else x
+
+    def weighted(self, x, w, xr=None):
+        if self.pre is not None:
+            x = self.pre(x)
+        x = self.pool(x)
+        return scaled_bn(self.bn, x, w) if self.bn is not None else w * x
 
 
 def _skip(C_in, C_out, stride, affine):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .ops import OPS, Pool, ReLUConvBN, FactorizedReduce, Zero
+from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero, weighted
 from .spaces import SearchSpace
 
 if TYPE_CHECKING:
@@ -34,13 +34,18 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList(ops)
         self._zero = Zero(C_out, stride)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int],
+                xr: SharedReLU | None = None) -> torch.Tensor:
+        """``xr``: relu(x) shared with the other edges leaving the same node (optional)."""
+        if not active:  # every op of this edge is off: the edge contributes zeros
+            return self._zero(x)
+        ws = w.unbind(0)
+        xr = xr if xr is not None else SharedReLU(x)
         out = None
         for k in active:
-            y = w[k] * self._ops[k](x)
-            out = y if out is None else out + y
-        if out is None:  # every op of this edge is off: the edge contributes zeros
-            out = self._zero(x)
+            y = weighted(self._ops[k], x, ws[k], xr)
+            # y is a fresh product (no backward saves it): accumulate in place
+            out = y if out is None else out.add_(y)
         return out
 
 
@@ -69,16 +74,18 @@ class Cell(nn.Module):
 
     def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]]):
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
+        relus = [SharedReLU(x) for x in states]
         e = 0
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
-                y = self.edges[e](states[i], w[e], active[e])
-                s = y if s is None else s + y
+                y = self.edges[e](states[i], w[e], active[e], relus[i])
+                s = y if s is None else s.add_(y)
                 e += 1
             if self.node_bn is not None:
                 s = self.node_bn[j](s)
             states.append(s)
+            relus.append(SharedReLU(s))
         if self.space.output == "concat":
             return torch.cat(states[self.space.inputs:], dim=1)
         return states[-1]
@@ -179,6 +186,7 @@ class Supernet(nn.Module):
             active = {ct: [[k for k in torch.nonzero(row).flatten().tolist()
                             if k not in self.zero_ops] for row in w.detach().cpu()]
                       for ct, w in op_weights.items()}
+            op_weights = {ct: w.to(device=x.device, dtype=x.dtype) for ct, w in op_weights.items()}
         s = self.stem(x)
         prev = [s, s]
         for cell in self.cells:

@@ -1,0 +1,259 @@
+"""Seconds per search step and peak memory, raydnas's step against a plain reference step.
+
+One step is what issue 6's reference table times: a first-order α step (forward, backward,
+Adam) and a weight step (forward, backward, clip 5, SGD), batch 16 of 3×32×32 random images,
+C = 16. "ours" drives the project's real ``SearchState`` and ``train_step``; ``--reference``
+also runs ``benchmarks/reference.py`` (quark0/darts-style: all ops, ``none`` included, α
+gradient from a full backward). Each runs in its own process (so each has its own peak RSS),
+and their steps are interleaved one by one, so that load from other programs on a shared
+machine hits both alike: compare the two medians of one run, not figures across runs.
+
+    PYTHONPATH=. python benchmarks/step.py --space darts --method darts --reference
+    PYTHONPATH=. python benchmarks/step.py --space nb201 --method gdas --steps 20
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+#: issue 6's reference table: (implementation, s/step median, peak RSS GB), 2 threads, batch 16
+ISSUE_REFERENCE = {
+    ("darts", "first_order"): ("quark0/darts", 3.96, 2.63),
+    ("nb201", "first_order"): ("AutoDL-Projects DARTS", 0.616, 0.95),
+    ("nb201", "gdas"): ("AutoDL-Projects GDAS", 0.151, None),
+}
+
+#: method presets (named like the papers); anything else is "axis=name,axis.param=value,..."
+PRESETS = {
+    "darts": [],
+    "darts1": [],
+    "first_order": [],
+    "darts2": ["gradient=unrolled"],
+    "unrolled": ["gradient=unrolled"],
+    "gdas": ["activation=gumbel_hard"],
+    "implicit": ["gradient=implicit"],
+    "idarts": ["gradient=implicit"],
+}
+
+
+def method_overrides(method: str) -> list[str]:
+    if method in PRESETS:
+        return list(PRESETS[method])
+    if "=" not in method:
+        raise SystemExit(f"--method {method!r}: a preset ({', '.join(PRESETS)}) "
+                         "or axes like activation=softmax,gradient=first_order")
+    return [p.strip() for p in method.split(",") if p.strip()]
+
+
+def make_config(space: str, method: str, batch: int, channels: int, cells: int | None,
+                extra: list[str] = ()):
+    from raydnas.config import apply_overrides, from_dict
+
+    raw = {"space": space, "epochs": 50, "seed": 0, "data": {"batch_size": batch},
+           "model": {"channels": channels}, "log": {"tensorboard": False, "print_every": 0}}
+    if cells:
+        raw["model"]["cells"] = cells
+    raw = apply_overrides(raw, method_overrides(method) + list(extra), "--method")
+    return from_dict(raw, "benchmarks/step.py")
+
+
+def synthetic_data(n: int = 256, seed: int = 0):
+    """``n`` random 3×32×32 images with 10 random labels, as a raydnas Dataset."""
+    import torch
+
+    from raydnas.data import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Dataset("synthetic", (x, y), 10, 3)
+
+
+def build_state(cfg, device, dataset):
+    """A real ``SearchState`` whose dataset is ``dataset`` (SearchState loads its dataset by
+    name; the benchmark and the exactness test hand it synthetic images instead)."""
+    from raydnas import search
+
+    load = search.load_dataset
+    search.load_dataset = lambda *a, **k: dataset
+    try:
+        return search.SearchState(cfg, device)
+    finally:
+        search.load_dataset = load
+
+
+class Feeder:
+    """Train batches and a persistent val cycle over the synthetic set, on ``device``."""
+
+    def __init__(self, dataset, batch: int, device, seed: int = 0) -> None:
+        from raydnas.data import Batches, Cycle
+
+        n = len(dataset)
+        half = list(range(n // 2))
+        self.train = Batches(dataset, half, batch, seed, True)
+        self.val = Cycle(Batches(dataset, list(range(n // 2, n)), batch, seed + 1, True))
+        self.device, self._it, self._pass = device, None, 0
+
+    def next(self):  # the val side (what train_step calls)
+        x, y = self.val.next()
+        return x.to(self.device), y.to(self.device)
+
+    def train_batch(self):
+        if self._it is None:
+            self._it = self.train.iterate(self._pass)
+        try:
+            x, y = next(self._it)
+        except StopIteration:
+            self._pass += 1
+            self._it = None
+            return self.train_batch()
+        return x.to(self.device), y.to(self.device)
+
+
+def _worker(conn, kind: str, args: dict) -> None:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    from raydnas.search import resolve_device, train_step
+
+    dev = resolve_device(args["device"])
+    t0 = time.perf_counter()
+    cfg = make_config(args["space"], args["method"], args["batch"], args["channels"],
+                      args["cells"], args["set"])
+    data = synthetic_data(max(64, 4 * args["batch"]))
+    st = build_state(cfg, dev, data)
+    st.steps_per_epoch = 100
+    feed = Feeder(data, args["batch"], dev)
+    if kind == "reference":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from reference import reference_step as step
+    else:
+        step = train_step
+    build_s = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    conn.send(("ready", build_s))
+    while True:
+        cmd = conn.recv()
+        if cmd == "step":
+            batch = feed.train_batch()
+            sync()
+            t, c = time.perf_counter(), time.process_time()
+            step(st, batch, feed)
+            sync()
+            conn.send((time.perf_counter() - t, time.process_time() - c))
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+            cuda = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+            conn.send({"peak_rss_gb": round(rss / 1e9, 3),
+                       "peak_cuda_gb": None if cuda is None else round(cuda / 1e9, 3),
+                       "build_s": round(build_s, 2)})
+            conn.close()
+            return
+
+
+def run(args: argparse.Namespace) -> dict:
+    kinds = ["ours"] + (["reference"] if args.reference else [])
+    ctx = mp.get_context("spawn")
+    procs, conns = {}, {}
+    for k in kinds:
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(b, k, vars(args)), daemon=True)
+        p.start()
+        procs[k], conns[k] = p, a
+    for k in kinds:
+        conns[k].recv()
+    times = {k: [] for k in kinds}
+    cpu = {k: [] for k in kinds}
+    for i in range(args.warmup + args.steps):
+        order = kinds if i % 2 == 0 else kinds[::-1]  # alternate who goes first
+        for k in order:
+            conns[k].send("step")
+            wall, c = conns[k].recv()
+            if i >= args.warmup:
+                times[k].append(wall)
+                cpu[k].append(c)
+    out = {}
+    for k in kinds:
+        conns[k].send("stats")
+        stats = conns[k].recv()
+        procs[k].join(timeout=30)
+        out[k] = {"median_s": round(statistics.median(times[k]), 4),
+                  "min_s": round(min(times[k]), 4),
+                  "cpu_median_s": round(statistics.median(cpu[k]), 4),
+                  **stats}
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default="darts", help="darts, nb201, tiny or a YAML path")
+    ap.add_argument("--method", default="darts",
+                    help=f"a preset ({', '.join(PRESETS)}) or axes, e.g. "
+                         "activation=softmax,gradient=first_order")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="more config overrides, e.g. gradient.K=5")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--cells", type=int, default=None, help="default: the space's")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (median over them)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reference", action="store_true",
+                    help="also time the plain quark0-style step, interleaved with ours")
+    args = ap.parse_args(argv)
+    res = run(args)
+    import torch
+
+    cfg = make_config(args.space, args.method, args.batch, args.channels, args.cells, args.set)
+    method = cfg.method()
+    key = "gdas" if method["activation"] == "gumbel_hard" else method["gradient"]
+    line = {
+        "space": args.space, "method": method, "params": {a: getattr(cfg, a).params
+                                                           for a in method if getattr(cfg, a).params},
+        "batch": args.batch, "channels": args.channels, "cells": args.cells,
+        "threads": args.threads, "device": args.device, "steps": args.steps,
+        "warmup": args.warmup, **res,
+    }
+    if "reference" in res:
+        line["ratio_time"] = round(res["ours"]["median_s"] / res["reference"]["median_s"], 3)
+        line["ratio_cpu"] = round(res["ours"]["cpu_median_s"] / res["reference"]["cpu_median_s"], 3)
+        line["ratio_rss"] = round(res["ours"]["peak_rss_gb"] / res["reference"]["peak_rss_gb"], 3)
+    ref = ISSUE_REFERENCE.get((args.space, key))
+    if ref and args.batch == 16 and args.channels == 16 and args.cells is None \
+            and args.device == "cpu":
+        line["issue_reference"] = {"impl": ref[0], "s": ref[1], "rss_gb": ref[2]}
+        line["ratio_to_issue"] = round(res["ours"]["median_s"] / ref[1], 3)
+    line.update(torch=torch.__version__, python=platform.python_version(),
+                machine=_cpu_name(),
+                platform=platform.platform(), cpu_count=os.cpu_count(),
+                load_avg=[round(v, 2) for v in os.getloadavg()],
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    print(json.dumps(line), flush=True)
+    return line
+
+
+if __name__ == "__main__":
+    main()
