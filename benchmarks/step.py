@@ -34,26 +34,36 @@ ISSUE_REFERENCE = {
     ("nb201", "gdas"): ("AutoDL-Projects GDAS", 0.151, None),
 }
 
-#: method presets (named like the papers); anything else is "axis=name,axis.param=value,..."
+#: method presets when the checkout has no ``configs/<name>.yaml`` of that name
 PRESETS = {
     "darts": [],
-    "darts1": [],
-    "first_order": [],
-    "darts2": ["gradient=unrolled"],
-    "unrolled": ["gradient=unrolled"],
+    "darts_v1": [],
+    "darts_v2": ["gradient=unrolled"],
     "gdas": ["activation=gumbel_hard"],
-    "implicit": ["gradient=implicit"],
     "idarts": ["gradient=implicit"],
 }
+AXES = ("activation", "gradient", "schedule", "regularizer")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def method_overrides(method: str) -> list[str]:
+def method_axes(method: str) -> dict:
+    """``--method``: a preset (``configs/<name>.yaml``: only its four method axes are taken) or
+    axes like ``activation=softmax,gradient=first_order,gradient.K=2``."""
+    import yaml
+
+    from raydnas.config import apply_overrides
+
+    path = method if method.endswith((".yaml", ".yml")) else os.path.join(CONFIGS, method + ".yaml")
+    if os.path.isfile(path):
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        return {a: raw[a] for a in AXES if a in raw}
     if method in PRESETS:
-        return list(PRESETS[method])
+        return apply_overrides({}, PRESETS[method], "--method")
     if "=" not in method:
-        raise SystemExit(f"--method {method!r}: a preset ({', '.join(PRESETS)}) "
+        raise SystemExit(f"--method {method!r}: a preset (configs/*.yaml, {', '.join(PRESETS)}) "
                          "or axes like activation=softmax,gradient=first_order")
-    return [p.strip() for p in method.split(",") if p.strip()]
+    return apply_overrides({}, [p.strip() for p in method.split(",") if p.strip()], "--method")
 
 
 def make_config(space: str, method: str, batch: int, channels: int, cells: int | None,
@@ -61,21 +71,22 @@ def make_config(space: str, method: str, batch: int, channels: int, cells: int |
     from raydnas.config import apply_overrides, from_dict
 
     raw = {"space": space, "epochs": 50, "seed": 0, "data": {"batch_size": batch},
-           "model": {"channels": channels}, "log": {"tensorboard": False, "print_every": 0}}
+           "model": {"channels": channels}, "log": {"tensorboard": False, "print_every": 0},
+           **method_axes(method)}
     if cells:
         raw["model"]["cells"] = cells
-    raw = apply_overrides(raw, method_overrides(method) + list(extra), "--method")
+    raw = apply_overrides(raw, list(extra), "--set")
     return from_dict(raw, "benchmarks/step.py")
 
 
-def synthetic_data(n: int = 256, seed: int = 0):
-    """``n`` random 3×32×32 images with 10 random labels, as a raydnas Dataset."""
+def synthetic_data(n: int = 256, seed: int = 0, size: int = 32):
+    """``n`` random 3×size×size images with 10 random labels, as a raydnas Dataset."""
     import torch
 
     from raydnas.data import Dataset
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 32, 32, generator=g)
+    x = torch.randn(n, 3, size, size, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     return Dataset("synthetic", (x, y), 10, 3)
 
@@ -122,6 +133,8 @@ class Feeder:
 
 
 def _worker(conn, kind: str, args: dict) -> None:
+    if kind == "baseline":  # another raydnas checkout, e.g. to measure one lever
+        sys.path.insert(0, os.path.abspath(args["baseline"]))
     import torch
 
     torch.set_num_threads(args["threads"])
@@ -129,8 +142,9 @@ def _worker(conn, kind: str, args: dict) -> None:
 
     dev = resolve_device(args["device"])
     t0 = time.perf_counter()
-    cfg = make_config(args["space"], args["method"], args["batch"], args["channels"],
-                      args["cells"], args["set"])
+    method = args["also"] if kind == "also" else args["method"]
+    cfg = make_config(args["space"], method, args["batch"], args["channels"], args["cells"],
+                      args["set"] if kind != "also" else [])
     data = synthetic_data(max(64, 4 * args["batch"]))
     st = build_state(cfg, dev, data)
     st.steps_per_epoch = 100
@@ -163,7 +177,8 @@ def _worker(conn, kind: str, args: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    kinds = ["ours"] + (["reference"] if args.reference else [])
+    kinds = ["ours"] + (["reference"] if args.reference else []) + \
+        (["baseline"] if args.baseline else []) + (["also"] if args.also else [])
     ctx = mp.get_context("spawn")
     procs, conns = {}, {}
     for k in kinds:
@@ -189,6 +204,7 @@ def run(args: argparse.Namespace) -> dict:
         stats = conns[k].recv()
         procs[k].join(timeout=30)
         out[k] = {"median_s": round(statistics.median(times[k]), 4),
+                  "mean_s": round(statistics.mean(times[k]), 4),
                   "min_s": round(min(times[k]), 4),
                   "cpu_median_s": round(statistics.median(cpu[k]), 4),
                   **stats}
@@ -210,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="darts", help="darts, nb201, tiny or a YAML path")
     ap.add_argument("--method", default="darts",
-                    help=f"a preset ({', '.join(PRESETS)}) or axes, e.g. "
+                    help="a preset (configs/NAME.yaml: its method axes) or axes, e.g. "
                          "activation=softmax,gradient=first_order")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="more config overrides, e.g. gradient.K=5")
@@ -223,6 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reference", action="store_true",
                     help="also time the plain quark0-style step, interleaved with ours")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also time train_step of the raydnas package found in DIR (e.g. an "
+                         "older checkout), interleaved: the effect of a change")
+    ap.add_argument("--also", metavar="METHOD",
+                    help="also time our step with this method, interleaved (e.g. --method "
+                         "darts_v2 --also darts: unrolled against first order)")
     args = ap.parse_args(argv)
     res = run(args)
     import torch
@@ -241,11 +263,20 @@ def main(argv: list[str] | None = None) -> dict:
         line["ratio_time"] = round(res["ours"]["median_s"] / res["reference"]["median_s"], 3)
         line["ratio_cpu"] = round(res["ours"]["cpu_median_s"] / res["reference"]["cpu_median_s"], 3)
         line["ratio_rss"] = round(res["ours"]["peak_rss_gb"] / res["reference"]["peak_rss_gb"], 3)
+    if "baseline" in res:
+        line["baseline_dir"] = args.baseline
+        line["ratio_to_baseline"] = round(res["ours"]["median_s"] / res["baseline"]["median_s"], 3)
+    if "also" in res:
+        line["also_method"] = make_config(args.space, args.also, args.batch, args.channels,
+                                          args.cells).method()
+        line["ratio_to_also"] = round(res["ours"]["median_s"] / res["also"]["median_s"], 3)
     ref = ISSUE_REFERENCE.get((args.space, key))
     if ref and args.batch == 16 and args.channels == 16 and args.cells is None \
             and args.device == "cpu":
         line["issue_reference"] = {"impl": ref[0], "s": ref[1], "rss_gb": ref[2]}
         line["ratio_to_issue"] = round(res["ours"]["median_s"] / ref[1], 3)
+        if "reference" in res:  # how much slower this (shared) machine runs the plain step
+            line["machine_slowdown"] = round(res["reference"]["median_s"] / ref[1], 3)
     line.update(torch=torch.__version__, python=platform.python_version(),
                 machine=_cpu_name(),
                 platform=platform.platform(), cpu_count=os.cpu_count(),

@@ -40,7 +40,9 @@ def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Ten
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     use_batch = bn.training or bn.running_mean is None
-    return F.batch_norm(x, bn.running_mean, bn.running_var, w.expand(x.shape[1]), None,
+    # contiguous: torch 2.14's CPU BN backward misreads a stride-0 weight on channels-last 1x1
+    # maps (garbage input gradients; caught by tests/test_speed_exactness.py)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, w.expand(x.shape[1]).contiguous(), None,
                         use_batch, 0.1 if bn.momentum is None else bn.momentum, bn.eps)
 
 

@@ -34,10 +34,19 @@ CASES = {  # space: (channels, cells) small enough for a few seconds on 2 cores
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Many tiny ops: on a busy shared machine a 2-thread pool waits on descheduled threads.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pair(space: str, method: str = "darts"):
     C, L = CASES[space]
     cfg = make_config(space, method, 4, C, L)
-    data = synthetic_data(32)
+    data = synthetic_data(16, size=8)  # 8x8: float64 convs are slow on CPU
     data.data = (data.data[0].double(), data.data[1])
     states = []
     for _ in range(2):
