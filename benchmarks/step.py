@@ -2,16 +2,20 @@
 
 One step is what issue 6's reference table times: a first-order α step (forward, backward,
 Adam) and a weight step (forward, backward, clip 5, SGD), batch 16 of 3×32×32 random images,
-C = 16. "ours" drives the project's real ``SearchState`` and ``train_step``; ``--reference``
-also runs ``benchmarks/reference.py`` (quark0/darts-style: all ops, ``none`` included, α
-gradient from a full backward). Each runs in its own process (so each has its own peak RSS),
-and their steps are interleaved one by one, so that load from other programs on a shared
-machine hits both alike: compare the two medians of one run, not figures across runs.
+C = 16. "ours" drives the project's real ``SearchState`` and ``train_step`` with the method's
+axes (``--method``: a preset ``configs/NAME.yaml`` or ``axis=name,...``). ``--reference`` also
+runs ``benchmarks/reference.py``: the plain quark0/darts step (every op, ``none`` included, as
+``w·op(x)``; α gradient from a full backward; always first order, with the method's op weights).
+``--also METHOD`` times our step with another method (unrolled against first order) and
+``--baseline DIR`` our step from another checkout (the effect of a change).
+
+Each runs in its own process (so each has its own peak RSS) and their steps are interleaved one
+by one, so that load from other programs on a shared machine hits all alike: compare medians of
+one run, not figures across runs. Prints one JSON line::
 
     PYTHONPATH=. python benchmarks/step.py --space darts --method darts --reference
-    PYTHONPATH=. python benchmarks/step.py --space nb201 --method gdas --steps 20
-
-Prints one JSON line.
+    PYTHONPATH=. python benchmarks/step.py --space nb201 --method gdas --reference
+    PYTHONPATH=. python benchmarks/step.py --space nb201 --method darts_v2 --also darts_v1
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def method_axes(method: str) -> dict:
 
     from raydnas.config import apply_overrides
 
-    path = method if method.endswith((".yaml", ".yml")) else os.path.join(CONFIGS, method + ".yaml")
+    path = method if method.endswith((".yaml", ".yml")) else \
+        os.path.join(CONFIGS, method + ".yaml")
     if os.path.isfile(path):
         with open(path) as f:
             raw = yaml.safe_load(f) or {}
@@ -252,16 +257,17 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = make_config(args.space, args.method, args.batch, args.channels, args.cells, args.set)
     method = cfg.method()
     key = "gdas" if method["activation"] == "gumbel_hard" else method["gradient"]
+    params = {a: getattr(cfg, a).params for a in method if getattr(cfg, a).params}
     line = {
-        "space": args.space, "method": method, "params": {a: getattr(cfg, a).params
-                                                           for a in method if getattr(cfg, a).params},
+        "space": args.space, "method": method, "params": params,
         "batch": args.batch, "channels": args.channels, "cells": args.cells,
         "threads": args.threads, "device": args.device, "steps": args.steps,
         "warmup": args.warmup, **res,
     }
     if "reference" in res:
         line["ratio_time"] = round(res["ours"]["median_s"] / res["reference"]["median_s"], 3)
-        line["ratio_cpu"] = round(res["ours"]["cpu_median_s"] / res["reference"]["cpu_median_s"], 3)
+        line["ratio_cpu"] = round(res["ours"]["cpu_median_s"]
+                                  / res["reference"]["cpu_median_s"], 3)
         line["ratio_rss"] = round(res["ours"]["peak_rss_gb"] / res["reference"]["peak_rss_gb"], 3)
     if "baseline" in res:
         line["baseline_dir"] = args.baseline
@@ -271,12 +277,18 @@ def main(argv: list[str] | None = None) -> dict:
                                           args.cells).method()
         line["ratio_to_also"] = round(res["ours"]["median_s"] / res["also"]["median_s"], 3)
     ref = ISSUE_REFERENCE.get((args.space, key))
+    plain_ref = ISSUE_REFERENCE.get((args.space, "first_order"))
     if ref and args.batch == 16 and args.channels == 16 and args.cells is None \
             and args.device == "cpu":
         line["issue_reference"] = {"impl": ref[0], "s": ref[1], "rss_gb": ref[2]}
         line["ratio_to_issue"] = round(res["ours"]["median_s"] / ref[1], 3)
-        if "reference" in res:  # how much slower this (shared) machine runs the plain step
-            line["machine_slowdown"] = round(res["reference"]["median_s"] / ref[1], 3)
+        if "reference" in res:
+            # The plain reference path stands in for the table's plain first-order step on this
+            # (shared, loaded) machine: slowdown = plain path here / table figure, and the ratio
+            # to the table corrected by it. Assumes the plain path unloaded ~ the table's figure.
+            slow = res["reference"]["median_s"] / plain_ref[1]
+            line["machine_slowdown"] = round(slow, 3)
+            line["ratio_to_issue_calibrated"] = round(res["ours"]["median_s"] / slow / ref[1], 3)
     line.update(torch=torch.__version__, python=platform.python_version(),
                 machine=_cpu_name(),
                 platform=platform.platform(), cpu_count=os.cpu_count(),

@@ -3,6 +3,11 @@
 Every op is built by one factory signature ``OPS.create(name, C_in, C_out, stride, affine)``.
 Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes them, since
 ``w * 0`` contributes neither value nor gradient.
+
+Speed (issue 6; same math, checked against a plain reference by tests/test_speed_exactness.py):
+the mixed op asks each op for ``w · op(x)`` through :func:`weighted`. Ops ending in a non-affine
+BatchNorm fold ``w`` into it (:func:`scaled_bn`), and ops starting with ReLU take a
+:class:`SharedReLU` so that all ops of all edges leaving one node share one relu(x).
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Ten
     use_batch = bn.training or bn.running_mean is None
     # contiguous: torch 2.14's CPU BN backward misreads a stride-0 weight on channels-last 1x1
     # maps (garbage input gradients; caught by tests/test_speed_exactness.py)
-    return F.batch_norm(x, bn.running_mean, bn.running_var, w.expand(x.shape[1]).contiguous(), None,
-                        use_batch, 0.1 if bn.momentum is None else bn.momentum, bn.eps)
+    scale = w.expand(x.shape[1]).contiguous()
+    return F.batch_norm(x, bn.running_mean, bn.running_var, scale, None, use_batch,
+                        0.1 if bn.momentum is None else bn.momentum, bn.eps)
 
 
 class SharedReLU:

@@ -103,12 +103,12 @@ def test_benchmark_smoke_prints_one_json_line() -> None:
 
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--space", "tiny", "--channels",
-         "4", "--batch", "4", "--steps", "2", "--warmup", "1", "--threads", "1", "--reference"],
+         "4", "--batch", "4", "--steps", "2", "--warmup", "1", "--threads", "1"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1
     rec = json.loads(lines[0])
-    assert rec["ours"]["median_s"] > 0 and rec["reference"]["median_s"] > 0
+    assert rec["ours"]["median_s"] > 0 and rec["method"]["gradient"] == "first_order"
     assert rec["ours"]["peak_rss_gb"] > 0 and rec["device"] == "cpu"
