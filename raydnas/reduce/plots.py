@@ -54,7 +54,8 @@ def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
         xs = [v["discretization_gap"] for v in vals]
         ys = [v["discrete_val_acc"] for v in vals]
         c = colors(i % 10)
-        ax.scatter(xs, ys, color=c, alpha=0.55, s=36, label=f"{i + 1}. {_short(r['group'])}")
+        ax.scatter(xs, ys, color=c, alpha=0.55, s=36,
+                   label=f"{i + 1}. {_short(r['group'], 80)} (n={r['n']})")
         xm, ym = r["discretization_gap_mean"], r["discrete_val_acc_mean"]
         xe, ye = r["discretization_gap_std"], r["discrete_val_acc_std"]
         ax.errorbar([xm], [ym], xerr=None if math.isnan(xe) else [xe],
@@ -149,10 +150,11 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
 
     cts = list(genotype.cells)
     nodes = len(genotype.cells[cts[0]])
-    fig, axes = plt.subplots(len(cts), 1, figsize=(max(7.0, 2.5 + 2.0 * nodes), 3.2 * len(cts)),
+    fig, axes = plt.subplots(len(cts), 1, figsize=(max(7.0, 2.5 + 2.0 * nodes), 3.6 * len(cts)),
                              dpi=110, squeeze=False)
     for ax, ct in zip(axes[:, 0], cts):
         pos = _node_positions(genotype.inputs, nodes)
+        bulge, bent = 0.0, 0
         for k, (x, y) in pos.items():
             is_in = 0 <= k < genotype.inputs
             face = "#c6dbef" if is_in else ("#fdd49e" if k == -1 else "#e5f5e0")
@@ -164,7 +166,11 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
                 if op == "none":
                     continue
                 (x0, y0), (x1, y1) = pos[src], pos[dst]
-                rad = _bend(pos, src, dst, n_edge)
+                rad = _bend(pos, src, dst, 0)
+                if rad:  # alternate sides so arcs spread above and below the row of nodes
+                    rad = abs(rad) * (1 if bent % 2 else -1)
+                    bent += 1
+                    bulge = max(bulge, abs(rad) * math.dist(pos[src], pos[dst]) / 2)
                 color = OP_COLORS.get(op, "#1f77b4")
                 ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
                                              arrowstyle="-|>", mutation_scale=12, color=color,
@@ -183,13 +189,14 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
         for k in genotype.concat:
             (x0, y0), (x1, y1) = pos[k], pos[-1]
             rad = abs(_bend(pos, k, -1, 0))  # around the nodes in between, on one side
+            bulge = max(bulge, rad * math.dist(pos[k], pos[-1]) / 2)
             ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
                                          connectionstyle=f"arc3,rad={rad}", color="grey", lw=1,
                                          ls=":", shrinkA=14, shrinkB=14))
         xs = [p[0] for p in pos.values()]
         ys = [p[1] for p in pos.values()]
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-        ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+        ax.set_ylim(min(ys) - 0.4 - max(0.6, bulge), max(ys) + 0.4 + max(0.6, bulge))
         ax.set_title(f"{ct} cell", fontsize=10)
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, 80), fontsize=9)
@@ -254,7 +261,7 @@ def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> 
     reliability(df, out / "reliability.png")
     files["reliability"] = "reliability.png"
     for i, r in df.iterrows():
-        if not r["modal_trial"]:
+        if not isinstance(r["modal_trial"], str):
             continue
         t = next(t for t in members[r["group"]] if t.trial_id == r["modal_trial"])
         g = trial_genotype(t)

@@ -122,13 +122,13 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.iterrows():
         lines.append(f"### {i + 1}. {r['group']}")
-        if not r["modal_genotype"]:
+        if not isinstance(r["modal_genotype"], str):
             lines += ["", "No finished seed.", ""]
             continue
         lines += ["", f"Found by {r['modal_count']} of {r['n']} seeds "
                   f"({r['distinct_genotypes']} distinct); drawn from trial `{r['modal_trial']}` "
                   f"(seed {r['modal_seed']}).", "", "```", r["modal_genotype"]]
-        if r.get("modal_genotype_nb201"):
+        if isinstance(r.get("modal_genotype_nb201"), str):
             lines.append(r["modal_genotype_nb201"])
         lines += ["```", ""]
         for kind in ("cell", "alpha"):
