@@ -115,7 +115,8 @@ def fetch_remote(uri: str, dest: Path) -> Path:
         fs, root = pafs.FileSystem.from_uri(uri)
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except Exception as e:  # noqa: BLE001 - any storage error is a user-input problem here
-        raise ConfigError("raydnas reduce", "EXPERIMENT", uri, f"a readable experiment URI ({e})") from None
+        raise ConfigError("raydnas reduce", "EXPERIMENT", uri,
+                          f"a readable experiment URI ({e})") from None
     root = root.rstrip("/")
     local = dest / Path(root).name
     local.mkdir(parents=True, exist_ok=True)

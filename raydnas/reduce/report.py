@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .load import Trial
-from .stats import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -63,7 +63,8 @@ def trial_genotype(t: Trial) -> Genotype | None:
     except (ValueError, SyntaxError):
         return None
     fin = t.final or {}
-    cells = (fin.get("genotype") or {}).get("cells") if isinstance(fin.get("genotype"), dict) else None
+    geno = fin.get("genotype")
+    cells = geno.get("cells") if isinstance(geno, dict) else None
     same_epoch = fin.get("metrics", {}).get("epoch") == t.last.get("epoch")
     if cells and same_epoch and set(cells) == set(g.cells):
         g = Genotype({c: tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
