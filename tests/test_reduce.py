@@ -139,21 +139,22 @@ def test_partial_experiment_lists_unfinished_trials(tmp_path):
     killed = w.trial(flat(M, 4), [G2], epochs_planned=2, status="RUNNING", truncated_line=True)
     no_results = w.trial(flat(M, 5), None, status="RUNNING")
     pending = w.trial(flat(M, 6), None, status="PENDING", write_dir=False)
+    started = w.trial(flat(M, 7), None, status="PENDING")  # a trial dir, nothing in it yet
     # a method whose only seed failed still gets a row, with n = 0
     other = w.trial(flat("softmax/first_order/every/prox", 0), [G1], epochs_planned=3,
                     status="ERROR", error="ValueError: boom")
     exp = w.finish()
     df = reduce(exp, plots=False)
     a = _row(df, M)
-    assert a["n"] == 3 and a["n_trials"] == 7
-    assert (a["n_failed"], a["n_running"], a["n_missing"]) == (1, 1, 2)
+    assert a["n"] == 3 and a["n_trials"] == 8
+    assert (a["n_failed"], a["n_running"], a["n_missing"]) == (1, 2, 2)
     assert a["consensus"] == pytest.approx((7 / 9 + 1 + 7 / 9) / 3)
     z = _row(df, "softmax/first_order/every/prox")
     assert z["n"] == 0 and z["n_failed"] == 1 and math.isnan(z["val_acc_mean"])
     status = {e["trial_id"]: e["status"] for e in df.attrs["excluded"]}
-    assert status == {failed: "failed", killed: "running", no_results: "missing",
-                      pending: "missing", other: "failed"}
-    assert df.attrs["counts"] == {"complete": 3, "stopped": 0, "failed": 2, "running": 1,
+    assert status == {failed: "failed", killed: "running", no_results: "running",
+                      pending: "missing", started: "missing", other: "failed"}
+    assert df.attrs["counts"] == {"complete": 3, "stopped": 0, "failed": 2, "running": 2,
                                   "missing": 2}
     md = (exp / "report" / "report.md").read_text()
     for tid in status:

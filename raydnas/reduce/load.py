@@ -17,9 +17,9 @@ A trial ends up in one of five states:
 * ``stopped``: Tune terminated it before its last epoch (a trial scheduler such as ASHA). Its
   last epoch is used, and it is counted in ``n_stopped``.
 * ``failed``: Tune says ERROR, or ``error.txt`` exists and the search did not finish.
-* ``running``: it has results but is not finished and did not fail: still running, or its
-  driver was killed.
-* ``missing``: known to the experiment but without a single result.
+* ``running``: not finished and not failed: Tune says RUNNING, or it has results but not its
+  last epoch (still running, or its driver was killed).
+* ``missing``: known to the experiment but without a single result (pending, never started).
 
 Only ``complete`` and ``stopped`` trials enter the statistics; the others are listed.
 """
@@ -211,7 +211,7 @@ def _configured_epochs(trial_dir: Path) -> int | None:
 def _status(tune_status: str | None, epochs: list[dict], final: dict | None, failed: bool,
             wanted: int | None) -> str:
     if not epochs:
-        return "failed" if failed else "missing"
+        return "failed" if failed else ("running" if tune_status == "RUNNING" else "missing")
     last = epochs[-1]
     done = bool(final and final.get("complete")
                 and final.get("metrics", {}).get("epoch") == last.get("epoch"))
