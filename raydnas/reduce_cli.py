@@ -38,7 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sort", default="discrete_val_acc",
                    help="sort key: a metric (its mean) or any numeric column such as consensus, "
                         "collapse_rate, discretization_gap_std; prefix +/- for "
-                        "ascending/descending (default: discrete_val_acc, best first)")
+                        "ascending/descending, written --sort=-KEY (default: discrete_val_acc, "
+                        "best first)")
     p.add_argument("--collapse-threshold", type=float, default=DEFAULT_COLLAPSE_THRESHOLD,
                    help="a seed has collapsed when at least this fraction of its chosen ops is "
                         f"parameter-free (default {DEFAULT_COLLAPSE_THRESHOLD})")

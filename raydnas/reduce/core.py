@@ -38,7 +38,7 @@ def group_label(method: str, point: Any, hps: dict[str, Any]) -> str:
 
 
 def sort_columns(df: "pd.DataFrame") -> list[str]:
-    cols = [c for c in df.columns if df[c].dtype.kind in "fiub"]
+    cols = [c for c in df.columns if df[c].dtype.kind in "fiub" and c != "modal_seed"]
     return sorted(set(cols) | set(METRICS))
 
 
@@ -49,11 +49,12 @@ def resolve_sort(key: str, df: "pd.DataFrame") -> tuple[str, bool]:
         direction, key = key[0], key[1:]
     col = f"{key}_mean" if key in METRICS else key
     allowed = sort_columns(df)
-    if col not in df.columns or df[col].dtype.kind not in "fiub":
+    if col not in allowed or col not in df.columns or df[col].dtype.kind not in "fiub":
         raise ConfigError("raydnas reduce", "--sort", key,
                           "one of " + ", ".join(a for a in allowed if not a.endswith(
-                              ("_std", "_min", "_max"))) + " (or METRIC_std/_min/_max; "
-                          "prefix + or - for ascending/descending)")
+                              ("_mean", "_std", "_min", "_max"))) + " (a metric means its mean; "
+                          "also METRIC_std/_min/_max; prefix + or - for ascending/descending, "
+                          "e.g. --sort=-consensus)")
     ascending = (direction == "+") if direction else col not in HIGHER_IS_BETTER
     return col, ascending
 

@@ -86,8 +86,9 @@ class Trial:
     def describe(self) -> str:
         where = self.path.name if self.path is not None else "(no trial directory)"
         why = f": {self.error}" if self.error else ""
+        n = len(self.epochs)
         return (f"{self.trial_id} [{self.status}] {self.method} seed {self.seed} "
-                f"({len(self.epochs)} epochs) {where}{why}")
+                f"({n} epoch{'' if n == 1 else 's'}) {where}{why}")
 
 
 @dataclass
