@@ -52,7 +52,8 @@ def test_reduce_real_tune_experiment(ray_local, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     param_space = {"activation": "softmax", "gradient": "first_order", "schedule": "every",
                    "regularizer": "none", "method": "softmax/first_order/every/none",
-                   "optim.a_lr": tune.grid_search([3e-4, 3e-3]),
+                   # -1.0 is rejected by the config inside the trial: 2 real failed trials
+                   "optim.a_lr": tune.grid_search([3e-4, 3e-3, -1.0]),
                    "seed": tune.grid_search([0, 1])}
     tuner = tune.Tuner(
         _trainable, param_space=param_space,
@@ -60,14 +61,18 @@ def test_reduce_real_tune_experiment(ray_local, tmp_path):
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="study", verbose=0,
                                   sync_config=tune.SyncConfig(sync_artifacts=True)))
     results = tuner.fit()
-    assert not results.errors
+    assert len(results.errors) == 2
     exp = tmp_path / "study"
 
     df = reduce(exp)
-    assert len(df) == 2 and list(df["n"]) == [2, 2]
-    assert sorted(df["optim.a_lr"]) == [3e-4, 3e-3]
-    assert df.attrs["counts"]["complete"] == 4 and not df.attrs["excluded"]
-    for _, r in df.iterrows():
+    assert len(df) == 3 and list(df["n"]) == [2, 2, 0]  # the failed point sorts last
+    assert sorted(df["optim.a_lr"][:2]) == [3e-4, 3e-3]
+    assert df.attrs["counts"]["complete"] == 4 and df.attrs["counts"]["failed"] == 2
+    bad = df.iloc[2]
+    assert bad["optim.a_lr"] == -1.0 and bad["n_failed"] == 2
+    assert {e["status"] for e in df.attrs["excluded"]} == {"failed"}
+    assert all("ConfigError" in e["error"] for e in df.attrs["excluded"])
+    for _, r in df.iloc[:2].iterrows():
         assert 0.0 <= r["consensus"] <= 1.0
         assert 1 <= r["distinct_genotypes"] <= 2 and 1 <= r["modal_count"] <= 2
         assert r["distinct_genotypes"] == 1 or r["modal_count"] == 1
@@ -80,7 +85,8 @@ def test_reduce_real_tune_experiment(ray_local, tmp_path):
     for f in ("report.md", "report.csv", "report.json"):
         assert (out / f).stat().st_size > 0
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 6  # acc_vs_gap, reliability, and cell + alpha for each group
+    assert len(pngs) == 6  # acc_vs_gap, reliability, and cell + alpha for each finished group
+    assert "optim.a_lr=-1" in (out / "report.md").read_text()
     for p in pngs:
         with Image.open(p) as im:
             im.load()
