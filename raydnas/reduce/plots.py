@@ -200,7 +200,9 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
         ax.set_title(f"{ct} cell", fontsize=10)
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, 80), fontsize=9)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, "blue: ops with weights; red/orange/pink: parameter-free (skip, pools); "
+             "dotted: concatenated into the cell output", ha="center", fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
