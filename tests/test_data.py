@@ -59,3 +59,31 @@ def test_batches_and_cycle_continue_exactly_from_their_state():
     c3 = Cycle(b)
     c3.load_state_dict(c2.state_dict())
     assert [c3.next()[1].tolist() for _ in range(5)] == seq[4:]
+
+
+def test_imagefolder_reads_a_users_own_images(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for i in range(40):
+        cls = tmp_path / f"class_{d.target[i] % 2}"
+        cls.mkdir(exist_ok=True)
+        img = (d.images[i] * 15).astype("uint8")
+        Image.fromarray(img).convert("RGB").resize((16, 16)).save(cls / f"{i}.png")
+    ds = load_dataset("imagefolder", str(tmp_path), image_size=12)
+    assert ds.num_classes == 2 and ds.in_channels == 3 and len(ds) == 40
+    b = Batches(ds, list(range(40)), 8, seed=0, drop_last=True)
+    x, y = next(b.iterate(0))
+    assert x.shape == (8, 3, 12, 12) and set(y.tolist()) <= {0, 1}
+
+
+def test_requesting_a_missing_cuda_device_is_a_clear_error():
+    import pytest
+
+    from raydnas.errors import ConfigError
+    from raydnas.search import resolve_device
+
+    with pytest.raises(ConfigError, match="cuda:99"):
+        resolve_device("cuda:99")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
