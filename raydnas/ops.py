@@ -5,7 +5,7 @@ Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes
 ``w * 0`` contributes neither value nor gradient.
 
 Speed (issue 6; same math, checked against a plain reference by tests/test_speed_exactness.py):
-the mixed op asks each op for ``w · op(x)`` through :func:`weighted`. Ops ending in a non-affine
+the mixed op asks each op for ``w · op(x)`` through :func:`weighted` (``op(x, w, xr)``). Ops ending in a non-affine
 BatchNorm fold ``w`` into it (:func:`scaled_bn`), and ops starting with ReLU take a
 :class:`SharedReLU` so that all ops of all edges leaving one node share one relu(x).
 """
@@ -69,10 +69,10 @@ class SharedReLU:
 
 def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor,
              xr: SharedReLU | None = None) -> torch.Tensor:
-    """``w · op(x)``; ops that know a cheaper way implement ``op.weighted(x, w, xr)``."""
-    f = getattr(op, "weighted", None)
-    if f is not None:
-        return f(x, w, xr)
+    """``w · op(x)``. Ops with ``fuses_weight`` take ``op(x, w, xr)`` and apply ``w`` (and the
+    shared relu) themselves; the call still goes through ``op.__call__`` (hooks see it)."""
+    if getattr(op, "fuses_weight", False):
+        return op(x, w, xr)
     return w * op(x)
 
 
@@ -84,9 +84,12 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def weighted(self, x, w, xr=None):
-        h = xr() if xr is not None else self[0](x)
-        return scaled_bn(self[2], self[1](h), w)
+    fuses_weight = True
+
+    def forward(self, x, w=None, xr=None):
+        """``w · op(x)`` (plain ``op(x)`` when ``w`` is None); ``xr``: a shared relu(x)."""
+        h = self[1](xr() if xr is not None else self[0](x))
+        return self[2](h) if w is None else scaled_bn(self[2], h, w)
 
 
 class DilConv(nn.Sequential):
@@ -101,13 +104,12 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def body(self, h: torch.Tensor) -> torch.Tensor:
-        """Everything after the ReLU, without the BN."""
-        return self[2](self[1](h))
+    fuses_weight = True
 
-    def weighted(self, x, w, xr=None):
-        h = xr() if xr is not None else self[0](x)
-        return scaled_bn(self[3], self.body(h), w)
+    def forward(self, x, w=None, xr=None):
+        """``w · op(x)`` (plain ``op(x)`` when ``w`` is None); ``xr``: a shared relu(x)."""
+        h = self[2](self[1](xr() if xr is not None else self[0](x)))
+        return self[3](h) if w is None else scaled_bn(self[3], h, w)
 
 
 class SepConv(nn.Sequential):
@@ -119,11 +121,10 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
         )
 
-    def weighted(self, x, w, xr=None):
-        a, b = self[0], self[1]
-        h = xr() if xr is not None else a[0](x)
-        h = a[3](a.body(h))
-        return b.weighted(h, w)
+    fuses_weight = True
+
+    def forward(self, x, w=None, xr=None):
+        return self[1](self[0](x, None, xr), w)
 
 
 class FactorizedReduce(nn.Module):
@@ -142,11 +143,11 @@ class FactorizedReduce(nn.Module):
         y = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return torch.cat([self.conv_1(x), self.conv_2(y)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self._halves(self.relu(x)))
+    fuses_weight = True
 
-    def weighted(self, x, w, xr=None):
-        return scaled_bn(self.bn, self._halves(xr() if xr is not None else self.relu(x)), w)
+    def forward(self, x: torch.Tensor, w=None, xr=None) -> torch.Tensor:
+        h = self._halves(xr() if xr is not None else self.relu(x))
+        return self.bn(h) if w is None else scaled_bn(self.bn, h, w)
 
 
 class Pool(nn.Module):
@@ -167,16 +168,14 @@ class Pool(nn.Module):
             self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
         self.bn = nn.BatchNorm2d(C_out, affine=False) if bn_after else None
 
-    def forward(self, x):
-        if self.pre is not None:
-            x = self.pre(x)
-        x = self.pool(x)
-        return self.bn(x) if self.bn is not None else x
+    fuses_weight = True
 
-    def weighted(self, x, w, xr=None):
+    def forward(self, x, w=None, xr=None):
         if self.pre is not None:
-            x = self.pre(x)
+            x = self.pre(x, None, xr)
         x = self.pool(x)
+        if w is None:
+            return self.bn(x) if self.bn is not None else x
         return scaled_bn(self.bn, x, w) if self.bn is not None else w * x
 
 
