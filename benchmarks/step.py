@@ -147,9 +147,10 @@ def _worker(conn, kind: str, args: dict) -> None:
 
     dev = resolve_device(args["device"])
     t0 = time.perf_counter()
-    method = args["also"] if kind == "also" else args["method"]
+    also = kind.startswith("also")
+    method = args["also"][int(kind[4:])] if also else args["method"]
     cfg = make_config(args["space"], method, args["batch"], args["channels"], args["cells"],
-                      args["set"] if kind != "also" else [])
+                      [] if also else args["set"])
     data = synthetic_data(max(64, 4 * args["batch"]))
     st = build_state(cfg, dev, data)
     st.steps_per_epoch = 100
@@ -183,7 +184,7 @@ def _worker(conn, kind: str, args: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     kinds = ["ours"] + (["reference"] if args.reference else []) + \
-        (["baseline"] if args.baseline else []) + (["also"] if args.also else [])
+        (["baseline"] if args.baseline else []) + [f"also{i}" for i in range(len(args.also))]
     ctx = mp.get_context("spawn")
     procs, conns = {}, {}
     for k in kinds:
@@ -195,7 +196,11 @@ def run(args: argparse.Namespace) -> dict:
         conns[k].recv()
     times = {k: [] for k in kinds}
     cpu = {k: [] for k in kinds}
+    t_end = time.perf_counter() + args.max_minutes * 60 if args.max_minutes else None
     for i in range(args.warmup + args.steps):
+        if t_end is not None and i > args.warmup + 2 and time.perf_counter() > t_end:
+            print(f"--max-minutes reached after {i - args.warmup} timed steps", file=sys.stderr)
+            break
         order = kinds if i % 2 == 0 else kinds[::-1]  # alternate who goes first
         for k in order:
             conns[k].send("step")
@@ -203,12 +208,15 @@ def run(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 times[k].append(wall)
                 cpu[k].append(c)
+            print(f"step {i + 1}/{args.warmup + args.steps} {k} {wall:.3f}s", file=sys.stderr,
+                  flush=True)
     out = {}
     for k in kinds:
         conns[k].send("stats")
         stats = conns[k].recv()
         procs[k].join(timeout=30)
-        out[k] = {"median_s": round(statistics.median(times[k]), 4),
+        out[k] = {"timed_steps": len(times[k]),
+                  "median_s": round(statistics.median(times[k]), 4),
                   "mean_s": round(statistics.mean(times[k]), 4),
                   "min_s": round(min(times[k]), 4),
                   "cpu_median_s": round(statistics.median(cpu[k]), 4),
@@ -242,14 +250,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed steps (median over them)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop early (at least 3 timed steps) once this much time has passed; "
+                         "the JSON's steps says how many were timed")
     ap.add_argument("--reference", action="store_true",
                     help="also time the plain quark0-style step, interleaved with ours")
     ap.add_argument("--baseline", metavar="DIR",
                     help="also time train_step of the raydnas package found in DIR (e.g. an "
                          "older checkout), interleaved: the effect of a change")
-    ap.add_argument("--also", metavar="METHOD",
+    ap.add_argument("--also", metavar="METHOD", action="append", default=[],
                     help="also time our step with this method, interleaved (e.g. --method "
-                         "darts_v2 --also darts: unrolled against first order)")
+                         "darts_v2 --also darts_v1: unrolled against first order); repeatable")
     args = ap.parse_args(argv)
     res = run(args)
     import torch
@@ -272,10 +283,13 @@ def main(argv: list[str] | None = None) -> dict:
     if "baseline" in res:
         line["baseline_dir"] = args.baseline
         line["ratio_to_baseline"] = round(res["ours"]["median_s"] / res["baseline"]["median_s"], 3)
-    if "also" in res:
-        line["also_method"] = make_config(args.space, args.also, args.batch, args.channels,
-                                          args.cells).method()
-        line["ratio_to_also"] = round(res["ours"]["median_s"] / res["also"]["median_s"], 3)
+    for i, m in enumerate(args.also):
+        c = make_config(args.space, m, args.batch, args.channels, args.cells)
+        res[f"also{i}"]["method"] = c.method()
+        res[f"also{i}"]["params"] = {a: getattr(c, a).params for a in AXES
+                                     if getattr(c, a).params}
+        line[f"ratio_to_also{i}"] = round(res["ours"]["median_s"]
+                                          / res[f"also{i}"]["median_s"], 3)
     ref = ISSUE_REFERENCE.get((args.space, key))
     plain_ref = ISSUE_REFERENCE.get((args.space, "first_order"))
     if ref and args.batch == 16 and args.channels == 16 and args.cells is None \
