@@ -158,6 +158,9 @@ def _worker(conn, kind: str, args: dict) -> None:
     if kind == "reference":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from reference import reference_step as step
+
+        # the plain implementations (quark0/darts, AutoDL) run NCHW
+        st.model.to(memory_format=torch.contiguous_format)
     else:
         step = train_step
     build_s = time.perf_counter() - t0

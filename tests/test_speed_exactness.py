@@ -54,6 +54,7 @@ def _pair(space: str, method: str = "darts"):
         st.model.double()
         st.steps_per_epoch = 10
         states.append(st)
+    states[1].model.to(memory_format=torch.contiguous_format)  # the reference runs NCHW
     return states, data
 
 
