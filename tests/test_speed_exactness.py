@@ -113,3 +113,20 @@ def test_benchmark_smoke_prints_one_json_line() -> None:
     rec = json.loads(lines[0])
     assert rec["ours"]["median_s"] > 0 and rec["method"]["gradient"] == "first_order"
     assert rec["ours"]["peak_rss_gb"] > 0 and rec["device"] == "cpu"
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_index_free_max_pool_matches_torch_to_second_order(stride: int) -> None:
+    # MaxPool3x3 saves no argmax indices (it finds them again in backward): values and
+    # gradients must equal F.max_pool2d's exactly, and double backward (iDARTS's Hessian-vector
+    # products go through it) must pass gradgradcheck.
+    from raydnas.ops import MaxPool3x3
+
+    torch.manual_seed(0)
+    pool = MaxPool3x3(stride)
+    x = torch.randn(2, 3, 7, 7, dtype=torch.double, requires_grad=True)
+    y, ref = pool(x), torch.nn.functional.max_pool2d(x, 3, stride, 1)
+    assert torch.equal(y, ref)
+    g = torch.randn_like(ref)
+    assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    assert torch.autograd.gradgradcheck(pool, (x,))
