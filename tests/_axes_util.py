@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+import raydnas.search as _search
 from raydnas.config import from_dict
 from raydnas.search import SearchState
+
+_load = _search.load_dataset
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(*args):
+    """The real embedded digits, read from disk once per test session."""
+    return _load(*args)
 
 #: hyperparameters that make every schedule take α steps within two weight steps
 STEPPING = {"informed": {"threshold": 1.0e9}, "interval": {"every": 2}}
@@ -26,7 +37,12 @@ def tiny_cfg(method: dict | None = None, params: dict | None = None, **top):
 
 
 def tiny_state(method=None, params=None, dtype=torch.float32, **top) -> SearchState:
-    st = SearchState(tiny_cfg(method, params, **top), torch.device("cpu"))
+    cfg = tiny_cfg(method, params, **top)
+    _search.load_dataset = _load_once
+    try:
+        st = SearchState(cfg, torch.device("cpu"))
+    finally:
+        _search.load_dataset = _load
     st.steps_per_epoch = 10
     if dtype != torch.float32:
         st.model.to(dtype)

@@ -164,7 +164,7 @@ def test_resource_costs_and_penalty():
         assert (flops[c][:, sep] > flops[c][:, pool]).all() and (flops[c][:, pool] > 0).all()
     reg = st.regularizer
     probs = st.model.op_probs()
-    want = 0.01 * sum(math.log(float((probs[c] * reg.costs[c]).sum())) for c in probs)
+    want = 0.01 * sum(math.log(float((probs[c] * reg.costs[c]).sum().detach())) for c in probs)
     pen = reg.penalty(st)
     assert float(pen.detach()) == pytest.approx(want, rel=1e-4)
     grads = torch.autograd.grad(pen, st.model.arch_parameters())
