@@ -25,6 +25,7 @@ import copy
 import math
 import pickle
 import statistics
+import warnings
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -141,7 +142,9 @@ class StudySearcher(Searcher):
             st = optuna.create_study(
                 storage=storage, study_name=self.study.study_name(m), load_if_exists=True,
                 sampler=make_sampler(o.sampler, o.seed, multi), directions=directions)
-            st.set_metric_names(list(o.metrics))
+            with warnings.catch_warnings():  # experimental in Optuna, stable in practice
+                warnings.simplefilter("ignore")
+                st.set_metric_names(list(o.metrics))
             st.set_user_attr("method", m.choices())
             st.set_user_attr("seeds", list(self.study.seeds))
             st.set_user_attr("aggregate", o.aggregate)
