@@ -35,6 +35,21 @@ def event_reader(logdir: Path):
     return acc
 
 
+def hparams_keys(trial_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (f,) = trial_dir.glob("events.out.tfevents.*")
+    acc = pea.EventAccumulator(str(f))
+    acc.Reload()
+    keys: set[str] = set()
+    for content in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            keys |= set(data.session_start_info.hparams)
+    return keys
+
+
 def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
     s = run_sweep(SWEEP, storage=str(tmp_path), name="qs", reduce=False, quiet=True)
     exp = tmp_path / "qs"
@@ -56,8 +71,9 @@ def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
         assert {"alpha/normal", "alpha/reduce"} <= set(tags["images"])
         img = acc.Images("alpha/normal")[-1]
         assert img.width > 0 and img.encoded_image_string[:4] == b"\x89PNG"
-        # Tune's own event file (hparams view) sits beside it
-        assert list(d.glob("events.out.tfevents.*"))
+        # Tune's own event file sits beside it; its hparams hold the method axes and seed
+        assert hparams_keys(d) >= {"activation", "gradient", "schedule", "regularizer", "method",
+                                   "seed"}
     assert seen == {("softmax/first_order/every/none", 0), ("softmax/first_order/every/none", 1),
                     ("darts_slow_alpha", 0), ("darts_slow_alpha", 1)}
     assert s.search_seconds > 0 and s.wall_seconds > 0
@@ -103,3 +119,16 @@ def test_resource_request_larger_than_any_node_fails_before_trials(ray_local, tm
                   overrides=["sweep.resources.cpu=3"])
     assert e.value.key == "sweep.resources"
     assert not (tmp_path / "big").exists()
+
+
+def test_diverging_trial_is_recorded_failed_with_its_reason_others_finish(ray_local, tmp_path):
+    s = run_sweep(SWEEP, storage=str(tmp_path), name="nan", reduce=False, quiet=True,
+                  overrides=["epochs=1", "sweep.seeds=1", "sweep.max_failures=1",
+                             "sweep.methods=[{name: diverges, set: {optim.w_lr: 1.0e+30, "
+                             "optim.w_momentum: 0.0}}]"])
+    assert (s.total, s.done, s.failed, s.exit_code) == (2, 1, 1, 1)
+    (why, n), = s.reasons.items()
+    assert n == 1 and "NonFiniteLoss" in why and "non-finite training loss" in why
+    bad = [d for d in trial_dirs(tmp_path / "nan") if d.name.startswith("diverges")]
+    assert len(bad) == 1 and (bad[0] / "error.txt").is_file()
+    assert "NonFiniteLoss" in json.loads((bad[0] / "failure.json").read_text())["error"]

@@ -149,9 +149,9 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
             reasons[_reason(r.error)] += 1
             continue
         cfg = r.config or {}
-        epochs = study.trial_config(next(x for x in study.methods if x.name == cfg["method"]),
-                                    cfg["seed"]).epochs
-        if m.get("epoch", 0) < epochs and not m.get("early_stop"):
+        method = next((x for x in study.methods if x.name == cfg.get("method")), None)
+        epochs = study.trial_config(method, cfg["seed"]).epochs if method else None
+        if epochs is None or m.get("epoch", 0) < epochs and not m.get("early_stop"):
             unfinished += 1
             continue
         done += 1
