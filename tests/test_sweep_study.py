@@ -105,3 +105,14 @@ def test_cli_bad_study_exits_2_with_one_line_before_ray_starts(tmp_path):
         assert lines == [f"error: {p}: sweep.seeds = 0: an integer >= 1 or a list of distinct "
                          "seeds >= 0"], r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_relative_space_path_is_pinned_for_trials_in_other_directories(tmp_path, monkeypatch):
+    space = (ROOT / "search_spaces" / "tiny.yaml").read_text()
+    (tmp_path / "my_space.yaml").write_text(space)
+    raw = dict(BASE, space="my_space.yaml", sweep={"seeds": 1})
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    s = parse_study(load_config("exp.yaml"), storage=str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)  # a trial runs elsewhere
+    assert s.trial_config(s.methods[0], 0).space == str(tmp_path / "my_space.yaml")

@@ -262,6 +262,10 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
 
     nodes = _node_capacities()
     check_fits(study, nodes)
+    if "://" not in study.storage and len(nodes) > 1:
+        print(f"note: {len(nodes)} nodes and a local storage path ({study.storage}); on a real "
+              "cluster use storage every node reaches (s3://..., gs://..., or an NFS path)",
+              flush=True)
     exp = study.experiment_path
     can = tune.Tuner.can_restore(exp)
     if resume and not can:

@@ -438,6 +438,12 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     if not isinstance(nm, str) or not _NAME_RE.match(nm):
         raise ConfigError(f, "sweep.name", nm, "a name of letters, digits, _ . -")
     base = {k: copy.deepcopy(v) for k, v in cfg.raw.items() if k not in ("sweep", "optuna")}
+    # trials run in their own working directory (maybe on another node): pin relative paths
+    if cfg.space.endswith((".yaml", ".yml")) and Path(cfg.space).exists():
+        base["space"] = str(Path(cfg.space).resolve())
+    root = (base.get("data") or {}).get("root")
+    if isinstance(root, str) and "://" not in root and not Path(root).expanduser().is_absolute():
+        base["data"] = dict(base["data"], root=str(Path(root).expanduser().resolve()))
     study = Study(base=base, source=f, methods=[], seeds=seed_list,
                   resources=_resources(f, sweep.get("resources")), max_concurrent=mc,
                   max_failures=mf, storage=st, name=nm)
