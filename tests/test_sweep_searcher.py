@@ -71,3 +71,7 @@ def test_optuna_points_run_on_all_seeds_mean_is_told_and_restore_adopts_orphans(
     r.on_trial_complete("x2", {"discrete_val_acc": 0.9})
     r.on_trial_complete("x3", None, error=True)
     assert optuna.load_study(study_name="t/b", storage=storage).trials[0].state == TrialState.FAIL
+    # the re-created seeded sampler does not replay b's first suggestion for its next point
+    x4 = r.suggest("x4")
+    assert (x4["method"], x4["point"]) == ("b", 1)
+    assert x4["optim.a_lr"] != c2["optim.a_lr"]

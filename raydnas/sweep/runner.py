@@ -223,7 +223,7 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
         storage, name: override ``sweep.storage`` / ``sweep.name``.
         reduce: call ``raydnas.reduce.reduce`` on the experiment at the end, if available.
         num_cpus: size of the local Ray (default: every CPU of this machine).
-        quiet: no progress table.
+        quiet: no progress table (the final summary is still printed).
 
     Raises:
         ConfigError: bad study, before anything starts.
@@ -317,8 +317,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     summary = summarize(results, study, time.perf_counter() - t0)
     if reduce and not summary.unfinished:
         summary.report = _reduce(exp)
-    if not quiet:
-        print_summary(summary, study)
+    print_summary(summary, study)
     return summary
 
 

@@ -141,7 +141,11 @@ class StudySearcher(Searcher):
         for m in self.study.methods:
             st = optuna.create_study(
                 storage=storage, study_name=self.study.study_name(m), load_if_exists=True,
-                sampler=make_sampler(o.sampler, o.seed, multi), directions=directions)
+                directions=directions)
+            # a seeded sampler re-created after a restore must not replay its first suggestions
+            done = len(st.get_trials(deepcopy=False))
+            seed = None if o.seed is None else o.seed + 7919 * done
+            st.sampler = make_sampler(o.sampler, seed, multi)
             with warnings.catch_warnings():  # experimental in Optuna, stable in practice
                 warnings.simplefilter("ignore")
                 st.set_metric_names(list(o.metrics))
