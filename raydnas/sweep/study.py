@@ -28,7 +28,9 @@ A study is the set of trials of one Ray Tune experiment: every method × seed, a
       aggregate: mean              # over seeds: mean, median, min, max
       sampler: tpe                 # tpe, random, cmaes, gp, nsga2, qmc
       seed: 0
-      storage: null                # default: a journal file beside the experiment
+      storage: null                # default: <storage>/<name>/optuna.journal (a journal file);
+                                   # with remote storage ~/raydnas-optuna/<name>.journal on the
+                                   # driver; or a database URL (sqlite:///..., postgresql://...)
 
 Every value is checked here, before Ray starts; each problem is one
 :class:`~raydnas.errors.ConfigError` line.
@@ -148,7 +150,7 @@ class Study:
         if self.optuna.storage:
             return self.optuna.storage
         if "://" in self.storage:  # remote experiment storage: keep the journal on the driver
-            return str(Path("runs").resolve() / "optuna" / f"{self.name}.journal")
+            return str(Path.home() / "raydnas-optuna" / f"{self.name}.journal")
         return str(Path(self.experiment_path) / "optuna.journal")
 
     def study_name(self, method: Method) -> str:
