@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["load_config", "load_space", "run_search", "Supernet", "Genotype", "ConfigError",
-           "__version__"]
+           "reduce", "__version__"]
 
 
 def __getattr__(name: str):
@@ -28,6 +28,10 @@ def __getattr__(name: str):
     if name == "Genotype":
         from .genotype import Genotype
         return Genotype
+    if name == "reduce":  # the subpackage; it is callable: raydnas.reduce(experiment, ...)
+        import importlib
+
+        return importlib.import_module(".reduce", __name__)
     if name == "ConfigError":
         from .errors import ConfigError
         return ConfigError

@@ -43,9 +43,18 @@ class NonFiniteLoss(RuntimeError):
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA device that is not there is an error."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError("--device", "device", device, "auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError("--device", "device", device,
+                          f"a visible CUDA device ({torch.cuda.device_count()} visible); use cpu or auto")
+    return dev
 
 
 class SearchState:

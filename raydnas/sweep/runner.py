@@ -327,8 +327,9 @@ def _reduce(exp: str) -> str | None:
     except ImportError:
         return None
     try:
-        out = reduce_fn(exp)
+        df = reduce_fn(exp)
     except Exception as e:  # the sweep's results stand even if the report fails
         print(f"raydnas reduce failed: {type(e).__name__}: {e}", flush=True)
         return None
-    return str(out) if out is not None else exp
+    out = getattr(df, "attrs", {}).get("out_dir")
+    return f"{out}/report.md" if out else exp

@@ -1,0 +1,280 @@
+"""The report's PNGs (matplotlib, Agg backend, imported only here).
+
+* ``acc_vs_gap.png``: every seed's discrete accuracy against its discretization gap, one
+  colour per group, the group mean with ±1 std bars.
+* ``reliability.png``: consensus, collapse rate and gap reliability per group.
+* ``cell_<NN>.png``: each group's modal genotype as a cell diagram (one panel per cell type).
+* ``alpha_<NN>.png``: the op weights a(α) of each group's modal run (final epoch), chosen ops
+  outlined.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .load import USED, Trial
+from .stats import trial_genotype, trial_values
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _short(label: str, width: int = 48) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _two_lines(label: str, width: int = 44) -> str:
+    """Method on the first line, point and hyperparameters on the second."""
+    method, _, rest = label.partition(" ")
+    return _short(method, width) + ("\n" + _short(rest, width) if rest else "")
+
+
+def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
+               gap_threshold: float) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    colors = plt.get_cmap("tab10")
+    for i, r in df.iterrows():
+        ts = [t for t in members[r["group"]] if t.status in USED]
+        if not ts:
+            continue
+        vals = [trial_values(t) for t in ts]
+        xs = [v["discretization_gap"] for v in vals]
+        ys = [v["discrete_val_acc"] for v in vals]
+        c = colors(i % 10)
+        ax.scatter(xs, ys, color=c, alpha=0.55, s=36,
+                   label=f"{i + 1}. {_short(r['group'], 80)} (n={r['n']})")
+        xm, ym = r["discretization_gap_mean"], r["discrete_val_acc_mean"]
+        xe, ye = r["discretization_gap_std"], r["discrete_val_acc_std"]
+        ax.errorbar([xm], [ym], xerr=None if math.isnan(xe) else [xe],
+                    yerr=None if math.isnan(ye) else [ye], fmt="D", color=c, ms=8,
+                    mec="black", capsize=4, lw=1.5)
+        ax.annotate(str(i + 1), (xm, ym), textcoords="offset points", xytext=(7, 7),
+                    fontsize=9, weight="bold", color=c)
+    ax.axvline(gap_threshold, color="grey", ls="--", lw=1)
+    ax.text(gap_threshold, ax.get_ylim()[1], f" gap < {gap_threshold:g}: reliable",
+            va="top", ha="left", fontsize=8, color="grey")
+    ax.set_xlabel("discretization gap (supernet val_acc − discrete val_acc)")
+    ax.set_ylabel("discrete val_acc (derived cell, inherited weights)")
+    ax.set_title("Accuracy vs discretization gap (dots: seeds; diamonds: mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability(df: "pd.DataFrame", path: Path) -> None:
+    plt = _plt()
+    n = len(df)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 1.5 + 0.6 * n), dpi=110, sharey=True)
+    labels = [f"{i + 1}. {_two_lines(g)}" for i, g in enumerate(df["group"])]
+    ys = list(range(n))[::-1]
+    panels = [("consensus", "genotype consensus\n(mean pairwise Jaccard)", "tab:blue"),
+              ("collapse_rate", "collapse rate\n(param-free dominated)", "tab:red"),
+              ("gap_reliability", "gap reliability\n(share with small gap)", "tab:green")]
+    for ax, (col, title, color) in zip(axes, panels):
+        vals = [0.0 if math.isnan(v) else v for v in df[col]]
+        ax.barh(ys, vals, color=color, alpha=0.8)
+        for y, v, r in zip(ys, df[col], df.to_dict(orient="records")):
+            if col == "consensus":
+                text = ("n/a (1 seed)" if math.isnan(v) else f"{v:.2f}") + \
+                    f"  modal {r['modal_count']}/{r['n']}, {r['distinct_genotypes']} distinct"
+            else:
+                text = "n/a" if math.isnan(v) else f"{v:.2f}"
+            ax.text(0.02, y, text, va="center", fontsize=8)
+        ax.set_xlim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels(labels, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _node_positions(inputs: int, nodes: int) -> dict[int, tuple[float, float]]:
+    pos = {}
+    for i in range(inputs):
+        pos[i] = (0.0, 1.2 - 2.4 * i / (inputs - 1)) if inputs > 1 else (0.0, 0.0)
+    for j in range(nodes):
+        pos[inputs + j] = (2.2 + 2.0 * j, 0.0)
+    pos[-1] = (2.2 + 2.0 * nodes, 0.0)  # cell output
+    return pos
+
+
+def _node_name(k: int, inputs: int) -> str:
+    if k == -1:
+        return "out"
+    if inputs == 2 and k < 2:
+        return ("$c_{k-2}$", "$c_{k-1}$")[k]
+    return str(k)
+
+
+def _bend(pos: dict, src: int, dst: int, n_edge: int) -> float:
+    """0 (straight) unless another node lies near the chord; then bend, alternating sides."""
+    (x0, y0), (x1, y1) = pos[src], pos[dst]
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    for k, (x, y) in pos.items():
+        if k in (src, dst):
+            continue
+        t = ((x - x0) * dx + (y - y0) * dy) / length2
+        if 0.0 < t < 1.0 and math.hypot(x0 + t * dx - x, y0 + t * dy - y) < 0.45:
+            span = max(1, round(math.sqrt(length2) / 2.0))
+            return (0.22 + 0.08 * span) * (1 if (src + n_edge) % 2 else -1)
+    return 0.0
+
+
+OP_COLORS = {"none": "#bbbbbb", "skip_connect": "#d62728", "max_pool_3x3": "#ff7f0e",
+             "avg_pool_3x3": "#e377c2"}
+
+
+def cell_diagram(genotype, title: str, path: Path) -> None:
+    """Nodes left to right, one labelled arrow per chosen (input, op); param-free ops in warm
+    colours, ops with weights in blue; dotted arrows into the output for concatenated nodes."""
+    plt = _plt()
+    from matplotlib.patches import FancyArrowPatch
+
+    cts = list(genotype.cells)
+    nodes = len(genotype.cells[cts[0]])
+    fig, axes = plt.subplots(len(cts), 1, figsize=(max(7.0, 2.5 + 2.0 * nodes), 3.6 * len(cts)),
+                             dpi=110, squeeze=False)
+    for ax, ct in zip(axes[:, 0], cts):
+        pos = _node_positions(genotype.inputs, nodes)
+        bulge, bent = 0.0, 0
+        for k, (x, y) in pos.items():
+            is_in = 0 <= k < genotype.inputs
+            face = "#c6dbef" if is_in else ("#fdd49e" if k == -1 else "#e5f5e0")
+            ax.text(x, y, _node_name(k, genotype.inputs), ha="center", va="center", fontsize=9,
+                    bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="black"), zorder=3)
+        for j, node in enumerate(genotype.cells[ct]):
+            dst = genotype.inputs + j
+            for n_edge, (op, src) in enumerate(node):
+                if op == "none":
+                    continue
+                (x0, y0), (x1, y1) = pos[src], pos[dst]
+                rad = _bend(pos, src, dst, 0)
+                if rad:  # alternate sides so arcs spread above and below the row of nodes
+                    rad = abs(rad) * (1 if bent % 2 else -1)
+                    bent += 1
+                    bulge = max(bulge, abs(rad) * math.dist(pos[src], pos[dst]) / 2)
+                color = OP_COLORS.get(op, "#1f77b4")
+                ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
+                                             arrowstyle="-|>", mutation_scale=12, color=color,
+                                             lw=1.6, shrinkA=14, shrinkB=14, zorder=1))
+                # arc3 is a quadratic Bezier with its control point off the chord's middle;
+                # the label sits at t = 0.4 so labels of edges into one node do not stack
+                dx, dy = x1 - x0, y1 - y0
+                cx, cy = (x0 + x1) / 2 + rad * dy, (y0 + y1) / 2 - rad * dx
+                t = 0.45
+                mx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
+                my = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
+                ax.text(mx, my, op, fontsize=7.5, ha="center", va="center", color=color,
+                        bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.6,
+                                  alpha=0.9),
+                        zorder=2)
+        for k in genotype.concat:
+            (x0, y0), (x1, y1) = pos[k], pos[-1]
+            rad = abs(_bend(pos, k, -1, 0))  # around the nodes in between, on one side
+            bulge = max(bulge, rad * math.dist(pos[k], pos[-1]) / 2)
+            ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
+                                         connectionstyle=f"arc3,rad={rad}", color="grey", lw=1,
+                                         ls=":", shrinkA=14, shrinkB=14))
+        xs = [p[0] for p in pos.values()]
+        ys = [p[1] for p in pos.values()]
+        ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+        ax.set_ylim(min(ys) - 0.4 - max(0.6, bulge), max(ys) + 0.4 + max(0.6, bulge))
+        ax.set_title(f"{ct} cell", fontsize=10)
+        ax.axis("off")
+    fig.suptitle(textwrap.fill(title, 80), fontsize=9)
+    fig.text(0.5, 0.01, "blue: ops with weights; red/orange/pink: parameter-free (skip, pools); "
+             "dotted: concatenated into the cell output", ha="center", fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bool:
+    """Heatmaps of ``final.json``'s ``op_weights``; False when the run has none."""
+    weights = final.get("op_weights") or {}
+    ops = final.get("ops") or []
+    edges = [tuple(e) for e in final.get("edges") or []]
+    if not weights or not ops:
+        return False
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    cts = list(weights)
+    n_e = max(len(w) for w in weights.values())
+    fig, axes = plt.subplots(1, len(cts), figsize=(1.6 + 1.1 * len(ops) * len(cts),
+                                                   1.6 + 0.42 * n_e), dpi=110, squeeze=False)
+    for ax, ct in zip(axes[0], cts):
+        w = weights[ct]
+        lo, hi = min(min(r) for r in w), max(max(r) for r in w)
+        hi = hi if hi > lo else lo + 1e-9  # colour range of this cell: small differences show
+        im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=lo, vmax=hi)
+        for e, rowv in enumerate(w):
+            for o, v in enumerate(rowv):
+                ax.text(o, e, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < lo + 0.6 * (hi - lo) else "black")
+        chosen = set()
+        if genotype is not None and ct in genotype.cells:
+            for j, node in enumerate(genotype.cells[ct]):
+                for op, src in node:
+                    chosen.add(((src, genotype.inputs + j), op))
+        for e, edge in enumerate(edges[: len(w)]):
+            for o, op in enumerate(ops):
+                if (edge, op) in chosen:
+                    ax.add_patch(Rectangle((o - 0.5, e - 0.5), 1, 1, fill=False, ec="red",
+                                           lw=2))
+        ax.set_xticks(range(len(ops)))
+        ax.set_xticklabels(ops, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(w)))
+        ax.set_yticklabels([f"{a}→{b}" for a, b in edges[: len(w)]] or None, fontsize=8)
+        ax.set_title(f"{ct} cell: a(α) (red: chosen)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> dict[str, str]:
+    """Draw every PNG into ``out``; returns {key: file name} (``cell:<group>``, ...)."""
+    files: dict[str, str] = {}
+    for old in [*out.glob("cell_*.png"), *out.glob("alpha_*.png")]:
+        old.unlink()  # from an earlier reduce with other groups
+    acc_vs_gap(df, members, out / "acc_vs_gap.png", df.attrs.get("gap_threshold", 0.05))
+    files["acc_vs_gap"] = "acc_vs_gap.png"
+    reliability(df, out / "reliability.png")
+    files["reliability"] = "reliability.png"
+    for i, r in df.iterrows():
+        if not isinstance(r["modal_trial"], str):
+            continue
+        t = next(t for t in members[r["group"]] if t.trial_id == r["modal_trial"])
+        g = trial_genotype(t)
+        title = f"{i + 1}. {r['group']}: modal genotype ({r['modal_count']}/{r['n']} seeds), " \
+                f"seed {r['modal_seed']}"
+        if g is not None:
+            name = f"cell_{i + 1:02d}.png"
+            cell_diagram(g, title, out / name)
+            files[f"cell:{r['group']}"] = name
+        if t.final and t.final.get("metrics", {}).get("epoch") == t.last.get("epoch"):
+            name = f"alpha_{i + 1:02d}.png"
+            if alpha_heatmap(t.final, g, title, out / name):
+                files[f"alpha:{r['group']}"] = name
+    return files

@@ -1,0 +1,164 @@
+"""Write the report: ``report.md`` (people), ``report.csv`` and ``report.json`` (machines)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .load import Trial
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LIST_COLUMNS = ("seeds",)
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if isinstance(v, float) and v == int(v) and abs(v) >= 10:
+        return f"{int(v):,}"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def mean_std(row: Any, m: str, digits: int = 3) -> str:
+    mean, std = row[f"{m}_mean"], row[f"{m}_std"]
+    if isinstance(mean, float) and math.isnan(mean):
+        return "n/a"
+    return f"{_num(float(mean), digits)} ± {_num(float(std), digits)}"
+
+
+def _share(v: float, n: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.2f} ({round(v * n)}/{n})"
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy scalars -> Python."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+def records(df: "pd.DataFrame") -> list[dict[str, Any]]:
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def write_csv(df: "pd.DataFrame", path: Path) -> None:
+    flat = df.copy()
+    for c in LIST_COLUMNS:
+        if c in flat.columns:
+            flat[c] = [json.dumps(_clean(v)) for v in flat[c]]
+    flat.to_csv(path, index=False)
+
+
+def write_json(df: "pd.DataFrame", path: Path) -> None:
+    doc = {
+        "experiment": df.attrs.get("experiment"),
+        "sort": df.attrs.get("sort"),
+        "collapse_threshold": df.attrs.get("collapse_threshold"),
+        "gap_threshold": df.attrs.get("gap_threshold"),
+        "counts": df.attrs.get("counts"),
+        "groups": records(df),
+        "excluded": [{k: v for k, v in e.items() if k != "describe"}
+                     for e in df.attrs.get("excluded", [])],
+    }
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+
+
+TABLE = [  # (header, function of row)
+    ("n", lambda r: f"{r['n']}/{r['n_trials']}"),
+    ("val_acc", lambda r: mean_std(r, "val_acc")),
+    ("discrete_val_acc", lambda r: mean_std(r, "discrete_val_acc")),
+    ("gap", lambda r: mean_std(r, "discretization_gap")),
+    ("dist. to discrete", lambda r: mean_std(r, "distance_to_discrete")),
+    ("consensus", lambda r: _num(r["consensus"], 2)),
+    ("distinct", lambda r: str(r["distinct_genotypes"])),
+    ("modal", lambda r: f"{r['modal_count']}/{r['n']}"),
+    ("collapse", lambda r: _share(r["collapse_rate"], r["n"])),
+    ("gap reliable", lambda r: _share(r["gap_reliability"], r["n"])),
+    ("arch params", lambda r: mean_std(r, "arch_params", 0)),
+    ("param-free ops", lambda r: mean_std(r, "param_free_ops", 1)),
+    ("stable from epoch", lambda r: mean_std(r, "stabilization_epoch", 1)),
+    ("α steps", lambda r: mean_std(r, "alpha_steps", 0)),
+    ("search s", lambda r: mean_std(r, "search_seconds", 1)),
+]
+
+
+def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
+    a = df.attrs
+    counts = a.get("counts", {})
+    sort = a.get("sort", {})
+    lines = [f"# raydnas reduce: {a.get('name', '')}", "",
+             f"Experiment: `{a.get('experiment')}`  ",
+             "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "  ",
+             f"Sorted by `{sort.get('column')}` "
+             f"({'ascending' if sort.get('ascending') else 'descending'}); "
+             f"collapse = at least {a.get('collapse_threshold'):g} of the chosen ops "
+             f"parameter-free; gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
+             "", "Values are mean ± sample std over seeds at each trial's last epoch "
+             "(std n/a with one seed). consensus = mean pairwise Jaccard index of the seeds' "
+             "chosen (edge, op) sets (1.0 = every seed found the same cell).", ""]
+    head = ["#", "group"] + [h for h, _ in TABLE]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(head))) + "|")
+    for i, r in df.iterrows():
+        cells = [str(i + 1), r["group"]] + [f(r) for _, f in TABLE]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    for name in ("acc_vs_gap", "reliability"):
+        if name in plots:
+            lines += [f"![{name}]({plots[name]})", ""]
+    lines += ["## Modal genotype of each group", ""]
+    for i, r in df.iterrows():
+        lines.append(f"### {i + 1}. {r['group']}")
+        if not isinstance(r["modal_genotype"], str):
+            lines += ["", "No finished seed.", ""]
+            continue
+        lines += ["", f"Found by {r['modal_count']} of {r['n']} seeds "
+                  f"({r['distinct_genotypes']} distinct); drawn from trial `{r['modal_trial']}` "
+                  f"(seed {r['modal_seed']}).", "", "```", r["modal_genotype"]]
+        if isinstance(r.get("modal_genotype_nb201"), str):
+            lines.append(r["modal_genotype_nb201"])
+        lines += ["```", ""]
+        for kind in ("cell", "alpha"):
+            f = plots.get(f"{kind}:{r['group']}")
+            if f:
+                lines += [f"![{kind} {i + 1}]({f})", ""]
+    excluded = a.get("excluded", [])
+    lines += ["## Trials not in the statistics", ""]
+    if not excluded:
+        lines += ["None: every trial finished.", ""]
+    else:
+        lines += ["| trial | status | method | seed | epochs | reason |",
+                  "|---|---|---|---:|---:|---|"]
+        for e in excluded:
+            reason = (e.get("error") or {"running": "no final epoch yet (running or killed)",
+                                         "missing": "no results"}.get(e["status"], ""))
+            lines.append(f"| {e['trial_id']} | {e['status']} | {e['method']} | {e['seed']} | "
+                         f"{e['epochs']} | {str(reason).replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path, *,
+                  plots: bool = True) -> list[str]:
+    """Write every report file into ``out``; returns their names."""
+    drawn: dict[str, Any] = {}
+    if plots and not df.empty:
+        from .plots import draw_all
+
+        drawn = draw_all(df, members, out)
+    (out / "report.md").write_text(markdown(df, drawn))
+    write_csv(df, out / "report.csv")
+    write_json(df, out / "report.json")
+    return ["report.md", "report.csv", "report.json"] + sorted(set(drawn.values()))

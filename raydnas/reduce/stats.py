@@ -1,0 +1,175 @@
+"""Reliability measures across the seeds of one group (method + hyperparameter point).
+
+Definitions (each one is a column of the report):
+
+* ``<metric>_mean/_std/_min/_max`` over the group's seeds, of the metric's value at the trial's
+  last epoch. ``std`` is the sample standard deviation (ddof = 1); with one seed it is
+  undefined (NaN, shown as ``n/a``), never 0.
+* ``stabilization_epoch``: the epoch from which the trial's final genotype held to the end, i.e.
+  the last epoch whose derived genotype differs from the previous epoch's (1 when it never
+  changed after the first epoch).
+* ``search_seconds``: the sum of ``epoch_seconds`` over the trial's epochs.
+* ``consensus``: the mean, over all unordered pairs of seeds, of the Jaccard index
+  |A ∩ B| / |A ∪ B| of the two seeds' chosen (cell type, node, input, op) sets
+  (``Genotype.edges()``, where ``none`` means "no edge" and is left out). 1.0 = every seed
+  found the same cell; 0.0 = no pair of seeds shares a single (edge, op). Undefined (NaN)
+  with fewer than two seeds; two empty cells count as identical.
+* ``distinct_genotypes``: the number of different chosen sets among the seeds.
+* ``modal_genotype`` / ``modal_count``: the most frequent chosen set and how many seeds found
+  it. Ties go to the genotype whose best seed has the highest ``discrete_val_acc``. The
+  ``modal_trial`` is that best seed among the modal genotype's seeds.
+* ``collapse_rate``: the share of seeds whose cell is dominated by parameter-free ops: the
+  fraction of chosen ops (over all cell types, ``none`` included where the rule keeps it, as
+  NAS-Bench-201's ``argmax_per_edge`` does) that are in ``raydnas.ops.PARAM_FREE`` is at least
+  ``collapse_threshold`` (default 0.5). DARTS on NAS-Bench-201 collapsing to skip/none cells
+  (Dong & Yang, 2020; Zela et al., 2020) is the case this catches.
+* ``gap_reliability``: the share of seeds whose final ``discretization_gap``
+  (``val_acc - discrete_val_acc``) is below ``gap_threshold`` (default 0.05, i.e. five
+  accuracy points; a raydnas convention, not a paper value).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .load import Trial
+
+if TYPE_CHECKING:  # torch is imported only when genotypes are read
+    from ..genotype import Genotype
+
+METRICS = ("val_acc", "discrete_val_acc", "discretization_gap", "distance_to_discrete",
+           "arch_params", "param_free_ops", "stabilization_epoch", "alpha_steps",
+           "search_seconds")
+DEFAULT_COLLAPSE_THRESHOLD = 0.5
+DEFAULT_GAP_THRESHOLD = 0.05
+
+
+def trial_genotype(t: Trial) -> Genotype | None:
+    """The trial's final genotype: the cells in ``final.json`` when they belong to the last
+    epoch (exact node structure), else parsed from the last epoch's ``genotype`` string."""
+    from ..genotype import Genotype, parse_genotype
+
+    text = t.last.get("genotype")
+    if not isinstance(text, str):
+        if t.final and isinstance(t.final.get("genotype"), dict):
+            text = t.final["genotype"].get("darts")
+        if not isinstance(text, str):
+            return None
+    try:
+        g = parse_genotype(text)
+    except (ValueError, SyntaxError):
+        return None
+    fin = t.final or {}
+    geno = fin.get("genotype")
+    cells = geno.get("cells") if isinstance(geno, dict) else None
+    same_epoch = fin.get("metrics", {}).get("epoch") == t.last.get("epoch")
+    if cells and same_epoch and set(cells) == set(g.cells):
+        g = Genotype({c: tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
+                      for c, nodes in cells.items()}, g.inputs, g.output, g.format)
+    return g
+
+
+def stabilization_epoch(epochs: list[dict[str, Any]]) -> float:
+    """The last epoch whose genotype differs from the previous epoch's (1 if none did)."""
+    gs = [(e.get("epoch"), e.get("genotype")) for e in epochs if e.get("genotype") is not None]
+    if not gs:
+        return math.nan
+    last = gs[0][0]
+    for (_, prev), (ep, cur) in zip(gs, gs[1:]):
+        if cur != prev:
+            last = ep
+    return float(last)
+
+
+def trial_values(t: Trial) -> dict[str, float]:
+    """The per-seed values the group statistics are taken over."""
+    last = t.last
+    out = {}
+    for m in ("val_acc", "discrete_val_acc", "discretization_gap", "distance_to_discrete",
+              "arch_params", "param_free_ops", "alpha_steps"):
+        v = last.get(m)
+        out[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+    if math.isnan(out["discretization_gap"]) and not (
+            math.isnan(out["val_acc"]) or math.isnan(out["discrete_val_acc"])):
+        out["discretization_gap"] = out["val_acc"] - out["discrete_val_acc"]
+    out["stabilization_epoch"] = stabilization_epoch(t.epochs)
+    secs = [e.get("epoch_seconds") for e in t.epochs]
+    secs = [float(s) for s in secs if isinstance(s, (int, float))]
+    out["search_seconds"] = sum(secs) if secs else math.nan
+    return out
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """n-aware mean, sample std (NaN for n < 2), min, max; NaN entries are ignored."""
+    v = [x for x in values if not math.isnan(x)]
+    if not v:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
+    mean = sum(v) / len(v)
+    std = (math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
+    return {"mean": mean, "std": std, "min": min(v), "max": max(v)}
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    union = a | b
+    return 1.0 if not union else len(a & b) / len(union)
+
+
+def consensus(edge_sets: list[frozenset]) -> float:
+    """Mean pairwise Jaccard index of the seeds' chosen (edge, op) sets; NaN below two seeds."""
+    pairs = list(itertools.combinations(edge_sets, 2))
+    if not pairs:
+        return math.nan
+    return sum(jaccard(a, b) for a, b in pairs) / len(pairs)
+
+
+def param_free_fraction(g: Genotype) -> float:
+    from ..ops import PARAM_FREE
+
+    ops = g.ops()
+    return sum(op in PARAM_FREE for op in ops) / len(ops) if ops else math.nan
+
+
+def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+              gap_threshold: float = DEFAULT_GAP_THRESHOLD) -> dict[str, Any]:
+    """All statistics of one group's usable trials (at least one)."""
+    row: dict[str, Any] = {"n": len(trials),
+                           "seeds": [t.seed for t in trials],
+                           "n_stopped": sum(t.status == "stopped" for t in trials)}
+    vals = [trial_values(t) for t in trials]
+    for m in METRICS:
+        for k, v in summary([x[m] for x in vals]).items():
+            row[f"{m}_{k}"] = v
+    genos = [trial_genotype(t) for t in trials]
+    known = [(t, g, v) for t, g, v in zip(trials, genos, vals) if g is not None]
+    sets = [frozenset(g.edges()) for _, g, _ in known]
+    row["consensus"] = consensus(sets)
+    row["distinct_genotypes"] = len(set(sets))
+    if known:
+        counts = Counter(sets)
+
+        def best_acc(s: frozenset) -> float:
+            accs = [v["discrete_val_acc"] for _, g, v in known if frozenset(g.edges()) == s]
+            accs = [a for a in accs if not math.isnan(a)]
+            return max(accs) if accs else -math.inf
+
+        modal = max(counts, key=lambda s: (counts[s], best_acc(s)))
+        members = [(t, g, v) for t, g, v in known if frozenset(g.edges()) == modal]
+        t_best, g_best, _ = max(members, key=lambda x: (
+            -math.inf if math.isnan(x[2]["discrete_val_acc"]) else x[2]["discrete_val_acc"]))
+        row["modal_count"] = counts[modal]
+        row["modal_genotype"] = g_best.to_darts()
+        row["modal_genotype_nb201"] = g_best.to_nb201() if g_best.inputs == 1 else None
+        row["modal_trial"] = t_best.trial_id
+        row["modal_seed"] = t_best.seed
+        fracs = [param_free_fraction(g) for _, g, _ in known]
+        row["collapse_rate"] = sum(f >= collapse_threshold for f in fracs) / len(fracs)
+    else:
+        row.update(modal_count=0, modal_genotype=None, modal_genotype_nb201=None,
+                   modal_trial=None, modal_seed=None, collapse_rate=math.nan)
+    gaps = [v["discretization_gap"] for v in vals if not math.isnan(v["discretization_gap"])]
+    row["gap_reliability"] = (sum(g < gap_threshold for g in gaps) / len(gaps)
+                              if gaps else math.nan)
+    return row

@@ -1,0 +1,51 @@
+"""``raydnas reduce EXPERIMENT``: write the cross-seed reliability report of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .reduce import reduce
+    from .reduce.report import mean_std
+
+    df = reduce(args.experiment, args.out, sort=args.sort,
+                collapse_threshold=args.collapse_threshold, gap_threshold=args.gap_threshold,
+                plots=not args.no_plots)
+    counts = df.attrs["counts"]
+    print(f"raydnas reduce: {df.attrs['experiment']}: {len(df)} groups; trials "
+          + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    for i, r in df.iterrows():
+        cons = "n/a" if r["consensus"] != r["consensus"] else f"{r['consensus']:.2f}"
+        print(f"{i + 1:>3}. {r['group']}: n {r['n']}  discrete_val_acc "
+              f"{mean_std(r, 'discrete_val_acc')}  gap {mean_std(r, 'discretization_gap')}  "
+              f"consensus {cons}  modal {r['modal_count']}/{r['n']}")
+    for e in df.attrs["excluded"]:
+        print(f"  not used: {e['describe']}")
+    print(f"report: {df.attrs['out_dir']}/report.md ({len(df.attrs['files'])} files)")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from .reduce.stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD
+
+    p = subparsers.add_parser(
+        "reduce", help="cross-seed reliability report of an experiment",
+        description="Read a Ray Tune experiment directory (or storage URI) written by "
+                    "`raydnas sweep` and write report.md/.csv/.json and PNG plots.")
+    p.add_argument("experiment", help="experiment directory (<storage_path>/<name>) or URI")
+    p.add_argument("--out", default=None, help="output directory (default <experiment>/report)")
+    p.add_argument("--sort", default="discrete_val_acc",
+                   help="sort key: a metric (its mean) or any numeric column such as consensus, "
+                        "collapse_rate, discretization_gap_std; prefix +/- for "
+                        "ascending/descending, written --sort=-KEY (default: discrete_val_acc, "
+                        "best first)")
+    p.add_argument("--collapse-threshold", type=float, default=DEFAULT_COLLAPSE_THRESHOLD,
+                   help="a seed has collapsed when at least this fraction of its chosen ops is "
+                        f"parameter-free (default {DEFAULT_COLLAPSE_THRESHOLD})")
+    p.add_argument("--gap-threshold", type=float, default=DEFAULT_GAP_THRESHOLD,
+                   help="a seed's discretization is reliable when its gap is below this "
+                        f"(default {DEFAULT_GAP_THRESHOLD})")
+    p.add_argument("--no-plots", action="store_true", help="write md/csv/json only")
+    p.set_defaults(func=_run)
+    return p

@@ -1,0 +1,88 @@
+"""Config validation: every bad input is one line naming file, key, value, allowed; exit 2;
+nothing started."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from raydnas.cli import main
+from raydnas.config import apply_overrides, from_dict, load_config
+
+
+def _cfg(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+BAD = [
+    ("space: tiny\nepochs: [1\n", "line", "valid YAML"),
+    ("space: tiny\nepoch: 3\n", "epoch", "unknown key"),
+    ("space: tiny\ndata: {batch_size: many}\n", "data.batch_size", "integer"),
+    ("space: tiny\noptim: {w_lr: -0.1}\n", "optim.w_lr", "> 0"),
+    ("space: tiny\ndata: {val_fraction: 1.0}\n", "data.val_fraction", "[0, 1)"),
+    ("space: imaginary\n", "space", "built-in spaces"),
+    ("space: tiny\ndata: {dataset: mnist3d}\n", "data.dataset", "digits"),
+    ("space: tiny\ndata: {dataset: imagefolder, root: /no/such/dir}\n", "data.root", "existing"),
+    ("space: tiny\ndata: {dataset: cifar10}\n", "data.root", "needs data.root"),
+    ("space: tiny\nactivation: softmaxx\n", "activation.name", "softmax"),
+    ("space: tiny\nregularizer: {name: none, rho: 1}\n", "regularizer.rho", "unknown hyperparameter"),
+    ("space: tiny\ndata: {batch_size: 5000}\n", "data.batch_size", "at most"),
+    ("space: tiny\nlog: {tensorboard: maybe}\n", "log.tensorboard", "true or false"),
+    ("- just\n- a list\n", "<top level>", "mapping"),
+]
+
+
+@pytest.mark.parametrize("text,key,allowed", BAD)
+def test_bad_config_one_line_exit_2_nothing_started(tmp_path, capsys, text, key, allowed):
+    p = _cfg(tmp_path, text)
+    out = tmp_path / "run"
+    rc = main(["search", str(p), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(p) in err and key in err and allowed in err
+    assert not out.exists()
+
+
+def test_unknown_op_in_a_space_file_referenced_by_a_config(tmp_path, capsys):
+    sp = tmp_path / "myspace.yaml"
+    sp.write_text("ops: [none, sep_conv_3x3, conv_17x17]\n")
+    p = _cfg(tmp_path, f"space: {sp}\n")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert str(sp) in err and "ops[2]" in err and "conv_17x17" in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    p = _cfg(tmp_path, "space: tiny\noptim: {w_lr: -1}\n")
+    r = subprocess.run([sys.executable, "-m", "raydnas", "search", str(p), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "optim.w_lr" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_overrides_reach_typed_config_and_are_validated(tmp_path):
+    p = _cfg(tmp_path, "space: tiny\nregularizer: none\n")
+    cfg = load_config(p, ["data.val_fraction=0.25", "optim.a_betas=[0.9, 0.99]", "seed=7",
+                          "model.channels=4"])
+    assert cfg.data.val_fraction == 0.25 and cfg.optim.a_betas == [0.9, 0.99]
+    assert cfg.seed == 7 and cfg.model.channels == 4
+    raw = apply_overrides({"regularizer": "none"}, ["regularizer.name=none"])
+    assert raw["regularizer"] == {"name": "none"}
+    with pytest.raises(Exception, match="optim.w_momentum"):
+        load_config(p, ["optim.w_momentum=2"])
+
+
+def test_to_dict_round_trips():
+    cfg = from_dict({"space": "tiny", "epochs": 3, "optim": {"w_lr": 0.1}})
+    again = from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()

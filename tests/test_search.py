@@ -1,0 +1,152 @@
+"""The standalone search: outputs, TensorBoard read-back, checkpoints, exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from raydnas import checkpoint as ckpt
+from raydnas.search import run_search
+
+from helpers import read_final, tiny_config, tiny_raw
+
+METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "discrete_val_acc",
+           "discretization_gap", "distance_to_discrete", "alpha_entropy", "genotype",
+           "genotype_changed", "arch_params", "param_free_ops", "alpha_steps", "epoch_seconds"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    reports = []
+    m = run_search(tiny_config(), out, report=lambda mm, p: reports.append((mm, Path(p))),
+                   log=lambda s: None)
+    return out, m, reports
+
+
+def test_outputs_and_metric_names(finished_run):
+    out, m, reports = finished_run
+    for name in METRICS:
+        assert name in m, name
+    assert [r[0]["epoch"] for r in reports] == [1, 2]
+    assert all(p.is_file() for _, p in reports)
+    assert m["discretization_gap"] == pytest.approx(m["val_acc"] - m["discrete_val_acc"])
+    assert m["alpha_steps"] == 2 * (len(json.loads((out / "split.json").read_text())["train"]) // 64)
+    total = sum(v.numel() for k, v in torch.load(out / "checkpoint.pt", weights_only=True)[
+        "state"]["model"].items() if not k.startswith("alphas") and v.is_floating_point()
+        and "running" not in k)
+    assert 0 < m["arch_params"] < total  # the derived cell keeps a subset of the weights
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    geno = (out / "genotype.txt").read_text()
+    assert geno.startswith("Genotype(normal=[(") and "reduce_concat=range(2, 4)" in geno
+    final = read_final(out)
+    assert final["genotype"]["darts"] == m["genotype"] and final["complete"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["space"] == "tiny"
+
+
+def test_checkpoint_loads_weights_only_and_holds_full_state(finished_run):
+    out, m, _ = finished_run
+    state = ckpt.load(out / "checkpoint.pt")  # weights_only=True
+    s = state["state"]
+    assert {"model", "w_optimizer", "a_optimizer", "lr_scheduler", "axes", "counters"} <= set(s)
+    assert s["counters"]["epoch"] == 2 and "alphas.normal" in s["model"]
+    assert {"torch", "numpy", "python"} <= set(state["rng"])
+    assert s["a_optimizer"]["state"]  # Adam moments are saved
+
+
+def test_tensorboard_read_back_with_tensorboards_reader(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, m, _ = finished_run
+    acc = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0,
+                                                          "tensors": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for name in ("val_acc", "discrete_val_acc", "discretization_gap", "distance_to_discrete",
+                 "alpha_entropy", "arch_params", "param_free_ops", "alpha_steps"):
+        events = acc.Scalars(f"search/{name}")
+        assert [e.step for e in events] == [1, 2]
+    assert acc.Scalars("search/val_acc")[-1].value == pytest.approx(m["val_acc"], rel=1e-6)
+    assert set(tags["images"]) == {"alpha/normal", "alpha/reduce"}
+    img = acc.Images("alpha/normal")[-1]
+    assert img.width > 0 and img.height > 0
+    assert any(t.startswith("op_weight/normal/") for t in tags["histograms"])
+    text = acc.Tensors("genotype/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert m["genotype"] in text
+
+
+def test_run_again_continues_instead_of_starting_over(finished_run):
+    out, m, _ = finished_run
+    logs = []
+    m2 = run_search(tiny_config(), out, log=logs.append)
+    assert any("resuming" in s for s in logs) and not any(s.startswith("epoch 1/") for s in logs)
+    assert m2 == m
+
+
+def test_resume_refuses_a_different_config(finished_run):
+    from raydnas.errors import ConfigError
+
+    out, _, _ = finished_run
+    with pytest.raises(ConfigError, match="seed"):
+        run_search(tiny_config(seed=1), out, log=lambda s: None)
+
+
+def _launch(cfg_path, out):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "raydnas", "search", str(cfg_path), "--out",
+                             str(out), "--threads", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_killed_search_resumes_to_the_same_result(tmp_path):
+    raw = tiny_raw(epochs=3)
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    # uninterrupted reference
+    ref = _launch(cfg_path, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    # interrupted: SIGKILL once epoch 1 is checkpointed, while epoch 2 runs
+    out = tmp_path / "killed"
+    p = _launch(cfg_path, out)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        f = out / "metrics.jsonl"
+        if f.is_file() and len(f.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = len((out / "metrics.jsonl").read_text().splitlines())
+    assert killed_at < 3, "the run finished before it could be killed"
+    r = _launch(cfg_path, out)
+    text = r.communicate(timeout=300)[0]
+    assert r.returncode == 0, text
+    assert f"resuming from" in text and f"after epoch {killed_at}/3" in text
+    a, b = read_final(tmp_path / "ref"), read_final(out)
+    assert a["genotype"] == b["genotype"]
+    for k in METRICS:
+        if k != "epoch_seconds":
+            assert a["metrics"][k] == b["metrics"][k], k
+    sa = ckpt.load(tmp_path / "ref" / "checkpoint.pt")["state"]["model"]
+    sb = ckpt.load(out / "checkpoint.pt")["state"]["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_importing_the_supernet_imports_neither_ray_nor_torchvision():
+    code = ("import sys, raydnas, raydnas.supernet, raydnas.search, raydnas.config; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torchvision', 'optuna')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
