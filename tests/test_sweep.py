@@ -84,9 +84,13 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    s = run_sweep(OPTUNA, storage=str(tmp_path), name="opt", reduce=False, quiet=True,
+    s = run_sweep(OPTUNA, storage=str(tmp_path), name="opt", reduce=True, quiet=True,
                   overrides=["epochs=1", "optuna.n_trials=2", "sweep.methods=null"])
     assert (s.total, s.done, s.failed) == (4, 4, 0)
+    # the sweep ended with the reduce report, one group per Optuna point
+    report = Path(s.report)
+    assert report == tmp_path / "opt" / "report" / "report.md" and report.is_file()
+    assert "point 0" in report.read_text() and "point 1" in report.read_text()
     journal = tmp_path / "opt" / "optuna.journal"
     assert s.optuna_storage == str(journal) and journal.is_file()
     storage = JournalStorage(JournalFileBackend(str(journal)))
