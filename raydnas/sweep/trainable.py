@@ -42,9 +42,14 @@ def _device_and_threads(study: Study) -> tuple[str, int]:
 
 def search_trial(config: dict[str, Any], study: Study) -> None:
     """Function trainable: one complete search with one method, seed (and Optuna point)."""
+    import logging
+
     from ray import tune
 
     from ..search import NonFiniteLoss, run_search
+
+    # one "Checkpoint successfully created" line per epoch and trial drowns the progress table
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     method = next(m for m in study.methods if m.name == config["method"])
     params = {k: config[k] for k in method.params if k in config}
