@@ -28,7 +28,6 @@ cluster = Cluster(initialize_head=True,
                   head_node_args={"num_cpus": 0, "include_dashboard": False})
 workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
 cluster.wait_for_nodes()
-ray.init(address=cluster.address, log_to_driver=False)
 exp = Path(storage) / "mn"
 removed = {}
 
@@ -46,15 +45,16 @@ def remove_when_both_checkpointed():
         time.sleep(0.2)
     removed["at"] = {d.name: reports(d) for d in dirs}
     cluster.remove_node(workers[1], allow_graceful=False)
-    removed["alive"] = sum(1 for n in ray.nodes() if n["Alive"])
 
 threading.Thread(target=remove_when_both_checkpointed, daemon=True).start()
 from raydnas.sweep import run_sweep
 s = run_sweep(config, storage=storage, name="mn", reduce=False, quiet=True,
+              address=cluster.address,  # the driver joins the running cluster
               overrides=["epochs=3", "sweep.methods=null", "sweep.max_failures=3"])
 print("RESULT " + json.dumps({"done": s.done, "failed": s.failed, "total": s.total,
                               "removed": removed}), flush=True)
-ray.shutdown()
+assert not ray.is_initialized()  # the driver disconnected; the cluster is still there
+assert cluster.head_node is not None
 cluster.shutdown()
 '''
 

@@ -237,19 +237,18 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
 
     import ray
 
-    owned = False
-    if not ray.is_initialized():
-        if address:
+    started = not ray.is_initialized()  # a Ray someone else started is left as it is
+    if started:
+        if address:  # join a running cluster (disconnecting later leaves it running)
             ray.init(address=address, log_to_driver=True)
-        else:
+        else:  # a local Ray for this sweep only
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      log_to_driver=True)
-            owned = True
     try:
         return _run(study, cfg.source, resume=resume, retry_failed=retry_failed,
                     reduce=reduce, quiet=quiet)
     finally:
-        if owned:
+        if started:
             ray.shutdown()
 
 
