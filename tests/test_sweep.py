@@ -74,8 +74,8 @@ def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
         # Tune's own event file sits beside it; its hparams hold the method axes and seed
         assert hparams_keys(d) >= {"activation", "gradient", "schedule", "regularizer", "method",
                                    "seed"}
-    assert seen == {("softmax/first_order/every/none", 0), ("softmax/first_order/every/none", 1),
-                    ("darts_slow_alpha", 0), ("darts_slow_alpha", 1)}
+    assert seen == {(m, k) for k in (0, 1) for m in ("softmax/first_order/every/none",
+                                                      "softmax/first_order/interval/none")}
     assert s.search_seconds > 0 and s.wall_seconds > 0
 
 
@@ -85,7 +85,7 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
     from optuna.storages.journal import JournalFileBackend
 
     s = run_sweep(OPTUNA, storage=str(tmp_path), name="opt", reduce=True, quiet=True,
-                  overrides=["epochs=1", "optuna.n_trials=2", "sweep.methods=null"])
+                  overrides=["epochs=1", "optuna.n_trials=2", "sweep.grid.regularizer=[prox]"])
     assert (s.total, s.done, s.failed) == (4, 4, 0)
     # the sweep ended with the reduce report, one group per Optuna point
     report = Path(s.report)
@@ -95,7 +95,7 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
     assert s.optuna_storage == str(journal) and journal.is_file()
     storage = JournalStorage(JournalFileBackend(str(journal)))
     names = [x.study_name for x in optuna.get_all_study_summaries(storage)]
-    assert names == ["opt/softmax/first_order/every/none"]
+    assert names == ["opt/softmax/first_order/every/prox"]
     study = optuna.load_study(study_name=names[0], storage=storage)
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -104,8 +104,10 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
     for d in trial_dirs(tmp_path / "opt"):
         params = json.loads((d / "params.json").read_text())
         final = json.loads((d / "final.json").read_text())
-        cfg_a_lr = yaml.safe_load((d / "config.yaml").read_text())["optim"]["a_lr"]
+        cfg = yaml.safe_load((d / "config.yaml").read_text())  # what the trial really ran
+        cfg_a_lr = cfg["optim"]["a_lr"]
         assert cfg_a_lr == params["optim.a_lr"]
+        assert cfg["regularizer"] == {"name": "prox", "rho": params["regularizer.rho"]}
         by_point.setdefault(params["point"], []).append(
             (params["seed"], cfg_a_lr, final["metrics"]["discrete_val_acc"]))
     assert sorted(by_point) == [t.number for t in trials]
@@ -115,6 +117,7 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
         assert all(r[1] == t.params["optim.a_lr"] for r in runs)
         assert t.value == pytest.approx(statistics.fmean(r[2] for r in runs), abs=1e-12)
     assert len({t.params["optim.a_lr"] for t in trials}) == 2
+    assert all(set(t.params) == {"optim.a_lr", "regularizer.rho"} for t in trials)
 
 
 def test_resource_request_larger_than_any_node_fails_before_trials(ray_local, tmp_path):

@@ -63,6 +63,10 @@ def test_optuna_params_apply_only_where_the_key_exists_and_points_count():
     ({"methods": [{}, {}]}, None, "sweep.methods"),
     ({}, {"params": {"optim.no_such_key": {"uniform": [0, 1]}}}, "optuna.params.optim.no_such_key"),
     ({}, {"params": {"regularizer.rho": {"log_uniform": [1e-4, 1]}}}, "optuna.params.regularizer.rho"),
+    ({"grid": {"regularizer": ["none", "admm"]}}, {"params": {"regularizer.rhoo": {"uniform": [0, 1]}}},
+     "optuna.params.regularizer.rhoo"),
+    ({"grid": {"regularizer": ["admm"]}}, {"params": {"regularizer.rho": {"uniform": [-1, 1]}}},
+     "optuna.params.regularizer.rho"),
     ({}, {"params": {"optim.a_lr": {"uniform": [0.1, 0.01]}}}, "optuna.params.optim.a_lr.uniform"),
     ({}, {"params": {"optim.a_lr": {"log_uniform": [0, 0.1]}}}, "optuna.params.optim.a_lr.log_uniform"),
     ({}, {"params": {"optim.a_lr": {"normal": [0, 1]}}}, "optuna.params.optim.a_lr.normal"),
@@ -116,3 +120,19 @@ def test_relative_space_path_is_pinned_for_trials_in_other_directories(tmp_path,
     s = parse_study(load_config("exp.yaml"), storage=str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)  # a trial runs elsewhere
     assert s.trial_config(s.methods[0], 0).space == str(tmp_path / "my_space.yaml")
+
+
+def test_maile2021_grid_keeps_base_hyperparameters_and_rho_applies_to_admm_only(tmp_path):
+    cfg = load_config(ROOT / "configs" / "maile2021.yaml")
+    raw = dict(cfg.raw, optuna={"params": {"regularizer.rho": {"log_uniform": [1e-3, 1.0]}},
+                                "n_trials": 4})
+    s = parse_study(from_dict(raw, "maile.yaml"), storage=str(tmp_path))
+    assert len(s.methods) == 12 and s.seeds == [0, 1, 2]
+    by = {m.name: m for m in s.methods}
+    admm = by["crb/first_order/informed/admm"]
+    assert s.trial_config(admm, 0).regularizer.params["every"] == 10  # the base's ADMM settings
+    with_rho = sorted(m.name for m in s.methods if m.params)
+    assert all(n.endswith(("/admm", "/prox")) for n in with_rho) and len(with_rho) == 8
+    assert s.total_trials() == (8 * 4 + 4 * 1) * 3
+    t = s.trial_config(admm, 2, {"regularizer.rho": 0.5})
+    assert t.regularizer.params["rho"] == 0.5 and t.seed == 2
