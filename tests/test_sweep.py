@@ -116,6 +116,7 @@ def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray
         assert sorted(r[0] for r in runs) == [0, 1]
         assert all(r[1] == t.params["optim.a_lr"] for r in runs)
         assert t.value == pytest.approx(statistics.fmean(r[2] for r in runs), abs=1e-12)
+    assert s.optuna_best["softmax/first_order/every/prox"]["value"] == max(t.value for t in trials)
     assert len({t.params["optim.a_lr"] for t in trials}) == 2
     assert all(set(t.params) == {"optim.a_lr", "regularizer.rho"} for t in trials)
 

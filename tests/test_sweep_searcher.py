@@ -75,3 +75,15 @@ def test_optuna_points_run_on_all_seeds_mean_is_told_and_restore_adopts_orphans(
     x4 = r.suggest("x4")
     assert (x4["method"], x4["point"]) == ("b", 1)
     assert x4["optim.a_lr"] != c2["optim.a_lr"]
+
+
+def test_every_trial_carries_every_optuna_key_none_where_it_does_not_apply(tmp_path):
+    raw = dict(BASE, sweep={"grid": {"regularizer": ["none", "prox"]}, "seeds": 1},
+               optuna={"params": {"optim.a_lr": {"log_uniform": [1e-4, 1e-2]},
+                                  "regularizer.rho": {"log_uniform": [1e-3, 1.0]}},
+                       "n_trials": 1, "sampler": "random"})
+    s = StudySearcher(parse_study(from_dict(raw, "s.yaml"), storage=str(tmp_path), name="n"))
+    got = {c["method"]: c for c in (s.suggest("a"), s.suggest("b"))}
+    plain, prox = got["softmax/first_order/every/none"], got["softmax/first_order/every/prox"]
+    assert plain["regularizer.rho"] is None and isinstance(plain["optim.a_lr"], float)
+    assert 1e-3 <= prox["regularizer.rho"] <= 1.0

@@ -40,6 +40,7 @@ class SweepSummary:
     wall_seconds: float = 0.0
     search_seconds: float = 0.0
     optuna_storage: str | None = None
+    optuna_best: dict[str, Any] = field(default_factory=dict)  # method -> best point (seed mean)
     report: str | None = None
 
     @property
@@ -177,6 +178,30 @@ def _epoch_seconds(r) -> float:
     return 0.0
 
 
+def optuna_best(study: Study) -> dict[str, Any]:
+    """Per method, the best Optuna point so far (its seed aggregate), read from the storage.
+
+    Multi-objective studies give the size of their Pareto front instead.
+    """
+    import optuna
+
+    from .searcher import open_storage
+
+    storage = open_storage(study.journal_path())
+    out: dict[str, Any] = {}
+    for m in study.methods:
+        try:
+            st = optuna.load_study(study_name=study.study_name(m), storage=storage)
+            if len(study.optuna.metrics) > 1:
+                out[m.name] = {"pareto_front": len(st.best_trials)}
+            else:
+                b = st.best_trial
+                out[m.name] = {"point": b.number, "value": b.value, "params": b.params}
+        except (KeyError, ValueError):  # no study yet, or no complete point
+            continue
+    return out
+
+
 def print_summary(s: SweepSummary, study: Study) -> None:
     p = print
     p("\n== raydnas sweep ==")
@@ -190,6 +215,16 @@ def print_summary(s: SweepSummary, study: Study) -> None:
         p(f"best {b['metric']} = {b['value']:.4f}: {b['method']} seed {b['seed']}{pt}")
         if b.get("genotype"):
             p(f"  genotype {b['genotype']}")
+    if s.optuna_best:
+        agg = study.optuna.aggregate
+        p(f"Optuna, best point per method ({agg} of {study.optuna.metrics[0]} over seeds):")
+        for name, b in s.optuna_best.items():
+            if "pareto_front" in b:
+                p(f"  {name}: {b['pareto_front']} points on the Pareto front")
+            else:
+                ps = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in b["params"].items())
+                p(f"  {name}: {b['value']:.4f} at point {b['point']} ({ps})")
     p(f"results:     {s.experiment}")
     p(f"TensorBoard: tensorboard --logdir {s.experiment}")
     if s.optuna_storage:
@@ -314,6 +349,8 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
             else:
                 os.environ[k] = v
     summary = summarize(results, study, time.perf_counter() - t0)
+    if study.optuna is not None:
+        summary.optuna_best = optuna_best(study)
     if reduce and not summary.unfinished:
         summary.report = _reduce(exp)
     print_summary(summary, study)

@@ -204,10 +204,13 @@ class StudySearcher(Searcher):
         rec["told"] = True
 
     # -- trial configs ----------------------------------------------------------------------
-    @staticmethod
-    def _config(m: Method, seed: int, point: int | None, params: dict) -> dict[str, Any]:
+    def _config(self, m: Method, seed: int, point: int | None, params: dict) -> dict[str, Any]:
         cfg: dict[str, Any] = dict(m.choices())
         cfg.update(method=m.name, seed=int(seed), point=point)
+        # every trial has every Optuna key (None where it does not apply to the method), so
+        # tables and DataFrames have the same columns for all trials
+        if self.study.optuna is not None:
+            cfg.update({p.key: None for p in self.study.optuna.params})
         cfg.update(params)
         return cfg
 

@@ -52,7 +52,7 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     method = next(m for m in study.methods if m.name == config["method"])
-    params = {k: config[k] for k in method.params if k in config}
+    params = {k: config[k] for k in method.params if config.get(k) is not None}
     cfg = study.trial_config(method, config["seed"], params)
     out = Path(os.getcwd())
     marker = out / FAILURE_MARKER
