@@ -263,6 +263,15 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     why = incompatibility({a: c.name for a, c in axes.items()}, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
+    for a, c in axes.items():  # an axis may ask for its own split (informed's match_split)
+        want = getattr(create_axis(a, c, f), "val_fraction", None)
+        if want is None:
+            continue
+        given = (raw.get("data") or {}).get("val_fraction")
+        if given is not None and abs(given - want) > 1e-9:
+            raise ConfigError(f, "data.val_fraction", given,
+                              f"{want:.6g} or unset: {a} {c.name!r} asks for that split")
+        data.val_fraction = want
     for block in ("sweep", "optuna"):
         if block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f, block, raw[block], "a mapping")

@@ -263,7 +263,7 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
     metrics = st.history[-1] if st.history else {}
     prev_genotype = metrics.get("genotype")
     try:
-        while st.epoch < cfg.epochs:
+        while st.epoch < cfg.epochs and not metrics.get("early_stop"):
             if stop_after_epochs is not None and st.epoch >= stop_after_epochs:
                 break
             metrics = _epoch(st, train_b, val_b, val, log, prev_genotype)
@@ -367,7 +367,8 @@ def _write_outputs(out: Path, st: SearchState, metrics: dict) -> None:
                      "cells": {c: [list(map(list, node)) for node in nodes]
                                for c, nodes in genotype.cells.items()}},
         "op_weights": {c: p.detach().cpu().tolist() for c, p in probs.items()},
-        "complete": st.epoch >= st.cfg.epochs,
+        "complete": st.epoch >= st.cfg.epochs or bool(metrics.get("early_stop")),
+        "early_stop": metrics.get("early_stop"),
     }
     (out / "final.json.tmp").write_text(json.dumps(final, indent=1))
     (out / "final.json.tmp").replace(out / "final.json")

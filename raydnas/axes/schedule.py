@@ -2,19 +2,24 @@
 
 ``wants_step(st)`` is asked before every weight step; ``observe(st, grad_sq_norm)`` is told the
 squared norm of the weight gradient of that step (before clipping) when ``needs_grad_norm``.
+A schedule whose ``val_fraction`` is not None asks for that train/val split (config applies it).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..registry import Registry
+from .checks import require
 
 SCHEDULES: Registry["Schedule"] = Registry("schedule")
 
 
 class Schedule:
     needs_grad_norm: bool = False
+    #: the validation fraction this schedule asks for (None: the config's own)
+    val_fraction: float | None = None
 
     def wants_step(self, st: Any) -> bool:
         raise NotImplementedError
@@ -32,9 +37,98 @@ class Schedule:
         pass
 
 
+def _int_ge(v, lo):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 @SCHEDULES.register("every")
 class Every(Schedule):
     """DARTS: one α step before every weight step."""
 
     def wants_step(self, st):
         return True
+
+
+@SCHEDULES.register("interval")
+class Interval(Schedule):
+    """An α step before every s-th weight step, after optional warm-up epochs without α steps.
+
+    Counting starts after the warm-up: α steps before weight steps s, 2s, ... (Maile et al.'s
+    static alternative ``(step + 1) % s == 0``). With ``implicit`` this is iDARTS's T = s inner
+    weight steps per α step.
+
+    Args:
+        every: s, weight steps per α step (default 1 = ``every``; iDARTS T = 4 on NB201, 5 on
+            NAS-Bench-1Shot1).
+        warmup_epochs: epochs of weights-only training first (default 0).
+    """
+
+    def __init__(self, every: int = 1, warmup_epochs: int = 0) -> None:
+        require(_int_ge(every, 1), "every", every, "an integer >= 1")
+        require(_int_ge(warmup_epochs, 0), "warmup_epochs", warmup_epochs, "an integer >= 0")
+        self.every, self.warmup_epochs = every, warmup_epochs
+
+    def wants_step(self, st):
+        if st.epoch < self.warmup_epochs:
+            return False
+        k = st.step - self.warmup_epochs * st.steps_per_epoch
+        return (k + 1) % self.every == 0
+
+
+@SCHEDULES.register("informed")
+class Informed(Schedule):
+    """Maile et al. 2021 (DARTS-PRIME "dynamic"/informed schedule; ``train_scheduled_hard_statebn``).
+
+    F = Σ_p ‖∇_p L_train‖² over all weights, after the backward and before clipping;
+    F̄ ← β·F + (1 − β)·F̄ (F̄ = F at the first step). Before each weight step: if 0 < F̄ < τ take an
+    α step and τ ← τ·m^(−s), else τ ← τ·m. log τ rises ln m per skipped step and falls s·ln m per
+    α step, so in the long run a fraction 1/(1 + s) of the steps are α steps.
+
+    Args:
+        threshold: τ₀ (``--init_alpha_threshold`` 1.0).
+        threshold_multiplier: m (``--threshold_multiplier`` 1.05 at HEAD; 1.1 in the v1-era code).
+        every: s, weight steps per α step in equilibrium (``--schedfreq``; 10 in the README's
+            DARTS-PRIME command).
+        ewma: β (``--ewma`` 0.2 at HEAD; 1.0, no smoothing, in the v1-era code).
+        match_split: use the matching split val_fraction = 1/(1 + s) (``--dyno_split``), which
+            the config applies to ``data.val_fraction`` (default false).
+    """
+
+    needs_grad_norm = True
+
+    def __init__(self, threshold: float = 1.0, threshold_multiplier: float = 1.05,
+                 every: float = 10, ewma: float = 0.2, match_split: bool = False) -> None:
+        require(_num(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
+        require(_num(threshold_multiplier) and threshold_multiplier > 1, "threshold_multiplier",
+                threshold_multiplier, "a number > 1")
+        require(_num(every) and every > 0, "every", every, "a number > 0")
+        require(_num(ewma) and 0 < ewma <= 1, "ewma", ewma, "a number in (0, 1]")
+        require(isinstance(match_split, bool), "match_split", match_split, "true or false")
+        self.tau0, self.m, self.s, self.beta = float(threshold), float(threshold_multiplier), \
+            float(every), float(ewma)
+        self.match_split = match_split
+        self.val_fraction = 1.0 / (1.0 + self.s) if match_split else None
+        self.tau = self.tau0
+        self.fbar: float | None = None
+
+    def wants_step(self, st):
+        if self.fbar is not None and 0 < self.fbar < self.tau:
+            self.tau *= self.m ** (-self.s)
+            return True
+        self.tau *= self.m
+        return False
+
+    def observe(self, st, grad_sq_norm):
+        f = float(grad_sq_norm)
+        self.fbar = f if self.fbar is None else self.beta * f + (1 - self.beta) * self.fbar
+
+    def state_dict(self):
+        return {"tau": self.tau, "fbar": self.fbar}
+
+    def load_state_dict(self, state):
+        self.tau = float(state["tau"])
+        self.fbar = None if state.get("fbar") is None else float(state["fbar"])

@@ -1,0 +1,243 @@
+"""A Ray Tune searcher that emits every trial of a study: methods × seeds, and Optuna points.
+
+``tune.grid_search`` cannot be combined with a search algorithm in one Tuner, and one experiment
+per method would leave GPUs idle while a method waits for its last seed. So this searcher holds
+one Optuna study per method and drives them through Optuna's ask/tell interface:
+
+* without ``optuna:`` it hands out every (method, seed) pair once, seed-major (every method's
+  first seed runs before any method's second seed, so early results cover all methods);
+* with ``optuna:`` it asks a method's study for a point only when a worker is free and nothing is
+  queued, runs that point on every seed, and tells the study the aggregate (mean by default) of
+  the objective over seeds once all of them finished. A point with a failed seed is told FAIL
+  (a setting that diverges on one seed is not a reliable setting). Methods take turns, so every
+  study advances and the cluster stays busy.
+
+Studies live in an Optuna storage on disk (a ``JournalStorage`` file by default, which
+``optuna-dashboard`` opens). The searcher's own state (queue, points, seed results) is saved with
+the experiment by Tune (``save``/``restore``), and on restore it re-opens the studies, adopts
+points that were asked after the last experiment checkpoint (RUNNING in the study, unknown to the
+saved state) and never tells a point twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import statistics
+import warnings
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from .study import Method, Study
+
+_AGG = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
+
+
+def open_storage(spec: str):
+    """An Optuna storage from a journal file path or a database URL."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec)
+    from pathlib import Path
+
+    Path(spec).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(spec))
+
+
+def make_sampler(name: str, seed: int | None, multi: bool):
+    import optuna
+
+    s = optuna.samplers
+    if name == "tpe":
+        return s.TPESampler(seed=seed)
+    if name == "random":
+        return s.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return s.CmaEsSampler(seed=seed)
+    if name == "gp":
+        return s.GPSampler(seed=seed)
+    if name == "nsga2":
+        return s.NSGAIISampler(seed=seed)
+    return s.QMCSampler(seed=seed)
+
+
+class StudySearcher(Searcher):
+    """Emits every trial of a :class:`~raydnas.sweep.study.Study` (see the module docstring).
+
+    Each trial config is flat: ``activation``, ``gradient``, ``schedule``, ``regularizer``,
+    ``method``, ``seed``, ``point`` (the Optuna trial number in the method's study, None without
+    Optuna) and each Optuna parameter under its dotted config key.
+    """
+
+    def __init__(self, study: Study) -> None:
+        super().__init__(metric=study.metric, mode=study.mode)
+        self.study = study
+        self._queue: list[dict[str, Any]] = []           # trial configs waiting for a worker
+        self._running: dict[str, tuple[str, int | None, int]] = {}  # trial id -> method, point, seed
+        # method -> point number -> {"params", "values": {seed: [objective...] | None}, "told"}
+        self._points: dict[str, dict[int, dict[str, Any]]] = {m.name: {} for m in study.methods}
+        self._asked: dict[str, int] = {m.name: 0 for m in study.methods}
+        self._rr = 0                                      # round-robin pointer over methods
+        self._studies: dict[str, Any] | None = None       # optuna studies (not pickled)
+        if study.optuna is None:
+            for seed in study.seeds:
+                for m in study.methods:
+                    self._queue.append(self._config(m, seed, None, {}))
+
+    # -- Tune interface ---------------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if not self._queue and self.study.optuna is not None:
+            self._ask_next()
+        if self._queue:
+            cfg = self._queue.pop(0)
+            self._running[trial_id] = (cfg["method"], cfg["point"], cfg["seed"])
+            return copy.deepcopy(cfg)
+        if self.study.optuna is None or all(
+                self._asked[m.name] >= self.study.points(m) for m in self.study.methods):
+            return Searcher.FINISHED if not self._running else None
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        where = self._running.pop(trial_id, None)
+        if where is None or self.study.optuna is None:
+            return
+        method, point, seed = where
+        rec = self._points[method].get(point)
+        if rec is None:
+            return
+        values = None
+        if not error and result:
+            got = [result.get(k) for k in self.study.optuna.metrics]
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in got):
+                values = [float(v) for v in got]
+        rec["values"][seed] = values
+        if len(rec["values"]) == len(self.study.seeds) and not rec["told"]:
+            self._tell(method, point, rec)
+
+    # -- Optuna -----------------------------------------------------------------------------
+    def studies(self) -> dict[str, Any]:
+        """The Optuna study of every method (opened, or created, on first use)."""
+        if self._studies is None:
+            self._open()
+        return self._studies
+
+    def _open(self) -> None:
+        import optuna
+
+        o = self.study.optuna
+        storage = open_storage(self.study.journal_path())
+        multi = len(o.metrics) > 1
+        directions = ["maximize" if m == "max" else "minimize" for m in o.modes]
+        self._studies = {}
+        for m in self.study.methods:
+            st = optuna.create_study(
+                storage=storage, study_name=self.study.study_name(m), load_if_exists=True,
+                directions=directions)
+            # a seeded sampler re-created after a restore must not replay its first suggestions
+            done = len(st.get_trials(deepcopy=False))
+            seed = None if o.seed is None else o.seed + 7919 * done
+            st.sampler = make_sampler(o.sampler, seed, multi)
+            with warnings.catch_warnings():  # experimental in Optuna, stable in practice
+                warnings.simplefilter("ignore")
+                st.set_metric_names(list(o.metrics))
+            st.set_user_attr("method", m.choices())
+            st.set_user_attr("seeds", list(self.study.seeds))
+            st.set_user_attr("aggregate", o.aggregate)
+            self._studies[m.name] = st
+            self._adopt(m, st)
+
+    def _adopt(self, m: Method, st) -> None:
+        """Re-sync with the study after a restore: tell finished points, re-queue orphans."""
+        from optuna.trial import TrialState
+
+        for t in st.get_trials(deepcopy=False):
+            rec = self._points[m.name].get(t.number)
+            if rec is None and t.state == TrialState.RUNNING:
+                # asked after the last experiment checkpoint: run it now instead of a new point
+                params = {k: t.params[k] for k in m.params if k in t.params}
+                self._points[m.name][t.number] = {"params": params, "values": {}, "told": False}
+                self._asked[m.name] += 1
+                for seed in self.study.seeds:
+                    self._queue.append(self._config(m, seed, t.number, params))
+            elif rec is not None and t.state != TrialState.RUNNING:
+                rec["told"] = True
+
+    def _ask_next(self) -> None:
+        methods = self.study.methods
+        studies = self.studies()
+        for i in range(len(methods)):
+            m = methods[(self._rr + i) % len(methods)]
+            if self._asked[m.name] >= self.study.points(m):
+                continue
+            self._rr = (self._rr + i + 1) % len(methods)
+            dists = {p.key: p.distribution() for p in self.study.optuna.params if p.key in m.params}
+            t = studies[m.name].ask(fixed_distributions=dists)
+            params = {k: t.params[k] for k in dists}
+            t.set_user_attr("seeds", list(self.study.seeds))
+            self._points[m.name][t.number] = {"params": params, "values": {}, "told": False}
+            self._asked[m.name] += 1
+            for seed in self.study.seeds:
+                self._queue.append(self._config(m, seed, t.number, params))
+            return
+
+    def _tell(self, method: str, point: int, rec: dict) -> None:
+        from optuna.trial import TrialState
+
+        st = self.studies()[method]
+        vals = list(rec["values"].values())
+        if any(v is None for v in vals):
+            st.tell(point, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            agg = _AGG[self.study.optuna.aggregate]
+            objective = [agg([v[i] for v in vals]) for i in range(len(self.study.optuna.metrics))]
+            st.tell(point, objective if len(objective) > 1 else objective[0],
+                    skip_if_finished=True)
+        rec["told"] = True
+
+    # -- trial configs ----------------------------------------------------------------------
+    def _config(self, m: Method, seed: int, point: int | None, params: dict) -> dict[str, Any]:
+        cfg: dict[str, Any] = dict(m.choices())
+        cfg.update(method=m.name, seed=int(seed), point=point)
+        # every trial has every Optuna key (None where it does not apply to the method), so
+        # tables and DataFrames have the same columns for all trials
+        if self.study.optuna is not None:
+            cfg.update({p.key: None for p in self.study.optuna.params})
+        cfg.update(params)
+        return cfg
+
+    # -- persistence (Tune pickles the searcher with the experiment) -------------------------
+    def get_state(self) -> dict[str, Any]:
+        return {"queue": self._queue, "running": self._running, "points": self._points,
+                "asked": self._asked, "rr": self._rr}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._queue = state["queue"]
+        self._running = state["running"]
+        self._points = state["points"]
+        self._asked = state["asked"]
+        self._rr = state["rr"]
+        self._studies = None  # re-opened (and re-synced) on next use
+        if self.study.optuna is not None:
+            self._open()
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["_studies"] = None
+        return d

@@ -1,0 +1,64 @@
+"""Shared helpers for the axes tests: a tiny real search state on the embedded digits data."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+import raydnas.search as _search
+from raydnas.config import from_dict
+from raydnas.search import SearchState
+
+_load = _search.load_dataset
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(*args):
+    """The real embedded digits, read from disk once per test session."""
+    return _load(*args)
+
+#: hyperparameters that make every schedule take α steps within two weight steps
+STEPPING = {"informed": {"threshold": 1.0e9}, "interval": {"every": 2}}
+
+
+def tiny_cfg(method: dict | None = None, params: dict | None = None, **top):
+    method = {"activation": "softmax", "gradient": "first_order", "schedule": "every",
+              "regularizer": "none", **(method or {})}
+    params = params or {}
+    raw = {"space": "tiny", "epochs": 2, "seed": 0,
+           "data": {"dataset": "digits", "val_fraction": 0.5, "batch_size": 8},
+           "model": {"channels": 4, "cells": 3},
+           "log": {"tensorboard": False, "print_every": 0}}
+    for axis, name in method.items():
+        raw[axis] = {"name": name, **params.get(axis, {})}
+    raw.update(top)
+    return from_dict(raw, "<test>")
+
+
+def tiny_state(method=None, params=None, dtype=torch.float32, **top) -> SearchState:
+    cfg = tiny_cfg(method, params, **top)
+    _search.load_dataset = _load_once
+    try:
+        st = SearchState(cfg, torch.device("cpu"))
+    finally:
+        _search.load_dataset = _load
+    st.steps_per_epoch = 10
+    if dtype != torch.float32:
+        st.model.to(dtype)
+    return st
+
+
+def batches(st: SearchState, n: int = 8, dtype=torch.float32):
+    x, y = st.dataset.data
+    return (x[:n].to(dtype), y[:n]), (x[n:2 * n].to(dtype), y[n:2 * n])
+
+
+class FixedVal:
+    """Stands in for the loop's val iterator: always the same real val batch."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def next(self):
+        return self.batch

@@ -1,0 +1,53 @@
+"""Every accepted combination of the four axes runs two search steps on the tiny space."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from raydnas.axes import AXES
+from raydnas.axes.compat import incompatibility
+from raydnas.errors import ConfigError
+from raydnas.search import train_step
+
+from _axes_util import STEPPING, batches, FixedVal, tiny_cfg, tiny_state
+
+ALL = list(itertools.product(*(AXES[a].names() for a in
+                               ("activation", "gradient", "schedule", "regularizer"))))
+ACCEPTED = [c for c in ALL if incompatibility(dict(zip(
+    ("activation", "gradient", "schedule", "regularizer"), c))) is None]
+REJECTED = [c for c in ALL if c not in ACCEPTED]
+
+
+def _method(c):
+    return dict(zip(("activation", "gradient", "schedule", "regularizer"), c))
+
+
+@pytest.mark.parametrize("combo", ACCEPTED, ids=["/".join(c) for c in ACCEPTED])
+def test_combination_runs_two_steps(combo):
+    torch.set_num_threads(1)
+    st = tiny_state(_method(combo), params={"schedule": STEPPING.get(combo[2], {})})
+    before = {c: a.detach().clone() for c, a in st.model.alphas.items()}
+    train, val = batches(st)
+    for _ in range(2):
+        loss, _ = train_step(st, train, FixedVal(val))
+        assert torch.isfinite(torch.tensor(loss))
+    assert st.step == 2 and st.alpha_steps >= 1
+    moved = any(not torch.equal(before[c], a.detach()) for c, a in st.model.alphas.items())
+    assert moved, "α did not move"
+    assert all(torch.isfinite(p).all() for p in st.model.parameters())
+
+
+def test_rejected_combinations_say_why():
+    assert REJECTED, "resource with non-normalized activations is rejected"
+    for c in REJECTED:
+        why = incompatibility(_method(c))
+        assert isinstance(why, str) and len(why) > 40
+    with pytest.raises(ConfigError) as e:
+        tiny_cfg({"activation": "crb", "regularizer": "resource"})
+    assert "method" in str(e.value) and "distribution" in str(e.value)
+    with pytest.raises(ConfigError, match="match_split"):
+        tiny_cfg({"gradient": "single_level", "schedule": "informed"},
+                 {"schedule": {"match_split": True}})

@@ -1,0 +1,95 @@
+"""The sweep driver is SIGKILLed halfway; the same command continues without redoing finished work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _complete(d: Path) -> bool:
+    try:
+        return json.loads((d / "final.json").read_text())["complete"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), e.g. the local Ray a driver started."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(pids: list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
+    exp = tmp_path / "qs"
+    cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
+           "--storage", str(tmp_path), "--name", "qs", "--set", "epochs=3", "--no-reduce",
+           "--num-cpus", "2", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    done_before: dict[Path, tuple[int, bytes]] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            dirs = [d for d in exp.glob("*_seed*") if d.is_dir()] if exp.is_dir() else []
+            if any(_complete(d) for d in dirs):
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(3)  # let Tune snapshot the finished trial
+        tree = _descendants(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver dies at once
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _kill_tree(tree if "tree" in locals() else [])  # the local Ray it had started
+        log.close()
+    for d in exp.glob("*_seed*"):
+        if _complete(d):
+            done_before[d] = ((d / "final.json").stat().st_mtime_ns, (d / "metrics.jsonl").read_bytes())
+    assert 1 <= len(done_before) < 4, "kill should land halfway"
+
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    dirs = sorted(d for d in exp.glob("*_seed*") if d.is_dir())
+    keys = [(json.loads((d / "params.json").read_text())["method"],
+             json.loads((d / "params.json").read_text())["seed"]) for d in dirs]
+    assert len(dirs) == 4 and len(set(keys)) == 4  # no trial was started twice
+    for d in dirs:
+        epochs = [json.loads(ln)["epoch"] for ln in (d / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3] and _complete(d)
+    for d, (mtime, metrics) in done_before.items():  # finished trials were not redone
+        assert (d / "final.json").stat().st_mtime_ns == mtime
+        assert (d / "metrics.jsonl").read_bytes() == metrics
