@@ -255,12 +255,12 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
         ckpt.set_rng_state(saved["rng"])
         log(f"resuming from {source} after epoch {st.epoch}/{cfg.epochs}")
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    metrics = st.history[-1] if st.history else {}
     tb = None
-    if cfg.log.tensorboard:
-        from .tblog import TBLogger
+    if cfg.log.tensorboard and st.epoch < cfg.epochs and not metrics.get("early_stop"):
+        from .tblog import TBLogger  # a finished search opens no new event file
 
         tb = TBLogger(out / "tb", purge_step=st.epoch + 1 if st.epoch else None)
-    metrics = st.history[-1] if st.history else {}
     prev_genotype = metrics.get("genotype")
     try:
         while st.epoch < cfg.epochs and not metrics.get("early_stop"):
