@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_of
 
 AXIS_NAMES = ("activation", "gradient", "schedule", "regularizer")
 DEFAULT_METHOD = {"activation": "softmax", "gradient": "first_order", "schedule": "every",
@@ -247,8 +247,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     data = sections["data"]
     from .data import DATASETS
 
-    if data.dataset not in DATASETS:
-        raise ConfigError(f, "data.dataset", data.dataset, f"one of {', '.join(DATASETS)}")
+    one_of(f, "data.dataset", data.dataset, DATASETS)
     if data.dataset != "digits":
         if not data.root:
             raise ConfigError(f, "data.root", data.root,

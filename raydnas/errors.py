@@ -20,3 +20,10 @@ class ConfigError(ValueError):
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(f"{self.file}: {key} = {shown}: {allowed}".replace("\n", " "))
+
+
+def one_of(file: str | None, key: str, value: Any, choices) -> Any:
+    """``value`` if it is among ``choices``, else a ConfigError listing them."""
+    if value not in choices:
+        raise ConfigError(file, key, value, f"one of {', '.join(map(str, choices))}")
+    return value

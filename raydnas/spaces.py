@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_of
 from .ops import OPS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -138,12 +138,8 @@ def _parse(raw: dict, f: str) -> SearchSpace:
     macro = _section(raw, "macro", f)
     inputs = _int(cell, "cell", "inputs", f, 2, 1)
     nodes = _int(cell, "cell", "nodes", f, 4, 1)
-    output = cell.get("output", "concat")
-    if output not in OUTPUTS:
-        raise ConfigError(f, "cell.output", output, f"one of {', '.join(OUTPUTS)}")
-    rule = disc.get("rule", "top_k_edges")
-    if rule not in RULES:
-        raise ConfigError(f, "discretize.rule", rule, f"one of {', '.join(RULES)}")
+    output = one_of(f, "cell.output", cell.get("output", "concat"), OUTPUTS)
+    rule = one_of(f, "discretize.rule", disc.get("rule", "top_k_edges"), RULES)
     k = _int(disc, "discretize", "k", f, 2, 1)
     if rule == "top_k_edges" and k > inputs:
         raise ConfigError(f, "discretize.k", k,
@@ -154,9 +150,7 @@ def _parse(raw: dict, f: str) -> SearchSpace:
         raise ConfigError(f, "discretize.exclude", exclude, f"a list of ops of this space {ops}")
     if len(exclude) >= len(ops):
         raise ConfigError(f, "discretize.exclude", exclude, "must leave at least one op")
-    mtype = macro.get("type", "darts")
-    if mtype not in MACROS:
-        raise ConfigError(f, "macro.type", mtype, f"one of {', '.join(MACROS)}")
+    mtype = one_of(f, "macro.type", macro.get("type", "darts"), MACROS)
     if mtype == "darts" and inputs != 2:
         raise ConfigError(f, "cell.inputs", inputs, "2 for the darts macro (c_{k-2}, c_{k-1})")
     if mtype == "nb201":
@@ -164,9 +158,7 @@ def _parse(raw: dict, f: str) -> SearchSpace:
             raise ConfigError(f, "cell.inputs", inputs, "1 for the nb201 macro")
         if output != "last":
             raise ConfigError(f, "cell.output", output, "'last' for the nb201 macro")
-    fmt = raw.get("genotype_format", "darts" if mtype == "darts" else "nb201")
-    if fmt not in FORMATS:
-        raise ConfigError(f, "genotype_format", fmt, f"one of {', '.join(FORMATS)}")
+    fmt = one_of(f, "genotype_format", raw.get("genotype_format", mtype), FORMATS)
     if fmt == "nb201" and inputs != 1:
         raise ConfigError(f, "genotype_format", fmt, "nb201 strings need cell.inputs = 1")
     channels = _int(macro, "macro", "channels", f, 16, 2)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AXIS_NAMES, ExperimentConfig, apply_overrides, from_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, one_of
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
               "storage", "name")
@@ -381,12 +381,8 @@ def _optuna(cfg: ExperimentConfig, study: Study, o: dict, f: str) -> OptunaSpec:
     if len(modes) != len(metrics) or any(m not in MODES for m in modes):
         raise ConfigError(f, "optuna.mode", o.get("mode"),
                           f"max or min, or a list of them as long as optuna.metric")
-    agg = o.get("aggregate", "mean")
-    if agg not in AGGREGATES:
-        raise ConfigError(f, "optuna.aggregate", agg, f"one of {', '.join(AGGREGATES)}")
-    sampler = o.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f, "optuna.sampler", sampler, f"one of {', '.join(SAMPLERS)}")
+    agg = one_of(f, "optuna.aggregate", o.get("aggregate", "mean"), AGGREGATES)
+    sampler = one_of(f, "optuna.sampler", o.get("sampler", "tpe"), SAMPLERS)
     if sampler == "cmaes" and len(metrics) > 1:
         raise ConfigError(f, "optuna.sampler", sampler, "a multi-objective sampler (tpe, nsga2, random)")
     seed = o.get("seed", 0)
