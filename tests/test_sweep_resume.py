@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+# long enough that the second wave of trials is still running when the driver is killed
+EPOCHS = 8
+
 def _complete(d: Path) -> bool:
     try:
         return json.loads((d / "final.json").read_text())["complete"]
@@ -52,7 +55,7 @@ def _kill_tree(pids: list[int]) -> None:
 def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     exp = tmp_path / "qs"
     cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
-           "--storage", str(tmp_path), "--name", "qs", "--set", "epochs=3", "--no-reduce",
+           "--storage", str(tmp_path), "--name", "qs", "--set", f"epochs={EPOCHS}", "--no-reduce",
            "--num-cpus", "2", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = open(tmp_path / "first.log", "w")
@@ -67,7 +70,7 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
                 break
             time.sleep(0.5)
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(3)  # let Tune snapshot the finished trial
+        time.sleep(3)  # let Tune record the finished trial in its experiment snapshot
         tree = _descendants(driver.pid)
         os.kill(driver.pid, signal.SIGKILL)  # the driver dies at once
         driver.wait()
@@ -89,7 +92,7 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     assert len(dirs) == 4 and len(set(keys)) == 4  # no trial was started twice
     for d in dirs:
         epochs = [json.loads(ln)["epoch"] for ln in (d / "metrics.jsonl").read_text().splitlines()]
-        assert epochs == [1, 2, 3] and _complete(d)
+        assert epochs == list(range(1, EPOCHS + 1)) and _complete(d)
     for d, (mtime, metrics) in done_before.items():  # finished trials were not redone
         assert (d / "final.json").stat().st_mtime_ns == mtime
         assert (d / "metrics.jsonl").read_bytes() == metrics
