@@ -97,16 +97,10 @@ def synthetic_data(n: int = 256, seed: int = 0, size: int = 32):
 
 
 def build_state(cfg, device, dataset):
-    """A real ``SearchState`` whose dataset is ``dataset`` (SearchState loads its dataset by
-    name; the benchmark and the exactness test hand it synthetic images instead)."""
-    from raydnas import search
+    """A real ``SearchState`` fed ``dataset`` (synthetic images) instead of ``cfg.data``."""
+    from raydnas.search import SearchState
 
-    load = search.load_dataset
-    search.load_dataset = lambda *a, **k: dataset
-    try:
-        return search.SearchState(cfg, device)
-    finally:
-        search.load_dataset = load
+    return SearchState(cfg, device, dataset=dataset)
 
 
 class Feeder:

@@ -182,7 +182,8 @@ def _build_section(cls, raw: Any, prefix: str, f: str):
     return cls(**kwargs)
 
 
-def _axis(raw: Any, axis: str, f: str) -> AxisConfig:
+def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
+    """Validate one axis block: its config and the instance its constructor checked."""
     from .axes import AXES
 
     reg = AXES[axis]
@@ -201,8 +202,8 @@ def _axis(raw: Any, axis: str, f: str) -> AxisConfig:
         if k not in accepted:
             allowed = ", ".join(accepted) if accepted else "none"
             raise ConfigError(f, f"{axis}.{k}", v, f"unknown hyperparameter of {axis} {name!r}; allowed: {allowed}")
-    create_axis(axis, AxisConfig(name, params), f)  # constructor checks the values
-    return AxisConfig(name, params)
+    cfg = AxisConfig(name, params)
+    return cfg, create_axis(axis, cfg, f)  # the constructor checks the values
 
 
 def create_axis(axis: str, cfg: AxisConfig, f: str | None = None):
@@ -255,15 +256,16 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
         if not data.download and not Path(data.root).exists():
             raise ConfigError(f, "data.root", data.root,
                               "an existing directory (or set data.download: true)")
-    axes = {a: _axis(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
-            for a in AXIS_NAMES}
+    checked = {a: _axis(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
+               for a in AXIS_NAMES}
+    axes = {a: c for a, (c, _) in checked.items()}
     from .axes.compat import incompatibility
 
     why = incompatibility({a: c.name for a, c in axes.items()}, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
-    for a, c in axes.items():  # an axis may ask for its own split (informed's match_split)
-        want = getattr(create_axis(a, c, f), "val_fraction", None)
+    for a, (c, instance) in checked.items():  # an axis may ask for its own split
+        want = getattr(instance, "val_fraction", None)
         if want is None:
             continue
         given = (raw.get("data") or {}).get("val_fraction")

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import ExperimentConfig, create_axis
-from .data import Batches, Cycle, load_dataset, load_or_make_split
+from .data import Batches, Cycle, Dataset, load_dataset, load_or_make_split
 from .errors import ConfigError
 from .genotype import derive
 from .metrics import alpha_entropy, derived_params, distance_to_discrete, evaluate, param_free_ops
@@ -60,11 +60,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class SearchState:
     """Everything a search step touches; the axes read what they need from it."""
 
-    def __init__(self, cfg: ExperimentConfig, device: torch.device) -> None:
+    def __init__(self, cfg: ExperimentConfig, device: torch.device,
+                 dataset: Dataset | None = None) -> None:
+        """``dataset`` replaces the one ``cfg.data`` names (benchmarks feed synthetic images)."""
         self.cfg, self.device = cfg, device
         ckpt.seed_everything(cfg.seed)
         d = cfg.data
-        self.dataset = load_dataset(d.dataset, d.root, d.download, d.augment, d.image_size)
+        self.dataset = dataset or load_dataset(d.dataset, d.root, d.download, d.augment,
+                                               d.image_size)
         self.activation = create_axis("activation", cfg.activation, cfg.source)
         self.gradient = create_axis("gradient", cfg.gradient, cfg.source)
         self.schedule = create_axis("schedule", cfg.schedule, cfg.source)

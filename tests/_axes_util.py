@@ -6,17 +6,15 @@ import functools
 
 import torch
 
-import raydnas.search as _search
 from raydnas.config import from_dict
+from raydnas.data import load_dataset
 from raydnas.search import SearchState
 
-_load = _search.load_dataset
 
-
-@functools.lru_cache(maxsize=2)
-def _load_once(*args):
+@functools.lru_cache(maxsize=1)
+def _digits():
     """The real embedded digits, read from disk once per test session."""
-    return _load(*args)
+    return load_dataset("digits")
 
 #: hyperparameters that make every schedule take α steps within two weight steps
 STEPPING = {"informed": {"threshold": 1.0e9}, "interval": {"every": 2}}
@@ -38,11 +36,7 @@ def tiny_cfg(method: dict | None = None, params: dict | None = None, **top):
 
 def tiny_state(method=None, params=None, dtype=torch.float32, **top) -> SearchState:
     cfg = tiny_cfg(method, params, **top)
-    _search.load_dataset = _load_once
-    try:
-        st = SearchState(cfg, torch.device("cpu"))
-    finally:
-        _search.load_dataset = _load
+    st = SearchState(cfg, torch.device("cpu"), dataset=_digits())
     st.steps_per_epoch = 10
     if dtype != torch.float32:
         st.model.to(dtype)
