@@ -38,41 +38,69 @@ class Zero(nn.Module):
 
 
 def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w · bn(x)`` for a scalar ``w``, in one kernel when ``bn`` is non-affine: ``w`` becomes
-    the normalisation's scale, so no extra product (nor the tensor it saves for backward)."""
+    """``w · bn(x)`` for an op weight ``w`` (a scalar, or the same value repeated per channel),
+    in one kernel when ``bn`` is non-affine: ``w`` becomes the normalisation's scale, so no extra
+    product (nor the tensor it saves for backward)."""
     if bn.affine:
-        return w * bn(x)
+        return _times(w, bn(x))
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     use_batch = bn.training or bn.running_mean is None
     # contiguous: torch 2.14's CPU BN backward misreads a stride-0 weight on channels-last 1x1
     # maps (garbage input gradients; caught by tests/test_speed_exactness.py)
-    scale = w.expand(x.shape[1]).contiguous()
+    scale = w if w.dim() == 1 else w.expand(x.shape[1]).contiguous()
     return F.batch_norm(x, bn.running_mean, bn.running_var, scale, None, use_batch,
                         0.1 if bn.momentum is None else bn.momentum, bn.eps)
 
 
+def _times(w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``w · y`` for a scalar or per-channel (``[C]``) op weight ``w``."""
+    return w * y if w.dim() == 0 else w.view(-1, 1, 1) * y
+
+
+def channel_weights(w: torch.Tensor, channels: int) -> torch.Tensor:
+    """``[..., ops]`` op weights → ``[..., ops, channels]``, each weight repeated per channel
+    (contiguous). Made once per cell and forward, the rows serve :func:`scaled_bn` directly: two
+    autograd nodes per cell instead of an expand and a copy per weighted BatchNorm."""
+    return w.unsqueeze(-1).expand(*w.shape, channels).contiguous()
+
+
 class SharedReLU:
     """relu(x), computed at most once however many ops ask for it (same value, one saved
-    tensor instead of one per op; the gradients of all users meet in one threshold backward)."""
+    tensor instead of one per op; the gradients of all users meet in one threshold backward).
 
-    __slots__ = ("x", "_r")
+    :meth:`pooled` does the same for parameter-free pooling: all edges leaving one node pool the
+    same x, so pool(x) is computed (and back-propagated) once per node and stride.
+    """
+
+    __slots__ = ("x", "_r", "_pooled")
 
     def __init__(self, x: torch.Tensor) -> None:
-        self.x, self._r = x, None
+        self.x, self._r, self._pooled = x, None, None
 
     def __call__(self) -> torch.Tensor:
         if self._r is None:
             self._r = F.relu(self.x)
         return self._r
 
+    def pooled(self, pool: nn.Module) -> torch.Tensor:
+        """``pool(x)`` for a stateless pooling module, shared by modules of the same kind."""
+        key = (type(pool), pool.kernel_size, pool.stride, pool.padding)
+        if self._pooled is None:
+            self._pooled = {}
+        y = self._pooled.get(key)
+        if y is None:
+            y = self._pooled[key] = pool(self.x)
+        return y
+
 
 def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor,
-             xr: SharedReLU | None = None) -> torch.Tensor:
+             xr: SharedReLU | None = None, wc: torch.Tensor | None = None) -> torch.Tensor:
     """``w · op(x)``. Ops with ``fuses_weight`` take ``op(x, w, xr)`` and apply ``w`` (and the
-    shared relu) themselves; the call still goes through ``op.__call__`` (hooks see it)."""
+    shared relu) themselves, given the per-channel form ``wc`` (:func:`channel_weights`) when
+    there is one; the call still goes through ``op.__call__`` (hooks see it)."""
     if getattr(op, "fuses_weight", False):
-        return op(x, w, xr)
+        return op(x, w if wc is None else wc, xr)
     return w * op(x)
 
 
@@ -92,14 +120,36 @@ class ReLUConvBN(nn.Sequential):
         return self[2](h) if w is None else scaled_bn(self[2], h, w)
 
 
+class PolyphaseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that runs a strided dilated conv as an undilated one on the input's
+    even-phase subimage. Same parameters, same math (only the order of the additions differs).
+
+    With dilation ``d``, stride ``d`` and "same" padding ``d·(k−1)/2``, output pixel (h, w)
+    reads only input pixels (d·h', d·w'): the conv is the undilated conv (padding (k−1)/2) on the
+    subimage ``x[..., ::d, ::d]``, a view, so backward saves nothing more. oneDNN's CPU backward
+    for dilated depthwise convs at stride 2 is ≈10× slower than this (benchmarks/README.md).
+    Stride 1 (the d² phase subimages stacked along the batch) measured only ≈1 % faster on the
+    whole DARTS step and kept one more full-size tensor per op for backward: it runs plain.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, k = self.dilation[0], self.kernel_size[0]
+        if (d > 1 and k % 2 == 1 and self.dilation == (d, d) and self.stride == (d, d)
+                and self.kernel_size == (k, k) and self.padding == (d * (k - 1) // 2,) * 2
+                and self.padding_mode == "zeros"):
+            return F.conv2d(x[..., ::d, ::d], self.weight, self.bias, 1, (k - 1) // 2, 1,
+                            self.groups)
+        return super().forward(x)
+
+
 class DilConv(nn.Sequential):
     """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
 
     def __init__(self, C_in, C_out, kernel, stride, padding, dilation, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in,
-                      bias=False),
+            PolyphaseConv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in,
+                            bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -184,6 +234,37 @@ class MaxPool3x3(nn.MaxPool2d):
         return super().forward(x)
 
 
+class AvgPool3x3(nn.AvgPool2d):
+    """``nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)`` computed as a depthwise
+    conv with a ones kernel (the window sums) times 1/count (the cells inside the image). Same
+    values up to rounding. oneDNN's channels-last depthwise conv is faster than the pooling
+    kernel on large maps: at 16×16×32×32 ≈0.1 ms against ≈0.27 ms forward, ≈0.19 against ≈0.30 ms
+    backward (benchmarks/README.md); on small maps pooling wins, so below ``min_pixels`` output
+    pixels per channel the pooling kernel runs."""
+
+    min_pixels = 1024
+
+    def __init__(self, stride: int) -> None:
+        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
+        self._inv_count: dict = {}
+
+    def forward(self, x):
+        s = self.stride
+        n, c, h, w = x.shape
+        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+        if ho * wo < self.min_pixels or x.dim() != 4:
+            return super().forward(x)
+        key = (h, w, x.device, x.dtype)
+        inv = self._inv_count.get(key)
+        if inv is None:
+            ones = x.new_ones(1, 1, h, w)
+            inv = 1.0 / F.conv2d(ones, x.new_ones(1, 1, 3, 3), None, s, 1)
+            self._inv_count = {key: inv}
+        k = x.new_ones(c, 1, 3, 3).contiguous(memory_format=torch.channels_last) \
+            if x.is_contiguous(memory_format=torch.channels_last) else x.new_ones(c, 1, 3, 3)
+        return F.conv2d(x, k, None, s, 1, 1, c) * inv
+
+
 class Pool(nn.Module):
     """3x3 max/avg pooling, with a 1x1 ReLUConvBN first if the channel count changes.
 
@@ -199,18 +280,21 @@ class Pool(nn.Module):
         if kind == "max":
             self.pool = MaxPool3x3(stride)
         else:
-            self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+            self.pool = AvgPool3x3(stride)
         self.bn = nn.BatchNorm2d(C_out, affine=False) if bn_after else None
 
     fuses_weight = True
 
     def forward(self, x, w=None, xr=None):
         if self.pre is not None:
-            x = self.pre(x, None, xr)
-        x = self.pool(x)
+            x = self.pool(self.pre(x, None, xr))
+        elif xr is not None and self.training:  # one pool(x) for all edges leaving the node
+            x = xr.pooled(self.pool)
+        else:
+            x = self.pool(x)
         if w is None:
             return self.bn(x) if self.bn is not None else x
-        return scaled_bn(self.bn, x, w) if self.bn is not None else w * x
+        return scaled_bn(self.bn, x, w) if self.bn is not None else _times(w, x)
 
 
 def _skip(C_in, C_out, stride, affine):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero, weighted
+from .ops import (OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero, channel_weights,
+                  weighted)
 from .spaces import SearchSpace
 
 if TYPE_CHECKING:
@@ -35,15 +36,18 @@ class MixedOp(nn.Module):
         self._zero = Zero(C_out, stride)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int],
-                xr: SharedReLU | None = None) -> torch.Tensor:
-        """``xr``: relu(x) shared with the other edges leaving the same node (optional)."""
+                xr: SharedReLU | None = None, wc: torch.Tensor | None = None) -> torch.Tensor:
+        """``w``: this edge's ``[ops]`` weights; ``wc``: the same as ``[ops, C_out]``
+        (:func:`~raydnas.ops.channel_weights`, optional); ``xr``: relu(x) shared with the other
+        edges leaving the same node (optional)."""
         if not active:  # every op of this edge is off: the edge contributes zeros
             return self._zero(x)
         ws = w.unbind(0)
+        wcs = wc.unbind(0) if wc is not None else None
         xr = xr if xr is not None else SharedReLU(x)
         out = None
         for k in active:
-            y = weighted(self._ops[k], x, ws[k], xr)
+            y = weighted(self._ops[k], x, ws[k], xr, None if wcs is None else wcs[k])
             # y is a fresh product (no backward saves it): accumulate in place
             out = y if out is None else out.add_(y)
         return out
@@ -57,6 +61,7 @@ class Cell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.space = space
+        self.C = C
         if space.macro == "darts":
             self.pre = nn.ModuleList([
                 FactorizedReduce(C_in[0], C, affine=False) if reduction_prev
@@ -75,11 +80,12 @@ class Cell(nn.Module):
     def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]]):
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
         relus = [SharedReLU(x) for x in states]
+        ws, wcs = w.unbind(0), channel_weights(w, self.C).unbind(0)
         e = 0
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
-                y = self.edges[e](states[i], w[e], active[e], relus[i])
+                y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e])
                 s = y if s is None else s.add_(y)
                 e += 1
             if self.node_bn is not None:
