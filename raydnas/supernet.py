@@ -85,9 +85,12 @@ class Cell(nn.Module):
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
-                y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e])
-                s = y if s is None else s.add_(y)
+                if active[e]:  # an edge with every op off adds nothing (no zeros made)
+                    y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e])
+                    s = y if s is None else s.add_(y)
                 e += 1
+            if s is None:  # every edge into node j is off
+                s = self.edges[e - 1](states[-1], ws[e - 1], [])
             if self.node_bn is not None:
                 s = self.node_bn[j](s)
             states.append(s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,26 @@ def test_allocator_tuning_is_applied_once_and_can_be_turned_off():
     assert _tuned_in_subprocess({}) == "True"
     assert _tuned_in_subprocess({"RAYDNAS_MALLOPT": "0"}) == "False"
     assert _tuned_in_subprocess({"MALLOC_TRIM_THRESHOLD_": "1000000"}) == "False"
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_a_node_whose_edges_are_all_off_is_zeros_of_the_right_shape(space):
+    # Edges with every op off are skipped; a node left with no active edge must still be zeros
+    # of its shape (in a reduction cell too), and the cell output must match the plain path.
+    from raydnas.axes.activation import ACTIVATIONS
+    from raydnas.spaces import load_space
+    from raydnas.supernet import Supernet
+
+    net = Supernet(load_space(space), ACTIVATIONS.create("softmax"), 10, channels=4, cells=3)
+    x = torch.randn(2, 3, 16, 16)
+    weights = {}
+    for ct, a in net.alphas.items():
+        w = torch.zeros(a.shape)
+        w[:, net.space.ops.index("skip_connect")] = 1.0
+        w[: net.space.inputs + 1 if space == "darts" else 1] = 0.0  # node 0: no edge on
+        weights[ct] = w
+    y = net(x, op_weights=weights)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from reference import plain_forward
+
+    torch.testing.assert_close(y, plain_forward(net, x, weights))
