@@ -5,9 +5,12 @@ Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes
 ``w * 0`` contributes neither value nor gradient.
 
 Speed (issue 6; same math, checked against a plain reference by tests/test_speed_exactness.py):
-the mixed op asks each op for ``w · op(x)`` through :func:`weighted` (``op(x, w, xr)``). Ops ending in a non-affine
-BatchNorm fold ``w`` into it (:func:`scaled_bn`), and ops starting with ReLU take a
-:class:`SharedReLU` so that all ops of all edges leaving one node share one relu(x).
+the mixed op asks each op for ``w · op(x)`` through :func:`weighted` (``op(x, w, xr)``). Ops
+ending in a non-affine BatchNorm fold ``w`` into it (:func:`scaled_bn`, ``w`` as a per-channel
+row of :func:`channel_weights`), and ops starting with ReLU or pooling take a
+:class:`SharedReLU` so that all ops of all edges leaving one node share one relu(x) and one
+pool(x). Strided dilated convs run undilated on the even subimage (:class:`PolyphaseConv2d`),
+3×3 average pooling on large maps as a conv (:class:`AvgPool3x3`).
 """
 
 from __future__ import annotations
