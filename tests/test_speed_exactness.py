@@ -115,6 +115,26 @@ def test_benchmark_smoke_prints_one_json_line() -> None:
     assert rec["ours"]["peak_rss_gb"] > 0 and rec["device"] == "cpu"
 
 
+def test_implicit_cost_benchmark_smoke_covers_every_K_and_T() -> None:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "implicit_cost.py"), "--space", "tiny",
+         "--channels", "4", "--batch", "4", "--reps", "1", "--threads", "1", "--K", "0", "2",
+         "--T", "1", "4"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(rec["alpha_step_s"]) == {"first_order", "unrolled", "implicit_K0", "implicit_K2"}
+    w = rec["weight_step_s"]
+    for name, a in rec["alpha_step_s"].items():
+        per = rec["per_weight_step_s"][name]
+        assert set(per) == {"T1", "T4"}
+        assert per["T1"] == pytest.approx(w + a, abs=2e-4)
+        assert per["T4"] == pytest.approx(w + a / 4, abs=2e-4)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_index_free_max_pool_matches_torch_to_second_order(stride: int) -> None:
     # MaxPool3x3 saves no argmax indices (it finds them again in backward): values and
