@@ -155,3 +155,26 @@ def test_a_node_whose_edges_are_all_off_is_zeros_of_the_right_shape(space):
     from reference import plain_forward
 
     torch.testing.assert_close(y, plain_forward(net, x, weights))
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_scaled_bn_equals_weighted_batch_norm_with_running_stats(size):
+    # w·BN(x) for a non-affine BN in training, w folded into the normalisation as a
+    # per-channel row: values, input and weight gradients and the running statistics equal
+    # the stock BatchNorm's.
+    from raydnas.ops import channel_weights, scaled_bn
+
+    torch.manual_seed(0)
+    ours, ref = (torch.nn.BatchNorm2d(8, affine=False).double() for _ in range(2))
+    x = torch.randn(2, 8, size, size, dtype=torch.double).contiguous(memory_format=CL)
+    x.requires_grad_(True)
+    w = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+    y = scaled_bn(ours, x, channel_weights(w.view(1), 8)[0])
+    y_ref = w * ref(x)
+    _close(y, y_ref)
+    assert y.is_contiguous(memory_format=CL)
+    g = torch.randn_like(y_ref)
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(y_ref, (x, w), g)):
+        _close(a, b)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
