@@ -249,23 +249,22 @@ class AvgPool3x3(nn.AvgPool2d):
 
     def __init__(self, stride: int) -> None:
         super().__init__(3, stride=stride, padding=1, count_include_pad=False)
-        self._inv_count: dict = {}
+        self._inv_count: tuple | None = None  # (key, 1/count map) of the last input shape
 
     def forward(self, x):
         s = self.stride
-        n, c, h, w = x.shape
-        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
-        if ho * wo < self.min_pixels or x.dim() != 4:
+        if x.dim() != 4 or ((x.shape[2] - 1) // s + 1) * ((x.shape[3] - 1) // s + 1) \
+                < self.min_pixels:
             return super().forward(x)
+        c, h, w = x.shape[1:]
         key = (h, w, x.device, x.dtype)
-        inv = self._inv_count.get(key)
-        if inv is None:
+        if self._inv_count is None or self._inv_count[0] != key:
             ones = x.new_ones(1, 1, h, w)
-            inv = 1.0 / F.conv2d(ones, x.new_ones(1, 1, 3, 3), None, s, 1)
-            self._inv_count = {key: inv}
-        k = x.new_ones(c, 1, 3, 3).contiguous(memory_format=torch.channels_last) \
-            if x.is_contiguous(memory_format=torch.channels_last) else x.new_ones(c, 1, 3, 3)
-        return F.conv2d(x, k, None, s, 1, 1, c) * inv
+            self._inv_count = (key, 1.0 / F.conv2d(ones, x.new_ones(1, 1, 3, 3), None, s, 1))
+        k = x.new_ones(c, 1, 3, 3)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            k = k.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, k, None, s, 1, 1, c) * self._inv_count[1]
 
 
 class Pool(nn.Module):
