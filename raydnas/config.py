@@ -16,6 +16,7 @@ Layout of an experiment YAML (all keys optional but ``space``)::
     regularizer: none            # e.g. {name: admm, rho: 0.1}
     optim: {w_lr: 0.025, ...}
     log: {tensorboard: true, print_every: 20}
+    measure: {bn_images: null, samples: 4, tune_epochs: 1}   # raydnas.measure
     sweep: {...}                 # used by `raydnas sweep` (see raydnas.sweep)
     optuna: {...}
 """
@@ -81,6 +82,29 @@ class OptimConfig:
     a_weight_decay: float = field(default=1e-3, metadata={"check": (_nonneg, "a number >= 0")})
 
 
+DEFAULT_BN_IMAGES = 512
+
+
+@dataclass
+class MeasureConfig:
+    """How the per-epoch accuracies are measured (:mod:`raydnas.measure`).
+
+    ``bn_images``: search-train images on which BatchNorm statistics are re-estimated before
+    every accuracy is measured (the same fixed images for every method at a given seed; null:
+    ``DEFAULT_BN_IMAGES`` or the whole search-train split if it is smaller).
+    ``samples``: sampled architectures (fixed, seeded Gumbel noise) that ``val_acc`` averages
+    for stochastic activations. ``tune_epochs``: epochs of fine-tuning of the derived network
+    from its inherited weights at the end of the search (``discrete_val_acc_tuned``; 0: off).
+    ``tune_lr``: its initial learning rate (cosine to 0; null: ``optim.w_lr``).
+    """
+
+    bn_images: int | None = field(default=None,
+                                  metadata={"check": (_pos, "an integer > 0 or null")})
+    samples: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
+    tune_epochs: int = field(default=1, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
+    tune_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
+
+
 @dataclass
 class LogConfig:
     tensorboard: bool = True
@@ -103,6 +127,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     activation: AxisConfig = field(default_factory=lambda: AxisConfig("softmax"))
     gradient: AxisConfig = field(default_factory=lambda: AxisConfig("first_order"))
     schedule: AxisConfig = field(default_factory=lambda: AxisConfig("every"))
@@ -131,7 +156,8 @@ class ExperimentConfig:
         return d
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
+             "measure": MeasureConfig}
 _TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep", "optuna"}
 
 
@@ -301,6 +327,15 @@ def _check_sizes(cfg: ExperimentConfig) -> None:
             raise ConfigError(cfg.source, "data.batch_size", cfg.data.batch_size,
                               f"at most {smallest} (the smaller split of {n} digits images "
                               f"at val_fraction {cfg.data.val_fraction})")
+        check_bn_images(cfg, n - n_val)
+
+
+def check_bn_images(cfg: ExperimentConfig, n_train: int) -> None:
+    """``measure.bn_images`` must fit in the search-train split (``n_train`` images)."""
+    if cfg.measure.bn_images is not None and cfg.measure.bn_images > n_train:
+        raise ConfigError(cfg.source, "measure.bn_images", cfg.measure.bn_images,
+                          f"at most {n_train} (the search-train split of {cfg.data.dataset} "
+                          f"at val_fraction {cfg.data.val_fraction})")
 
 
 def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:

@@ -49,20 +49,3 @@ def derived_params(model: Supernet, masks: dict[str, torch.Tensor]) -> int:
                 if mask[e, k] == 0:
                     total -= _n(op)
     return total
-
-
-@torch.no_grad()
-def evaluate(model: Supernet, batches, device, op_weights=None) -> tuple[float, float]:
-    """Mean loss and accuracy over ``batches`` (eval mode)."""
-    was = model.training
-    model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        w = None if op_weights is None else {c: t.to(device) for c, t in op_weights.items()}
-        out = model(x, op_weights=w)
-        loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-        n += len(y)
-    model.train(was)
-    return loss_sum / max(n, 1), correct / max(n, 1)

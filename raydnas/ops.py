@@ -43,17 +43,21 @@ class Zero(nn.Module):
 def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``w · bn(x)`` for an op weight ``w`` (a scalar, or the same value repeated per channel),
     in one kernel when ``bn`` is non-affine: ``w`` becomes the normalisation's scale, so no extra
-    product (nor the tensor it saves for backward)."""
+    product (nor the tensor it saves for backward). Running statistics follow
+    ``nn.BatchNorm2d``: exponential with ``bn.momentum``, a cumulative average when it is None."""
     if bn.affine:
         return _times(w, bn(x))
+    momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+            momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch = bn.training or bn.running_mean is None
     # contiguous: torch 2.14's CPU BN backward misreads a stride-0 weight on channels-last 1x1
     # maps (garbage input gradients; caught by tests/test_speed_exactness.py)
     scale = w if w.dim() == 1 else w.expand(x.shape[1]).contiguous()
     return F.batch_norm(x, bn.running_mean, bn.running_var, scale, None, use_batch,
-                        0.1 if bn.momentum is None else bn.momentum, bn.eps)
+                        momentum, bn.eps)
 
 
 def _times(w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ This is the one place where the four method axes meet. Per weight step::
     activation.after_weight_step (e.g. CRB pruning)
 
 Single-level estimators (``gradient.joint``) take α's gradient from the weight step's backward.
-Per epoch: discretize, evaluate supernet and derived cell on the val split, log, checkpoint,
-report. Output directory: ``config.yaml``, ``split.json``, ``checkpoint.pt``, ``metrics.jsonl``,
+Per epoch: discretize, measure supernet and derived cell on the val split (the protocol of
+:mod:`raydnas.measure`), log, checkpoint, report. Output directory: ``config.yaml``, ``split.json``, ``checkpoint.pt``, ``metrics.jsonl``,
 ``genotype.txt``, ``final.json``, ``tb/``.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,11 +29,13 @@ from torch import nn
 
 from . import allocator
 from . import checkpoint as ckpt
-from .config import ExperimentConfig, create_axis
+from .config import DEFAULT_BN_IMAGES, ExperimentConfig, check_bn_images, create_axis
 from .data import Batches, Cycle, Dataset, load_dataset, load_or_make_split
 from .errors import ConfigError
 from .genotype import derive
-from .metrics import alpha_entropy, derived_params, distance_to_discrete, evaluate, param_free_ops
+from .measure import Measurer, bn_indices
+from .metrics import alpha_entropy, derived_params, distance_to_discrete, param_free_ops
+from .network import from_supernet
 from .spaces import load_space
 from .supernet import Supernet
 
@@ -206,7 +209,7 @@ def _arch_update(st: SearchState) -> None:
 def _check_resume(saved: dict, cfg: ExperimentConfig, out_dir: Path) -> None:
     now = cfg.to_dict()
     for k in sorted(set(saved) | set(now)):
-        if k in ("log", "sweep", "optuna"):
+        if k in ("log", "sweep", "optuna", "measure"):  # none of them changes the search
             continue
         if saved.get(k) != now.get(k):
             raise ConfigError(cfg.source, k, now.get(k),
@@ -250,6 +253,14 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
                           f"{len(split['val'])} val)")
     st.steps_per_epoch = len(train_b)
     val = Cycle(val_b) if split["val"] else None
+    ms = cfg.measure
+    n_bn = ms.bn_images if ms.bn_images is not None else min(DEFAULT_BN_IMAGES,
+                                                             len(split["train"]))
+    check_bn_images(cfg, len(split["train"]))
+    measurer = Measurer(st.dataset, bn_indices(split["train"], n_bn, cfg.seed), val_b, bs, dev,
+                        ms.samples, cfg.seed)
+    loop = _Loop(train_b, val_b, val, measurer,
+                 Batches(st.dataset, split["train"], bs, cfg.seed + 2, True, cfg.data.num_workers))
 
     ckpt_path = out / ckpt.CHECKPOINT_NAME
     source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
@@ -273,7 +284,7 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
         while st.epoch < cfg.epochs and not metrics.get("early_stop"):
             if stop_after_epochs is not None and st.epoch >= stop_after_epochs:
                 break
-            metrics = _epoch(st, train_b, val_b, val, log, prev_genotype)
+            metrics = _epoch(st, loop, log, prev_genotype)
             prev_genotype = metrics["genotype"]
             st.history.append(metrics)
             state = {"state": st.state_dict(), "config": cfg.to_dict(),
@@ -295,9 +306,20 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
     return metrics
 
 
-def _epoch(st: SearchState, train_b: Batches, val_b: Batches, val: Cycle | None, log,
-           prev_genotype: str | None) -> dict[str, Any]:
+@dataclass
+class _Loop:
+    """The batches and the measurer of one run."""
+
+    train: Batches
+    val_eval: Batches  # every val image once (measurement)
+    val: Cycle | None  # the α steps' val batches
+    measurer: Measurer
+    tune: Batches  # fine-tuning of the derived network (discrete_val_acc_tuned)
+
+
+def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict[str, Any]:
     cfg, model = st.cfg, st.model
+    train_b, val = loop.train, loop.val
     t0 = time.perf_counter()
     a0 = st.alpha_steps
     st.activation.start_epoch(st.epoch, cfg.epochs)
@@ -318,8 +340,8 @@ def _epoch(st: SearchState, train_b: Batches, val_b: Batches, val: Cycle | None,
     st.epoch += 1
     probs = {c: p.detach() for c, p in model.op_probs().items()}
     genotype, masks = derive(probs, st.space)
-    val_loss, val_acc = evaluate(model, val_b.sequential(), st.device)
-    _, disc_acc = evaluate(model, val_b.sequential(), st.device, op_weights=masks)
+    acc = loop.measurer.supernet(model, masks)
+    val_loss, val_acc, disc_acc = acc["val_loss"], acc["val_acc"], acc["discrete_val_acc"]
     g = str(genotype)
     m = {
         "epoch": st.epoch,
@@ -328,6 +350,7 @@ def _epoch(st: SearchState, train_b: Batches, val_b: Batches, val: Cycle | None,
         "val_loss": val_loss,
         "val_acc": val_acc,
         "discrete_val_acc": disc_acc,
+        "discrete_val_loss": acc["discrete_val_loss"],
         "discretization_gap": val_acc - disc_acc,
         "distance_to_discrete": distance_to_discrete(probs, masks),
         "alpha_entropy": alpha_entropy(probs),
@@ -345,8 +368,17 @@ def _epoch(st: SearchState, train_b: Batches, val_b: Batches, val: Cycle | None,
             m.update(part.epoch_metrics(st, genotype, m))
     if not math.isfinite(m["val_loss"]):
         raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
+    tuned = ""
+    if cfg.measure.tune_epochs and (st.epoch >= cfg.epochs or m.get("early_stop")):
+        t1 = time.perf_counter()
+        net = from_supernet(model, genotype)
+        m.update(loop.measurer.tuned(net, loop.tune, cfg.measure.tune_epochs,
+                                     cfg.measure.tune_lr or cfg.optim.w_lr, cfg.optim))
+        del net
+        m["tune_seconds"] = time.perf_counter() - t1
+        tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}"
     log(f"epoch {st.epoch}/{cfg.epochs} val_acc {val_acc:.3f} discrete_val_acc {disc_acc:.3f} "
-        f"gap {m['discretization_gap']:+.3f} dist {m['distance_to_discrete']:.3f} "
+        f"gap {m['discretization_gap']:+.3f}{tuned} dist {m['distance_to_discrete']:.3f} "
         f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
     return m
 

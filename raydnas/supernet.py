@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .macro import MacroNetwork, ResNetBasicBlock, cell_type  # noqa: F401 (re-exported)
 from .ops import (OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero, channel_weights,
                   weighted)
 from .spaces import SearchSpace
@@ -36,12 +37,14 @@ class MixedOp(nn.Module):
         self._zero = Zero(C_out, stride)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int],
-                xr: SharedReLU | None = None, wc: torch.Tensor | None = None) -> torch.Tensor:
+                xr: SharedReLU | None = None, wc: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         """``w``: this edge's ``[ops]`` weights; ``wc``: the same as ``[ops, C_out]``
         (:func:`~raydnas.ops.channel_weights`, optional); ``xr``: relu(x) shared with the other
-        edges leaving the same node (optional)."""
+        edges leaving the same node (optional); ``bias``: a scalar added to the edge's output
+        (GDAS's value-zero terms of the ops not run, :meth:`Activation.edge_bias`)."""
         if not active:  # every op of this edge is off: the edge contributes zeros
-            return self._zero(x)
+            return self._zero(x) if bias is None else self._zero(x) + bias
         ws = w.unbind(0)
         wcs = wc.unbind(0) if wc is not None else None
         xr = xr if xr is not None else SharedReLU(x)
@@ -50,7 +53,7 @@ class MixedOp(nn.Module):
             y = weighted(self._ops[k], x, ws[k], xr, None if wcs is None else wcs[k])
             # y is a fresh product (no backward saves it): accumulate in place
             out = y if out is None else out.add_(y)
-        return out
+        return out if bias is None else out + bias
 
 
 class Cell(nn.Module):
@@ -77,17 +80,22 @@ class Cell(nn.Module):
         self.node_bn = (nn.ModuleList(nn.BatchNorm2d(C, affine=False) for _ in range(space.nodes))
                         if node_norm else None)
 
-    def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]]):
+    def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]],
+                bias: torch.Tensor | None = None):
+        """``w``: ``[edges, ops]`` op weights; ``active``: per edge the ops to run; ``bias``:
+        optional ``[edges]`` scalars added to each edge's output (:meth:`MixedOp.forward`)."""
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
         relus = [SharedReLU(x) for x in states]
         ws, wcs = w.unbind(0), channel_weights(w, self.C).unbind(0)
+        bs = bias.unbind(0) if bias is not None else None
         e = 0
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
-                if active[e]:  # an edge with every op off adds nothing (no zeros made)
-                    y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e])
-                    s = y if s is None else s.add_(y)
+                if active[e] or bs is not None:  # an edge with every op off adds nothing
+                    y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e],
+                                      None if bs is None else bs[e])
+                    s = y if s is None else s.add_(y)  # y is a fresh sum: add in place
                 e += 1
             if s is None:  # every edge into node j is off
                 s = self.edges[e - 1](states[-1], ws[e - 1], [])
@@ -100,22 +108,10 @@ class Cell(nn.Module):
         return states[-1]
 
 
-class ResNetBasicBlock(nn.Module):
-    """NAS-Bench-201's stride-2 residual block between stages."""
-
-    def __init__(self, C_in: int, C_out: int):
-        super().__init__()
-        self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, affine=True)
-        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine=True)
-        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
-
-    def forward(self, x):
-        return self.conv_b(self.conv_a(x)) + self.downsample(x)
-
-
-class Supernet(nn.Module):
+class Supernet(MacroNetwork):
     """The supernet of a space. ``forward(x)`` uses the activation's op weights;
-    ``forward(x, op_weights=masks)`` runs a fixed (e.g. discretized) weighting instead."""
+    ``forward(x, op_weights=masks)`` runs a fixed (e.g. discretized or sampled) weighting instead.
+    """
 
     def __init__(self, space: SearchSpace, activation: "Activation", num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
@@ -123,44 +119,13 @@ class Supernet(nn.Module):
         super().__init__()
         if activation.drops_ops:
             space = space.without_ops(activation.drops_ops)
-        self.space = space
         self.activation = activation
-        C = channels or space.channels
-        L = cells or space.cells
         self.zero_ops = frozenset(k for k, o in enumerate(space.ops) if o == "none")
         node_norm = activation.node_norm
-        self.cells = nn.ModuleList()
-        if space.macro == "darts":
-            C_stem = space.stem_multiplier * C
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(C_stem))
-            C_pp, C_p, C_cur = C_stem, C_stem, C
-            reduce_at = {L // 3, 2 * L // 3}
-            reduction_prev = False
-            for i in range(L):
-                reduction = i in reduce_at
-                if reduction:
-                    C_cur *= 2
-                self.cells.append(Cell(space, space.ops, [C_pp, C_p], C_cur, reduction,
-                                       reduction_prev, node_norm))
-                reduction_prev = reduction
-                C_pp, C_p = C_p, space.nodes * C_cur
-            self.head = nn.Identity()
-            C_last = C_p
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(C))
-            C_cur = C
-            for s in range(space.stages):
-                if s > 0:
-                    self.cells.append(ResNetBasicBlock(C_cur, 2 * C_cur))
-                    C_cur *= 2
-                for _ in range(L):
-                    self.cells.append(Cell(space, space.ops, [C_cur], C_cur, False, False,
-                                           node_norm))
-            self.head = nn.Sequential(nn.BatchNorm2d(C_cur), nn.ReLU(inplace=False))
-            C_last = C_cur
-        self.classifier = nn.Linear(C_last, num_classes)
+        self.build(space, num_classes, in_channels, channels or space.channels,
+                   cells or space.cells,
+                   lambda C_in, C, red, red_prev: Cell(space, space.ops, C_in, C, red, red_prev,
+                                                       node_norm))
         # NHWC: oneDNN's depthwise/pointwise convs and pooling run ~2x faster on CPU in this
         # layout (benchmarks/README.md); the input is converted in forward. Same math.
         self.to(memory_format=torch.channels_last)
@@ -190,27 +155,20 @@ class Supernet(nn.Module):
         return {ct: self.activation.weights(a, self.training) for ct, a in self.alphas.items()}
 
     def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None):
+        bias: dict[str, torch.Tensor | None] = {}
         if op_weights is None:
             op_weights = self.op_weights()
             active = {ct: self.activation.active_ops(ct, w, self.zero_ops)
                       for ct, w in op_weights.items()}
+            bias = {ct: self.activation.edge_bias(w, active[ct]) for ct, w in op_weights.items()}
         else:
             active = {ct: [[k for k in torch.nonzero(row).flatten().tolist()
                             if k not in self.zero_ops] for row in w.detach().cpu()]
                       for ct, w in op_weights.items()}
             op_weights = {ct: w.to(device=x.device, dtype=x.dtype) for ct, w in op_weights.items()}
-        s = self.stem(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
-        prev = [s, s]
-        for cell in self.cells:
-            if isinstance(cell, Cell):
-                ct = "reduce" if cell.reduction else "normal"
-                if self.space.macro == "darts":
-                    out = cell(prev, op_weights[ct], active[ct])
-                else:
-                    out = cell([prev[1]], op_weights[ct], active[ct])
-            else:
-                out = cell(prev[1])
-            prev = [prev[1], out]
-        out = self.head(prev[1])
-        out = nn.functional.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.classifier(out)
+
+        def call(cell, inputs):
+            ct = cell_type(cell)
+            return cell(inputs, op_weights[ct], active[ct], bias.get(ct))
+
+        return self.run(x, call)

@@ -50,6 +50,19 @@ class Activation:
         ops = [k for k in range(weights.shape[1]) if k not in zero_ops]
         return [ops] * weights.shape[0]
 
+    def edge_bias(self, weights: torch.Tensor,
+                  active: list[list[int]]) -> torch.Tensor | None:
+        """Per edge a scalar added to the edge's output (``[edges]``), or None (the default).
+
+        GDAS's ``forward_gdas`` adds the weights of the ops it does not run: value zero, but
+        every α of a sampled edge gets a gradient through them."""
+        return None
+
+    def sample(self, alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """One architecture as the search trains it, drawn with ``generator`` (CPU), for
+        measurement; None for deterministic activations (their op weights are ``probs``)."""
+        return None
+
     def frozen_noise(self) -> contextlib.AbstractContextManager:
         """Within the context every forward pass uses the same random draw (no-op here)."""
         return contextlib.nullcontext()
@@ -212,9 +225,15 @@ class _GumbelBase(Activation):
             self._frozen[id(alpha)] = g
         return g
 
-    def _soft_sample(self, alpha: torch.Tensor) -> torch.Tensor:
-        logits = (torch.log_softmax(alpha, dim=-1) + self._gumbel(alpha)) / self.tau
+    def _soft_sample(self, alpha: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        g = self._gumbel(alpha) if noise is None else noise
+        logits = (torch.log_softmax(alpha, dim=-1) + g) / self.tau
         return torch.softmax(logits, dim=-1)
+
+    @staticmethod
+    def _seeded_gumbel(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        e = torch.empty(alpha.shape, dtype=torch.float64).exponential_(generator=generator)
+        return (-e.clamp_min(1e-300).log()).to(alpha.device, alpha.dtype)
 
     def state_dict(self):
         return {"tau": self.tau}
@@ -253,27 +272,45 @@ class Gumbel(_GumbelBase):
     def weights(self, alpha, training):
         return self._soft_sample(alpha) if training else self.probs(alpha)
 
+    @torch.no_grad()
+    def sample(self, alpha, generator):
+        """A soft sample at the current τ, as SNAS's search network (and its ``infer``) runs."""
+        return self._soft_sample(alpha.detach(), self._seeded_gumbel(alpha, generator))
+
 
 @ACTIVATIONS.register("gumbel_hard")
 class GumbelHard(_GumbelBase):
     """GDAS (Dong & Yang, CVPR 2019): straight-through one-hot sample, one op run per edge.
 
-    p = softmax((log softmax(α) + G)/τ), k = argmax p, weights = one_hot(k) − sg(p) + p (value
-    one-hot, gradient of p). Only op k of each edge is executed; its output is multiplied by
-    weight k (value 1), so α's gradient flows through p_k (the ``forward_gdas_v1`` form of
-    AutoDL-Projects, without the value-zero terms for the unselected ops). τ anneals linearly
+    p = softmax((log softmax(α) + G)/τ), k = argmax p, weights h = one_hot(k) − sg(p) + p (value
+    one-hot, gradient of p). Only op k of each edge is executed. τ anneals linearly
     τ_e = τ_max − (τ_max − τ_min)·e/(E − 1) (AutoDL-Projects GDAS.py) over E = the search's
-    epochs. Evaluation mode uses softmax(α).
+    epochs. Evaluation mode uses softmax(α); measurement uses sampled networks
+    (:meth:`sample`).
+
+    Two forms of the edge (AutoDL-Projects ``search_cells.py``):
+
+    * ``gdas`` (default; ``forward_gdas``, the form behind the published NAS-Bench-201 result,
+      93.61 %): h_k·o_k(x) + Σ_{j≠k} h_j. The added h_j are exactly 0 in value but pass a
+      gradient to every p_j, so every α of a sampled edge gets a gradient, even when the
+      sampled op is ``none``.
+    * ``v1`` (``forward_gdas_v1``): h_k·o_k(x) alone; α reaches the loss only through the
+      sampled ops, and an α whose every sampled path is ``none`` gets a zero gradient.
 
     Args:
         tau0: initial temperature τ_max (GDAS 10).
         tau_min: final temperature (GDAS 0.1).
         anneal_epochs: epochs of the anneal; null = the search's epochs.
+        form: ``gdas`` or ``v1`` (above).
     """
 
+    FORMS = ("gdas", "v1")
+
     def __init__(self, tau0: float = 10.0, tau_min: float = 0.1,
-                 anneal_epochs: int | None = None) -> None:
+                 anneal_epochs: int | None = None, form: str = "gdas") -> None:
         super().__init__(tau0, tau_min, anneal_epochs)
+        require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
+        self.form = form
 
     def _fraction(self, epoch, total):
         return epoch / (total - 1) if total > 1 else 1.0
@@ -291,3 +328,20 @@ class GumbelHard(_GumbelBase):
             return super().active_ops(cell_type, weights, zero_ops)  # softmax(α) in eval mode
         idx = weights.detach().argmax(dim=1).tolist()
         return [[k] if k not in zero_ops else [] for k in idx]
+
+    def edge_bias(self, weights, active):
+        if self.form != "gdas" or not getattr(self, "_hard", False):
+            return None
+        # h_j for j ≠ the sampled op: one_hot − sg(p) + p = 0 in value, ∂/∂p_j = 1
+        hard = weights.detach().argmax(dim=1, keepdim=True)
+        others = torch.ones_like(weights).scatter_(1, hard, 0.0)
+        return (weights * others).sum(dim=1)
+
+    @torch.no_grad()
+    def sample(self, alpha, generator):
+        """A one-hot sampled network (argmax of log softmax(α) + G), as GDAS trains it; its
+        search-time validation accuracy is that of such samples (AutoDL-Projects GDAS.py
+        ``search_func``: one fresh sample per validation batch)."""
+        g = self._seeded_gumbel(alpha, generator)
+        k = (torch.log_softmax(alpha.detach(), dim=-1) + g).argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(alpha, dtype=alpha.dtype).scatter_(-1, k, 1.0)

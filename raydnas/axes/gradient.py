@@ -47,10 +47,11 @@ class ArchGradient:
 
 
 def set_arch_grad(alphas: list[torch.Tensor], grads) -> None:
+    """Add ``grads`` to the α's ``.grad``. An α that the loss did not use (``None``: e.g. every
+    sampled path of a GDAS edge was ``none``) gets a zero gradient, not an error."""
     for a, g in zip(alphas, grads):
-        if g is None:
-            continue
-        a.grad = g.detach() if a.grad is None else a.grad + g.detach()
+        g = torch.zeros_like(a) if g is None else g.detach()
+        a.grad = g if a.grad is None else a.grad + g
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ class FirstOrder(ArchGradient):
     def arch_grad(self, st, train_batch, val_batch):
         alphas = st.model.arch_parameters()
         loss = st.arch_loss(*val_batch)
-        set_arch_grad(alphas, torch.autograd.grad(loss, alphas))
+        set_arch_grad(alphas, _grads(loss, alphas))
 
 
 @GRADIENTS.register("unrolled")
@@ -269,7 +270,7 @@ class MixedLevel(_SizeBookMixin, ArchGradient):
         alphas = st.model.arch_parameters()
         loss = st.loss(*train_batch) + self.lam * st.loss(*val_batch) \
             + st.regularizer.penalty(st)
-        set_arch_grad(alphas, torch.autograd.grad(loss, alphas))
+        set_arch_grad(alphas, _grads(loss, alphas))
 
 
 @GRADIENTS.register("single_level")
@@ -286,4 +287,4 @@ class SingleLevel(ArchGradient):
 
     def arch_grad(self, st, train_batch, val_batch=None):
         alphas = st.model.arch_parameters()
-        set_arch_grad(alphas, torch.autograd.grad(st.arch_loss(*train_batch), alphas))
+        set_arch_grad(alphas, _grads(st.arch_loss(*train_batch), alphas))

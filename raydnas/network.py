@@ -1,0 +1,162 @@
+"""The stand-alone network of a genotype: only the chosen ops, in the space's macro skeleton.
+
+``DiscreteNetwork(space, genotype, ...)`` builds, per cell, one module per chosen (op, input)
+pair of each node (``none`` pairs contribute nothing) and sums them per node; the stem, the
+reduction blocks and the head are those of :class:`raydnas.macro.MacroNetwork`, the same modules
+the supernet has. :meth:`DiscreteNetwork.load_from_supernet` copies the chosen ops' weights (and
+every non-cell weight) from a supernet of the same space and size, so that the network computes
+exactly what the supernet computes under the derived cell's binary op weights (tested).
+
+This network is what ``discrete_val_acc_tuned`` fine-tunes, and what training a found cell from
+scratch builds on. Importing it imports neither Ray nor torchvision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .genotype import Genotype
+from .macro import MacroNetwork, cell_type
+from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, Zero
+from .spaces import SearchSpace
+
+
+class DiscreteCell(nn.Module):
+    """A cell of a genotype: node j = Σ over its chosen (op, i) of op(x_i)."""
+
+    def __init__(self, space: SearchSpace, nodes, C_in: list[int], C: int, reduction: bool,
+                 reduction_prev: bool, node_norm: bool, affine: bool) -> None:
+        super().__init__()
+        self.reduction, self.space, self.C = reduction, space, C
+        if space.macro == "darts":
+            self.pre = nn.ModuleList([
+                FactorizedReduce(C_in[0], C, affine=affine) if reduction_prev
+                else ReLUConvBN(C_in[0], C, 1, 1, 0, affine=affine),
+                ReLUConvBN(C_in[1], C, 1, 1, 0, affine=affine),
+            ])
+        else:
+            self.pre = None
+        if len(nodes) != space.nodes:
+            raise ValueError(f"the genotype has {len(nodes)} nodes per cell, the space "
+                             f"{space.name!r} {space.nodes}")
+        self.ops = nn.ModuleList()
+        #: per node, (input, index into self.ops) of its chosen ops
+        self.wiring: list[list[tuple[int, int]]] = []
+        #: per op of self.ops, its (edge, op index) in the supernet's cell
+        self.sources: list[tuple[int, int]] = []
+        e0 = 0
+        for j, node in enumerate(nodes):
+            n_in = space.inputs + j
+            wires = []
+            for name, i in node:
+                if name not in space.ops:
+                    raise ValueError(f"op {name!r} is not an op of space {space.name!r} "
+                                     f"({', '.join(space.ops)})")
+                if not 0 <= i < n_in:
+                    raise ValueError(f"node {space.inputs + j} cannot take input {i} "
+                                     f"(0..{n_in - 1})")
+                if name == "none":
+                    continue
+                stride = 2 if reduction and i < space.inputs else 1
+                op = OPS.create(name, C, C, stride, affine)
+                if space.pool_bn and isinstance(op, Pool):
+                    op.bn = nn.BatchNorm2d(C, affine=False)
+                wires.append((i, len(self.ops)))
+                self.sources.append((e0 + i, space.ops.index(name)))
+                self.ops.append(op)
+            self.wiring.append(wires)
+            e0 += n_in
+        self._zero = Zero(C, 2 if reduction else 1)
+        self.node_bn = (nn.ModuleList(nn.BatchNorm2d(C, affine=False) for _ in range(space.nodes))
+                        if node_norm else None)
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
+        for j, wires in enumerate(self.wiring):
+            s = None
+            for i, k in wires:
+                y = self.ops[k](states[i])
+                s = y if s is None else s + y
+            if s is None:  # no edge into node j: zeros
+                s = self._zero(states[0])
+            if self.node_bn is not None:
+                s = self.node_bn[j](s)
+            states.append(s)
+        if self.space.output == "concat":
+            return torch.cat(states[self.space.inputs:], dim=1)
+        return states[-1]
+
+
+class DiscreteNetwork(MacroNetwork):
+    """The network of ``genotype`` in ``space``'s macro skeleton.
+
+    Args:
+        space: the search space (its ops, wiring and macro; the supernet's ``space`` when
+            weights are to be copied, since an activation may have dropped ops).
+        genotype: the cells; one per cell type of the space.
+        num_classes, in_channels: of the dataset.
+        channels, cells: C and L (default: the space's).
+        node_norm: a non-affine BatchNorm on every node (cells found with ``crb``).
+        affine: affine BatchNorms in the ops (True for training from scratch; False matches
+            the search network's non-affine ops, for inherited weights).
+    """
+
+    def __init__(self, space: SearchSpace, genotype: Genotype, num_classes: int,
+                 in_channels: int = 3, channels: int | None = None, cells: int | None = None,
+                 node_norm: bool = False, affine: bool = True) -> None:
+        super().__init__()
+        missing = [ct for ct in space.cell_types if ct not in genotype.cells]
+        if missing:
+            raise ValueError(f"the genotype has no {' or '.join(missing)} cell, which space "
+                             f"{space.name!r} needs")
+        if genotype.inputs != space.inputs:
+            raise ValueError(f"the genotype's cells have {genotype.inputs} input nodes, the "
+                             f"space {space.name!r} {space.inputs}")
+        self.genotype = genotype
+
+        def make(C_in, C, red, red_prev):
+            ct = "reduce" if red else "normal"
+            return DiscreteCell(space, genotype.cells[ct], C_in, C, red, red_prev, node_norm,
+                                affine)
+
+        self.build(space, num_classes, in_channels, channels or space.channels,
+                   cells or space.cells, make)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x, lambda cell, inputs: cell(inputs))
+
+    @torch.no_grad()
+    def load_from_supernet(self, supernet: Any) -> "DiscreteNetwork":
+        """Copy the stem, head, classifier, reduction blocks, cell preprocessing, node
+        BatchNorms and every chosen op's weights and buffers from ``supernet``."""
+        if len(supernet.cells) != len(self.cells):
+            raise ValueError(f"the supernet has {len(supernet.cells)} cells, this network "
+                             f"{len(self.cells)}")
+        for name in ("stem", "head", "classifier"):
+            getattr(self, name).load_state_dict(getattr(supernet, name).state_dict())
+        for mine, theirs in zip(self.cells, supernet.cells):
+            if not isinstance(mine, DiscreteCell):
+                mine.load_state_dict(theirs.state_dict())
+                continue
+            if cell_type(mine) != cell_type(theirs):
+                raise ValueError("the supernet's cell types differ from this network's")
+            if mine.pre is not None:
+                mine.pre.load_state_dict(theirs.pre.state_dict())
+            if mine.node_bn is not None:
+                mine.node_bn.load_state_dict(theirs.node_bn.state_dict())
+            for op, (e, k) in zip(mine.ops, mine.sources):
+                op.load_state_dict(theirs.edges[e]._ops[k].state_dict())
+        return self
+
+
+def from_supernet(supernet: Any, genotype: Genotype) -> DiscreteNetwork:
+    """The derived network of ``genotype`` with ``supernet``'s weights: same space, size, device
+    and non-affine ops (what the supernet computes under the derived cell's binary weights)."""
+    net = DiscreteNetwork(supernet.space, genotype, supernet.classifier.out_features,
+                          supernet.stem[0].in_channels, channels=supernet.C, cells=supernet.L,
+                          node_norm=supernet.activation.node_norm, affine=False)
+    return net.to(next(supernet.parameters()).device).load_from_supernet(supernet)
