@@ -15,6 +15,7 @@ Rules (``discretize.rule`` of a space):
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -52,6 +53,52 @@ class Genotype:
 
     def ops(self) -> list[str]:
         return [op for nodes in self.cells.values() for node in nodes for op, _ in node]
+
+    def _outputs(self, n_nodes: int) -> list[int]:
+        first = self.inputs
+        return (list(range(first, first + n_nodes)) if self.output == "concat"
+                else [first + n_nodes - 1])
+
+    def dead_cells(self) -> list[str]:
+        """The cell types whose output is cut off from their inputs: no path of non-``none``
+        edges from an input node reaches the output (e.g. NB201's
+        ``|none~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|``). A network of
+        such a cell outputs a constant and cannot learn."""
+        dead = []
+        for ct, nodes in self.cells.items():
+            live = set(range(self.inputs))
+            for j, node in enumerate(nodes):
+                if any(op != "none" and i in live for op, i in node):
+                    live.add(self.inputs + j)
+            if not live.intersection(self._outputs(len(nodes))):
+                dead.append(ct)
+        return dead
+
+    def canonical(self) -> frozenset[tuple[str, int, int, str]]:
+        """:meth:`edges` up to relabelling the intermediate nodes: two cells that differ only
+        by the numbering of their intermediate nodes (the same graph) give the same set.
+
+        Every numbering of the intermediate nodes that keeps edges pointing forward (inputs
+        and, for ``output: last``, the output node stay fixed) is tried; the smallest edge list
+        is the canonical form."""
+        out: set[tuple[str, int, int, str]] = set()
+        for ct, nodes in self.cells.items():
+            n = len(nodes)
+            first = self.inputs
+            movable = list(range(first, first + n - (self.output != "concat")))
+            edges = [(first + j, i, op) for j, node in enumerate(nodes) for op, i in node
+                     if op != "none"]
+            best = None
+            for perm in itertools.permutations(movable):
+                relabel = dict(zip(movable, perm))
+                mapped = [(relabel.get(j, j), relabel.get(i, i), op) for j, i, op in edges]
+                if any(i >= j for j, i, _ in mapped):
+                    continue
+                key = tuple(sorted(mapped))
+                if best is None or key < best:
+                    best = key
+            out.update((ct, j, i, op) for j, i, op in best or ())
+        return frozenset(out)
 
     def to_darts(self) -> str:
         c = self.concat

@@ -145,6 +145,21 @@ class Supernet(MacroNetwork):
     def named_weight_parameters(self):
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
 
+    def search_cells(self) -> list["Cell"]:
+        """The searchable cells, in order (not the NB201 reduction blocks)."""
+        return [c for c in self.cells if isinstance(c, Cell)]
+
+    def mixed_ops(self):
+        """Every candidate op: ``(cell index among its type, cell type, edge, op index,
+        module)``, in cell, edge and op order (the α row/column order)."""
+        seen: dict[str, int] = {}
+        for cell in self.search_cells():
+            ct = cell_type(cell)
+            i = seen[ct] = seen.get(ct, -1) + 1
+            for e, edge in enumerate(cell.edges):
+                for k, op in enumerate(edge._ops):
+                    yield i, ct, e, k, op
+
     # -- op weights -------------------------------------------------------------------------
     def op_probs(self) -> dict[str, torch.Tensor]:
         """Deterministic a(α) per cell type (for discretization, regularizers, logging)."""
@@ -158,6 +173,9 @@ class Supernet(MacroNetwork):
         bias: dict[str, torch.Tensor | None] = {}
         if op_weights is None:
             op_weights = self.op_weights()
+            #: the op weights of the last forward that drew its own (a sample, for stochastic
+            #: activations); the resource penalty is taken on them
+            self.last_op_weights = op_weights
             active = {ct: self.activation.active_ops(ct, w, self.zero_ops)
                       for ct, w in op_weights.items()}
             bias = {ct: self.activation.edge_bias(w, active[ct]) for ct, w in op_weights.items()}

@@ -151,20 +151,52 @@ def test_admm_textbook_updates_and_code_variant():
         assert torch.allclose(code.U[c], a.detach() - code.Z[c])
     with pytest.raises(AxisParamError):
         ADMM(dual_decay=1.5)
+    with pytest.raises(AxisParamError):
+        ADMM(variant="zuewma")
+
+
+def test_admm_darts_prime_variant_is_the_public_code():
+    """k8lion/DARTS-PRIME: Z₀ = α₀ (raw, unprojected), unsquared ‖(a(α) − Z + U)⊙M‖,
+    Z ← Π(a(α + U)), U ← (U + α − Z)⊙M (γ_U = 1: --zuewma is never passed)."""
+    st = tiny_state({"activation": "crb"})
+    with torch.no_grad():
+        st.model.alphas["normal"][0, :] = -1.0  # pruned on the next step
+    st.model.activation.prune(st.model)
+    reg = ADMM(rho=2.0, every=1, variant="darts_prime")
+    assert (reg.squared, reg.gamma, reg.on_activated, reg.z_init) == (False, 1.0, False, "alpha")
+    reg.setup(st)
+    alphas = {c: a.detach().clone() for c, a in st.model.alphas.items()}
+    assert all(torch.equal(reg.Z[c], alphas[c]) for c in alphas)
+    probs = {c: p.detach() for c, p in st.model.op_probs().items()}
+    masks = st.model.activation.masks
+    want = 2.0 / 2 * sum(float(torch.linalg.norm((probs[c] - alphas[c]) * masks[c]))
+                         for c in probs)
+    assert float(reg.penalty(st).detach()) == pytest.approx(want, rel=1e-6)
+    reg.after_arch_step(st)
+    for c, a in alphas.items():
+        z = project({c: st.model.activation.probs(a)}, st.space)[c]
+        assert torch.equal(reg.Z[c], z)
+        assert torch.allclose(reg.U[c], (a - z) * masks[c])
+    assert (reg.U["normal"][0] == 0).all()  # pruned entries carry no dual
+    assert ADMM(variant="darts_prime", squared_norm=True).squared  # a flag overrides
 
 
 def test_resource_costs_and_penalty():
-    st = tiny_state(regularizer={"name": "resource", "lam": 0.01})
+    st = tiny_state(regularizer={"name": "resource", "lam": 0.01, "form": "cell"})
     ops = list(st.space.ops)
     params = op_costs(st.model, "params")
     flops = op_costs(st.model, "flops", st.dataset.data[0][:1])
     sep, pool, none = ops.index("sep_conv_3x3"), ops.index("avg_pool_3x3"), ops.index("none")
+    cells = {c: sum(cell.reduction == (c == "reduce") for cell in st.model.search_cells())
+             for c in params}
     for c in params:
-        assert (params[c][:, sep] > 0).all() and (params[c][:, none] == 0).all()
-        assert (flops[c][:, sep] > flops[c][:, pool]).all() and (flops[c][:, pool] > 0).all()
+        assert params[c].shape[0] == cells[c]
+        assert (params[c][..., sep] > 0).all() and (params[c][..., none] == 0).all()
+        assert (flops[c][..., sep] > flops[c][..., pool]).all() and (flops[c][..., pool] > 0).all()
     reg = st.regularizer
     probs = st.model.op_probs()
-    want = 0.01 * sum(math.log(float((probs[c] * reg.costs[c]).sum().detach())) for c in probs)
+    want = 0.01 * sum(math.log(float((probs[c] * reg.costs[c].sum(0)).sum().detach()))
+                      for c in probs)
     pen = reg.penalty(st)
     assert float(pen.detach()) == pytest.approx(want, rel=1e-4)
     grads = torch.autograd.grad(pen, st.model.arch_parameters())
@@ -172,3 +204,33 @@ def test_resource_costs_and_penalty():
         assert (g[:, sep] > 0).all()
     with pytest.raises(AxisParamError):
         Resource(cost="latency")
+    with pytest.raises(AxisParamError):
+        Resource(form="whole")
+
+
+def test_resource_snas_form_on_the_sample():
+    """SNAS's reparametrized log penalty: per cell and edge log(max(1, Σ_k Z_k·cost_k)) of the
+    forward pass's Gumbel sample Z, summed over edges, averaged over the cells of a type,
+    normal + ratio·reduce; computed here entry by entry."""
+    st = tiny_state({"activation": "gumbel", "gradient": "single_level",
+                     "regularizer": "resource"}, {"regularizer": {"lam": 0.01, "ratio": 0.5}})
+    st.model.train()
+    x, _ = st.dataset.data
+    st.model(x[:8])  # draws Z
+    z = {c: w.detach() for c, w in st.model.last_op_weights.items()}
+    assert not torch.allclose(z["normal"], st.model.op_probs()["normal"].detach())  # a sample
+    costs = st.regularizer.costs
+    want = 0.0
+    for c in z:
+        per_cell = []
+        for cell_cost in costs[c]:
+            tot = 0.0
+            for e in range(z[c].shape[0]):
+                ce = sum(float(z[c][e, k]) * float(cell_cost[e, k]) for k in range(z[c].shape[1]))
+                tot += math.log(max(1.0, ce))
+            per_cell.append(tot)
+        want += (0.5 if c == "reduce" else 1.0) * sum(per_cell) / len(per_cell)
+    pen = st.regularizer.penalty(st)
+    assert float(pen.detach()) == pytest.approx(0.01 * want, rel=1e-5)
+    g = torch.autograd.grad(pen, st.model.arch_parameters())
+    assert all(t.abs().sum() > 0 for t in g)  # α gets its gradient through the sample

@@ -65,8 +65,9 @@ def test_known_genotypes_give_hand_computed_numbers(tmp_path):
     assert a["distinct_genotypes"] == 2
     assert a["modal_count"] == 2 and a["modal_genotype"] == G1
     assert a["modal_seed"] == 0  # the G1 seed with the best discrete_val_acc
-    # parameter-free share: G1 3/8 (not collapsed), G2 4/8 = threshold 0.5 (collapsed)
+    # skip/none share of the normal cell: G1 1/4 (not collapsed), G2 2/4 = threshold 0.5
     assert a["collapse_rate"] == pytest.approx(1 / 3)
+    assert a["dead_rate"] == 0 and a["dead_seeds"] == []
     # gaps 0.02, 0.10, 0.30: one below 0.05
     assert a["gap_reliability"] == pytest.approx(1 / 3)
     assert a["n"] == 3 and sorted(a["seeds"]) == [0, 1, 2]
@@ -85,7 +86,7 @@ def test_known_genotypes_give_hand_computed_numbers(tmp_path):
     assert b["consensus"] == pytest.approx(1 / 9)
     assert b["distinct_genotypes"] == 2 and b["modal_count"] == 1
     assert b["modal_genotype_nb201"] == N2  # tie broken by discrete_val_acc
-    # N1: none, skip, none, conv, skip, avg -> 5/6 param-free (NB201 keeps none); N2: 0/6
+    # N1: none, skip, none, conv, skip, avg -> 4/6 skip/none (NB201 keeps none); N2: 0/6
     assert b["collapse_rate"] == pytest.approx(0.5)
 
     c = _row(df, M, 1)
@@ -96,8 +97,8 @@ def test_known_genotypes_give_hand_computed_numbers(tmp_path):
 
     # default sort: discrete_val_acc mean, best first
     assert list(df["discrete_val_acc_mean"]) == sorted(df["discrete_val_acc_mean"], reverse=True)
-    # collapse threshold is configurable: at 0.3 G1 (3/8) collapses too
-    df2 = reduce(exp, collapse_threshold=0.3, write=False)
+    # collapse threshold is configurable: at 0.25 G1 (1/4) collapses too
+    df2 = reduce(exp, collapse_threshold=0.25, write=False)
     assert _row(df2, M, 0)["collapse_rate"] == pytest.approx(1.0)
 
 
@@ -164,10 +165,12 @@ def test_partial_experiment_lists_unfinished_trials(tmp_path):
 
 def test_trial_stopped_by_tune_is_used_and_counted(tmp_path):
     w = ExperimentWriter(tmp_path)
-    w.trial(flat(M, 0), [G1, G1, G1])
+    w.trial(flat(M, 0), [G1, G1, G2])
     w.trial(flat(M, 1), [G2], epochs_planned=3, status="TERMINATED")  # e.g. ASHA
     df = reduce(w.finish(), write=False)
     assert df.iloc[0]["n"] == 2 and df.iloc[0]["n_stopped"] == 1
+    # the stopped seed's genotype "held from epoch 1" only because it stopped: not averaged
+    assert df.iloc[0]["stabilization_epoch_mean"] == 3 and df.iloc[0]["stabilization_n"] == 1
 
 
 def test_not_an_experiment(tmp_path, capsys):
@@ -203,3 +206,87 @@ def test_cli_uri_and_top_level_api(tmp_path, capsys):
     df = raydnas.reduce(f"file://{exp}", plots=False)
     assert len(df) == 3 and (exp / "report" / "report.md").is_file()
     assert _row(df, M, 0)["consensus"] == pytest.approx(23 / 27)
+
+
+# Published cells, quark0/darts cnn/genotypes.py (DARTS_V1, DARTS_V2), and NAS-Bench-201's
+# all-skip cell that DARTS finds there (Dong & Yang 2020, Table 5: 54.30 %).
+DARTS_V1 = ("Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), "
+            "('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+            "('skip_connect', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+            "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "
+            "('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], "
+            "reduce_concat=[2, 3, 4, 5])")
+DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+            "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
+            "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+            "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+            "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
+            "reduce_concat=[2, 3, 4, 5])")
+NB201_SKIP = ("|skip_connect~0|+|skip_connect~0|skip_connect~1|"
+              "+|skip_connect~0|skip_connect~1|skip_connect~2|")
+DEAD = "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+
+
+def test_published_cells_collapse_only_where_the_literature_says(tmp_path):
+    w = ExperimentWriter(tmp_path)
+    w.trial(flat(M, 0), [DARTS_V1])
+    w.trial(flat(M, 1), [DARTS_V2])
+    B = "softmax/unrolled/every/none"
+    w.trial(flat(B, 0), [NB201_SKIP], nb201=True)
+    w.trial(flat(B, 1), [NB201_SKIP], nb201=True)
+    w.trial(flat(B, 2), [N2], nb201=True)
+    df = reduce(w.finish(), write=False)
+    assert _row(df, M)["collapse_rate"] == 0.0  # pooling-and-skip reduction cells don't count
+    assert _row(df, B)["collapse_rate"] == pytest.approx(2 / 3)
+
+
+def test_dead_cells_are_flagged_per_seed_and_group(tmp_path):
+    from raydnas.genotype import parse_genotype
+
+    assert parse_genotype(DEAD).dead_cells() == ["normal"]
+    assert parse_genotype(N1).dead_cells() == [] and parse_genotype(N2).dead_cells() == []
+    assert parse_genotype("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+                          ).dead_cells() == ["normal"]
+    assert parse_genotype(DARTS_V1).dead_cells() == []
+    w = ExperimentWriter(tmp_path)
+    B = "softmax/first_order/every/none"
+    w.trial(flat(B, 0), [DEAD], nb201=True)
+    w.trial(flat(B, 1), [N2], nb201=True)
+    w.trial(flat(B, 2), [DEAD], nb201=True)
+    df = reduce(w.finish(), plots=False)
+    r = _row(df, B)
+    assert r["dead_rate"] == pytest.approx(2 / 3) and sorted(r["dead_seeds"]) == [0, 2]
+    # DEAD: 4 of 6 none -> also collapsed by the skip/none rule; N2 is not
+    assert r["collapse_rate"] == pytest.approx(2 / 3)
+    md = (tmp_path / "exp" / "report" / "report.md").read_text()
+    assert "| dead |" in md and "0.67 (2/3)" in md
+
+
+def test_relabelled_intermediate_nodes_are_the_same_cell(tmp_path):
+    """Nodes 1 and 2 of an NB201 cell swapped (with the edges renumbered) is the same graph;
+    in the DARTS format, nodes 2 and 3 swapped likewise."""
+    from raydnas.genotype import parse_genotype
+
+    a = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+    b = "|skip_connect~0|+|nor_conv_3x3~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    assert parse_genotype(a).canonical() == parse_genotype(b).canonical()
+    assert parse_genotype(a).edges() != parse_genotype(b).edges()
+    c = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    assert parse_genotype(a).canonical() != parse_genotype(c).canonical()  # a different graph
+    d1 = darts([("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_3x3", 1),
+                ("avg_pool_3x3", 0)], [("avg_pool_3x3", 0), ("sep_conv_3x3", 1),
+                                       ("sep_conv_3x3", 0), ("skip_connect", 1)])
+    d2 = darts([("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("sep_conv_3x3", 0),
+                ("skip_connect", 1)], [("avg_pool_3x3", 0), ("sep_conv_3x3", 1),
+                                       ("sep_conv_3x3", 0), ("skip_connect", 1)])
+    assert parse_genotype(d1).canonical() == parse_genotype(d2).canonical()
+    w = ExperimentWriter(tmp_path)
+    B = "gumbel/first_order/every/none"
+    w.trial(flat(B, 0), [a], nb201=True)
+    w.trial(flat(B, 1), [b], nb201=True)
+    w.trial(flat(M, 0), [d1])
+    w.trial(flat(M, 1), [d2])
+    df = reduce(w.finish(), write=False)
+    for method in (B, M):
+        r = _row(df, method)
+        assert r["consensus"] == 1.0 and r["distinct_genotypes"] == 1 and r["modal_count"] == 2

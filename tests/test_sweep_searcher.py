@@ -87,3 +87,28 @@ def test_every_trial_carries_every_optuna_key_none_where_it_does_not_apply(tmp_p
     plain, prox = got["softmax/first_order/every/none"], got["softmax/first_order/every/prox"]
     assert plain["regularizer.rho"] is None and isinstance(plain["optim.a_lr"], float)
     assert 1e-3 <= prox["regularizer.rho"] <= 1.0
+
+
+def test_robust_aggregate_tells_mean_minus_k_std(tmp_path):
+    """aggregate: robust tells Optuna mean − k·std over the point's seeds (3 seeds here)."""
+    import statistics
+
+    block = {"params": {"optim.a_lr": {"log_uniform": [1e-4, 1e-2]}}, "n_trials": 1,
+             "sampler": "random", "aggregate": "robust", "robust_k": 2.0}
+    study = make_study(tmp_path, block, seeds=3)
+    s = StudySearcher(study)
+    vals = [0.9, 0.5, 0.7]
+    for i, v in enumerate(vals):
+        c = s.suggest(f"r{i}")
+        assert c["method"] == "a" and c["seed"] == i
+    for i, v in enumerate(vals):
+        s.on_trial_complete(f"r{i}", {"discrete_val_acc": v})
+    told = optuna.load_study(study_name="t/a", storage=open_storage(study.journal_path()))
+    want = statistics.mean(vals) - 2.0 * statistics.stdev(vals)
+    assert told.trials[0].value == pytest.approx(want)
+    from raydnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optuna.robust_k"):
+        make_study(tmp_path, dict(block, robust_k=-1))
+    with pytest.raises(ConfigError, match="optuna.aggregate"):
+        make_study(tmp_path, dict(block, aggregate="mean-std"))

@@ -85,33 +85,59 @@ class ADMM(Regularizer):
     """ADMM toward a discrete cell (Maile et al. 2021 v1; DARTS-PRIME ``--reg admm``).
 
     Constraint: a(α) ∈ 𝒵, the binary masks of valid discrete cells. Split variable Z and scaled
-    dual U per cell type, Z₀ = Π(a(α₀)), U₀ = 0. Every α step adds (ρ/2)·‖a(α) − Z + U‖² to the α
-    loss; every k α steps: Z ← Π(a(α) + U), U ← γ_U·U + a(α) − Z. This is textbook scaled-form
-    ADMM (Boyd et al. 2011, §3.1.1) with x = a(α) and inexact x-steps, the default. The public
-    code differs; its variant is reachable with ``squared_norm: false`` (an unsquared Frobenius
-    norm), ``dual_decay: 0.2`` (a decayed dual, HEAD ``--zuewma``) and
-    ``project_on_activated: false`` (Z ← Π(a(α + U)), U ← γ_U·U + α − Z on raw α).
+    dual U per cell type, U₀ = 0. Every α step adds (ρ/2)·‖a(α) − Z + U‖ to the α loss; every k
+    α steps: Z ← Π(a(α) + U), U ← γ_U·U + a(α) − Z.
+
+    ``variant: textbook`` (default) is scaled-form ADMM (Boyd et al. 2011, §3.1.1) with
+    x = a(α) and inexact x-steps: a squared norm, Z₀ = Π(a(α₀)), γ_U = 1.
+
+    ``variant: darts_prime`` is what k8lion/DARTS-PRIME's code does (``model_admm_hard_statebn.py``
+    ``admm_loss``, ``initialize_Z_and_U``, ``update_Z``, ``update_U``, checked at 4953e40): an
+    unsquared Frobenius norm of (a(α) − Z + U)⊙M (M the CRB pruning mask), Z₀ = α₀ itself
+    (a copy of the raw α, not projected), Z ← Π(a(α + U)), U ← (U + α − Z)⊙M on raw α, so
+    γ_U = 1: the code parses ``--zuewma`` (default 0.2) but never passes it to the network,
+    whose own default is 1.0. Any flag given explicitly overrides the variant's.
 
     Args:
         rho: ρ (0.1 at HEAD; 1e-3 in the v1-era code).
         every: k, α steps between Z/U updates (``--admm_freq`` 10).
-        squared_norm: squared penalty (textbook; default true).
-        dual_decay: γ_U (textbook 1.0; HEAD code 0.2).
-        project_on_activated: project a(α) + U and update U with a(α) (textbook; default true).
+        variant: ``textbook`` or ``darts_prime`` (above).
+        squared_norm: squared penalty (textbook true, darts_prime false).
+        dual_decay: γ_U (textbook and darts_prime 1.0; an experiment, not a published setting).
+        project_on_activated: project a(α) + U and update U with a(α) (textbook true;
+            darts_prime false: Π(a(α + U)), raw α in U).
+        z_init: ``projected`` (Z₀ = Π(a(α₀)), textbook) or ``alpha`` (Z₀ = α₀, darts_prime).
     """
 
-    def __init__(self, rho: float = 0.1, every: int = 10, squared_norm: bool = True,
-                 dual_decay: float = 1.0, project_on_activated: bool = True) -> None:
+    VARIANTS = {
+        "textbook": {"squared_norm": True, "dual_decay": 1.0, "project_on_activated": True,
+                     "z_init": "projected"},
+        "darts_prime": {"squared_norm": False, "dual_decay": 1.0, "project_on_activated": False,
+                        "z_init": "alpha"},
+    }
+
+    def __init__(self, rho: float = 0.1, every: int = 10, variant: str = "textbook",
+                 squared_norm: bool | None = None, dual_decay: float | None = None,
+                 project_on_activated: bool | None = None, z_init: str | None = None) -> None:
         require(_num(rho) and rho > 0, "rho", rho, "a number > 0")
         require(isinstance(every, int) and not isinstance(every, bool) and every >= 1, "every",
                 every, "an integer >= 1")
+        require(variant in self.VARIANTS, "variant", variant, " or ".join(self.VARIANTS))
+        v = self.VARIANTS[variant]
+        squared_norm = v["squared_norm"] if squared_norm is None else squared_norm
+        dual_decay = v["dual_decay"] if dual_decay is None else dual_decay
+        project_on_activated = (v["project_on_activated"] if project_on_activated is None
+                                else project_on_activated)
+        z_init = v["z_init"] if z_init is None else z_init
         require(isinstance(squared_norm, bool), "squared_norm", squared_norm, "true or false")
         require(_num(dual_decay) and 0 <= dual_decay <= 1, "dual_decay", dual_decay,
                 "a number in [0, 1]")
         require(isinstance(project_on_activated, bool), "project_on_activated",
                 project_on_activated, "true or false")
+        require(z_init in ("projected", "alpha"), "z_init", z_init, "projected or alpha")
         self.rho, self.every, self.squared = float(rho), every, squared_norm
-        self.gamma, self.on_activated = float(dual_decay), project_on_activated
+        self.gamma, self.on_activated, self.z_init = float(dual_decay), project_on_activated, z_init
+        self.variant = variant
         self.Z: dict[str, torch.Tensor] = {}
         self.U: dict[str, torch.Tensor] = {}
         self.n = 0
@@ -123,8 +149,15 @@ class ADMM(Regularizer):
         if not self.Z:
             with torch.no_grad():
                 probs = st.model.op_probs()
-                self.Z = project(probs, st.space)
+                self.Z = (project(probs, st.space) if self.z_init == "projected"
+                          else {c: a.detach().clone() for c, a in st.model.alphas.items()})
                 self.U = {c: torch.zeros_like(p) for c, p in probs.items()}
+
+    @staticmethod
+    def _mask(st, c: str, like: torch.Tensor) -> torch.Tensor | float:
+        """The activation's pruning mask M of cell type c (CRB), else 1."""
+        m = getattr(st.model.activation, "masks", {}).get(c)
+        return 1.0 if m is None else m.to(like)
 
     def penalty(self, st):
         self._ensure(st)
@@ -132,7 +165,7 @@ class ADMM(Regularizer):
         r = 0.0
         for c, p in probs.items():
             z, u = self.Z[c].to(p), self.U[c].to(p)
-            r = r + _norm(p - z + u, self.squared)
+            r = r + _norm((p - z + u) * self._mask(st, c, p), self.squared)
         return self.rho / 2 * r
 
     def after_arch_step(self, st):
@@ -153,7 +186,8 @@ class ADMM(Regularizer):
         else:
             x = {c: a.detach() for c, a in alphas.items()}
             self.Z = project({c: act.probs(x[c] + self.U[c].to(x[c])) for c in x}, st.space)
-        self.U = {c: self.gamma * self.U[c].to(x[c]) + x[c] - self.Z[c] for c in x}
+        self.U = {c: (self.gamma * self.U[c].to(x[c]) + x[c] - self.Z[c].to(x[c]))
+                  * self._mask(st, c, x[c]) for c in x}
 
     def epoch_metrics(self, st, genotype, metrics):
         probs = {c: p.detach() for c, p in st.model.op_probs().items()}
@@ -175,27 +209,46 @@ class ADMM(Regularizer):
 
 @REGULARIZERS.register("resource")
 class Resource(Regularizer):
-    """SNAS resource constraint (Xie et al., ICLR 2019, §2.4; SNAS-Series ``--resource_efficient``).
+    """SNAS resource constraint (Xie et al., ICLR 2019, §2.4; SNAS-Series ``--resource_efficient
+    --method reparametrization --log_penalty``).
 
-    R = λ·Σ_c log(C_c), C_c = Σ_{e,k} a(α)_{c,e,k}·cost_{c,e,k}: the expected cost of cell type c
-    under each edge's categorical distribution a(α) (needs an activation whose a(α) is a
-    distribution), summed over the cells of that type. Costs are per (edge, op) of the supernet:
-    ``params`` (weights of the op) or ``flops`` (multiply-adds of its convs and poolings on one
-    input of the dataset's shape). SNAS weights normal and reduction cells as normal/6 +
-    ratio·reduce/2; here the cell types count equally (the log makes the scale immaterial).
+    ``form: snas`` (default; SNAS-Series ``model_search.py`` and ``train_search.py``): per cell
+    and edge the cost of the architecture sampled in the forward pass, C_{l,e} = Σ_k Z_{e,k}·
+    cost_{l,e,k} (Z: the op weights of that forward, a Gumbel sample for SNAS, a(α) for
+    deterministic activations), its log (costs below 1 count as 1, i.e. log 0, as SNAS cleans
+    them), summed over edges; then averaged over the cells of each type and combined as
+    normal + ratio·reduce (SNAS: normal/6 + ratio·reduce/2 for its 6 normal and 2 reduction
+    cells). R = λ·that.
+
+    ``form: cell`` (raydnas 0.1): R = λ·Σ_c log(C_c), C_c = Σ_{e,k} a(α)_{c,e,k}·cost_{c,e,k}
+    summed over the cells of type c: the log of the whole cell type's expected cost under
+    a(α).
+
+    Costs are per (cell, edge, op) of the supernet: ``params`` (weights of the op) or ``flops``
+    (multiply-adds of its convs and poolings on one input of the dataset's shape). Either form
+    needs an activation whose a(α) is a distribution.
 
     Args:
         lam: λ (SNAS README ``--resource_lambda 1.5e-3`` with ``--log_penalty``).
         cost: ``params`` or ``flops`` (SNAS offers size, FLOPs and MAC costs).
-        log_penalty: λ·log C (SNAS ``--log_penalty``, default true); false: λ·C/C_max, the cost
-            relative to the most expensive cell.
+        log_penalty: the log of the cost (SNAS ``--log_penalty``, default true); false: the
+            cost relative to the most expensive choice (``cell``: of the cell type; ``snas``:
+            of each edge).
+        form: ``snas`` or ``cell`` (above).
+        ratio: weight of the reduction cells (SNAS ``--ratio`` 1).
     """
 
-    def __init__(self, lam: float = 1.5e-3, cost: str = "params", log_penalty: bool = True):
+    FORMS = ("snas", "cell")
+
+    def __init__(self, lam: float = 1.5e-3, cost: str = "params", log_penalty: bool = True,
+                 form: str = "snas", ratio: float = 1.0):
         require(_num(lam) and lam >= 0, "lam", lam, "a number >= 0")
         require(cost in ("params", "flops"), "cost", cost, "params or flops")
         require(isinstance(log_penalty, bool), "log_penalty", log_penalty, "true or false")
+        require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
+        require(_num(ratio) and ratio >= 0, "ratio", ratio, "a number >= 0")
         self.lam, self.cost, self.log = float(lam), cost, log_penalty
+        self.form, self.ratio = form, float(ratio)
         self.costs: dict[str, torch.Tensor] = {}
 
     def setup(self, st: Any) -> None:
@@ -205,14 +258,32 @@ class Resource(Regularizer):
     def penalty(self, st):
         if not self.costs:
             self.setup(st)
-        probs = st.model.op_probs()
+        if self.form == "cell":
+            return self.lam * self._cell(st.model.op_probs())
+        w = getattr(st.model, "last_op_weights", None) or st.model.op_probs()
+        return self.lam * self._snas(w)
+
+    def _cell(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         r = 0.0
         for c, p in probs.items():
-            cost = self.costs[c].to(p)
+            cost = self.costs[c].sum(0).to(p)
             e = (p * cost).sum()
             top = cost.max(dim=1).values.sum().clamp_min(1e-12)
             r = r + (torch.log(e + 1e-6 * top) if self.log else e / top)
-        return self.lam * r
+        return r
+
+    def _snas(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        r = 0.0
+        for c, z in weights.items():
+            cost = self.costs[c].to(z)  # [cells, edges, ops]
+            per_edge = (z.unsqueeze(0) * cost).sum(-1)  # [cells, edges]
+            if self.log:
+                per_edge = torch.where(per_edge.detach() < 1, torch.ones_like(per_edge),
+                                       per_edge).log()
+            else:
+                per_edge = per_edge / cost.max(dim=-1).values.clamp_min(1e-12)
+            r = r + (self.ratio if c == "reduce" else 1.0) * per_edge.sum(-1).mean()
+        return r
 
 
 def _example_input(st: Any) -> torch.Tensor:
@@ -223,45 +294,40 @@ def _example_input(st: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per cell type an ``[edges, ops]`` tensor of op costs summed over that type's cells."""
-    from ..supernet import Cell
+    """Per cell type a ``[cells, edges, ops]`` tensor: the cost of every candidate op of every
+    cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``)."""
+    ops = list(model.mixed_ops())
+    n_cells = {ct: 1 + max(i for i, c, *_ in ops if c == ct) for ct in model.alphas}
+    costs = {ct: torch.zeros((n_cells[ct], *a.shape)) for ct, a in model.alphas.items()}
+    if kind == "params":
+        for i, ct, e, k, op in ops:
+            costs[ct][i, e, k] = sum(p.numel() for p in op.parameters())
+        return costs
 
-    cells = [c for c in model.cells if isinstance(c, Cell)]
-    costs = {ct: torch.zeros(a.shape) for ct, a in model.alphas.items()}
-    counters: dict[int, list[float]] = {}
-    hooks = []
-    if kind == "flops":
-        def hook(mod, inp, out, acc):
-            per = out[0].numel()
-            if isinstance(mod, torch.nn.Conv2d):
-                acc[0] += per * mod.in_channels // mod.groups * mod.kernel_size[0] \
-                    * mod.kernel_size[1]
-            elif isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-                k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
-                acc[0] += per * k * k
-        for cell in cells:
-            for edge in cell.edges:
-                for op in edge._ops:
-                    acc = [0.0]
-                    counters[id(op)] = acc
-                    for m in op.modules():
-                        hooks.append(m.register_forward_hook(
-                            lambda mod, i, o, acc=acc: hook(mod, i, o, acc)))
-        was = model.training
-        model.eval()
-        try:
-            model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                                 for ct, a in model.alphas.items()})
-        finally:
-            model.train(was)
-            for h in hooks:
-                h.remove()
-    for cell in cells:
-        ct = "reduce" if cell.reduction else "normal"
-        for e, edge in enumerate(cell.edges):
-            for k, op in enumerate(edge._ops):
-                if kind == "params":
-                    costs[ct][e, k] += sum(p.numel() for p in op.parameters())
-                else:
-                    costs[ct][e, k] += counters[id(op)][0]
+    def hook(mod, inp, out, acc):
+        per = out[0].numel()
+        if isinstance(mod, torch.nn.Conv2d):
+            acc[0] += per * mod.in_channels // mod.groups * mod.kernel_size[0] \
+                * mod.kernel_size[1]
+        elif isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+            acc[0] += per * k * k
+
+    hooks, counters = [], []
+    for i, ct, e, k, op in ops:
+        acc = [0.0]
+        counters.append((i, ct, e, k, acc))
+        for m in op.modules():
+            hooks.append(m.register_forward_hook(lambda mod, inp, o, acc=acc: hook(mod, inp, o, acc)))
+    was = model.training
+    model.eval()
+    try:
+        model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
+                             for ct, a in model.alphas.items()})
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    for i, ct, e, k, acc in counters:
+        costs[ct][i, e, k] = acc[0]
     return costs

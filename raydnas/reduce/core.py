@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # Sort keys where larger is better (sorted descending unless the key starts with "+").
 HIGHER_IS_BETTER = {"val_acc_mean", "discrete_val_acc_mean", "consensus", "modal_count",
                     "gap_reliability", "n", "val_acc_min", "discrete_val_acc_min",
-                    "val_acc_max", "discrete_val_acc_max"}
+                    "val_acc_max", "discrete_val_acc_max", "discrete_val_acc_tuned_mean",
+                    "discrete_val_acc_tuned_min", "discrete_val_acc_tuned_max"}
 DEFAULT_SORT = "discrete_val_acc"
 STATUSES = ("complete", "stopped", "failed", "running", "missing")
 
@@ -99,7 +100,8 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
             row.update({"n": 0, "seeds": [], "n_stopped": 0, "consensus": math.nan,
                         "distinct_genotypes": 0, "modal_count": 0, "modal_genotype": None,
                         "modal_genotype_nb201": None, "modal_trial": None, "modal_seed": None,
-                        "collapse_rate": math.nan, "gap_reliability": math.nan})
+                        "collapse_rate": math.nan, "dead_rate": math.nan, "dead_seeds": [],
+                        "stabilization_n": 0, "gap_reliability": math.nan})
             for m in METRICS:
                 for k in ("mean", "std", "min", "max"):
                     row[f"{m}_{k}"] = math.nan
@@ -126,8 +128,8 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
         sort: the column the table is sorted by: a metric name (its mean), any numeric column
             (``consensus``, ``collapse_rate``, ``discretization_gap_std``, ...); ``+``/``-``
             prefix forces ascending/descending. Default: ``discrete_val_acc``, best first.
-        collapse_threshold: a seed has collapsed when at least this fraction of its chosen ops
-            is parameter-free (default 0.5).
+        collapse_threshold: a seed has collapsed when at least this fraction of its normal
+            cell's chosen ops is skip_connect or none (default 0.5).
         gap_threshold: a seed's discretization is reliable when its gap is below this
             (default 0.05).
         plots: also draw the PNGs (matplotlib, Agg backend).

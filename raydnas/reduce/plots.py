@@ -83,7 +83,7 @@ def reliability(df: "pd.DataFrame", path: Path) -> None:
     labels = [f"{i + 1}. {_two_lines(g)}" for i, g in enumerate(df["group"])]
     ys = list(range(n))[::-1]
     panels = [("consensus", "genotype consensus\n(mean pairwise Jaccard)", "tab:blue"),
-              ("collapse_rate", "collapse rate\n(param-free dominated)", "tab:red"),
+              ("collapse_rate", "collapse rate\n(normal cell skip/none dominated)", "tab:red"),
               ("gap_reliability", "gap reliability\n(share with small gap)", "tab:green")]
     for ax, (col, title, color) in zip(axes, panels):
         vals = [0.0 if math.isnan(v) else v for v in df[col]]

@@ -80,15 +80,18 @@ TABLE = [  # (header, function of row)
     ("val_acc", lambda r: mean_std(r, "val_acc")),
     ("discrete_val_acc", lambda r: mean_std(r, "discrete_val_acc")),
     ("gap", lambda r: mean_std(r, "discretization_gap")),
+    ("tuned", lambda r: mean_std(r, "discrete_val_acc_tuned")),
     ("dist. to discrete", lambda r: mean_std(r, "distance_to_discrete")),
     ("consensus", lambda r: _num(r["consensus"], 2)),
     ("distinct", lambda r: str(r["distinct_genotypes"])),
     ("modal", lambda r: f"{r['modal_count']}/{r['n']}"),
     ("collapse", lambda r: _share(r["collapse_rate"], r["n"])),
+    ("dead", lambda r: _share(r["dead_rate"], r["n"])),
     ("gap reliable", lambda r: _share(r["gap_reliability"], r["n"])),
     ("arch params", lambda r: mean_std(r, "arch_params", 0)),
     ("param-free ops", lambda r: mean_std(r, "param_free_ops", 1)),
-    ("stable from epoch", lambda r: mean_std(r, "stabilization_epoch", 1)),
+    ("stable from epoch", lambda r: mean_std(r, "stabilization_epoch", 1)
+     + (f" (n={r['stabilization_n']})" if r.get("stabilization_n", r["n"]) != r["n"] else "")),
     ("α steps", lambda r: mean_std(r, "alpha_steps", 0)),
     ("search s", lambda r: mean_std(r, "search_seconds", 1)),
 ]
@@ -103,11 +106,16 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
              "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "  ",
              f"Sorted by `{sort.get('column')}` "
              f"({'ascending' if sort.get('ascending') else 'descending'}); "
-             f"collapse = at least {a.get('collapse_threshold'):g} of the chosen ops "
-             f"parameter-free; gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
+             f"collapse = at least {a.get('collapse_threshold'):g} of the normal cell's ops "
+             f"skip_connect/none; dead = a cell whose output no non-none path reaches; "
+             f"gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
              "", "Values are mean ± sample std over seeds at each trial's last epoch "
              "(std n/a with one seed). consensus = mean pairwise Jaccard index of the seeds' "
-             "chosen (edge, op) sets (1.0 = every seed found the same cell).", ""]
+             "chosen (edge, op) sets, intermediate nodes relabelled to a canonical order (1.0 = "
+             "every seed found the same cell). Accuracies: inherited weights, BatchNorm "
+             "re-estimated on fixed search-train images; tuned = the derived network after a "
+             "short fine-tuning; neither is the retrained accuracy. stable from epoch: trials "
+             "that ran every epoch only.", ""]
     head = ["#", "group"] + [h for h, _ in TABLE]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(head))) + "|")

@@ -7,22 +7,28 @@ Definitions (each one is a column of the report):
   undefined (NaN, shown as ``n/a``), never 0.
 * ``stabilization_epoch``: the epoch from which the trial's final genotype held to the end, i.e.
   the last epoch whose derived genotype differs from the previous epoch's (1 when it never
-  changed after the first epoch).
+  changed after the first epoch). Only trials that ran every planned epoch count (a trial
+  stopped early has no "end" to hold to); ``stabilization_n`` says how many seeds did.
 * ``search_seconds``: the sum of ``epoch_seconds`` over the trial's epochs.
 * ``consensus``: the mean, over all unordered pairs of seeds, of the Jaccard index
-  |A ∩ B| / |A ∪ B| of the two seeds' chosen (cell type, node, input, op) sets
-  (``Genotype.edges()``, where ``none`` means "no edge" and is left out). 1.0 = every seed
+  |A ∩ B| / |A ∪ B| of the two seeds' chosen (cell type, node, input, op) sets in canonical
+  form (``Genotype.canonical()``: ``none`` means "no edge" and is left out, and two cells that
+  differ only by the numbering of their intermediate nodes are the same cell). 1.0 = every seed
   found the same cell; 0.0 = no pair of seeds shares a single (edge, op). Undefined (NaN)
   with fewer than two seeds; two empty cells count as identical.
-* ``distinct_genotypes``: the number of different chosen sets among the seeds.
-* ``modal_genotype`` / ``modal_count``: the most frequent chosen set and how many seeds found
-  it. Ties go to the genotype whose best seed has the highest ``discrete_val_acc``. The
-  ``modal_trial`` is that best seed among the modal genotype's seeds.
-* ``collapse_rate``: the share of seeds whose cell is dominated by parameter-free ops: the
-  fraction of chosen ops (over all cell types, ``none`` included where the rule keeps it, as
-  NAS-Bench-201's ``argmax_per_edge`` does) that are in ``raydnas.ops.PARAM_FREE`` is at least
-  ``collapse_threshold`` (default 0.5). DARTS on NAS-Bench-201 collapsing to skip/none cells
-  (Dong & Yang, 2020; Zela et al., 2020) is the case this catches.
+* ``distinct_genotypes``: the number of different canonical cells among the seeds.
+* ``modal_genotype`` / ``modal_count``: the most frequent canonical cell and how many seeds
+  found it. Ties go to the cell whose best seed has the highest ``discrete_val_acc``. The
+  ``modal_trial`` is that best seed among the modal cell's seeds.
+* ``collapse_rate``: the share of seeds whose **normal** cell is dominated by ``skip_connect``
+  and ``none``: at least ``collapse_threshold`` (default 0.5) of its chosen ops (``none``
+  included where the rule keeps it, as NAS-Bench-201's ``argmax_per_edge`` does). NAS-Bench-201's
+  all-skip cell found by DARTS (Dong & Yang, 2020; Zela et al., 2020) is the textbook case;
+  DARTS's own published cells, whose reduction cells are all pooling and skip, are not
+  collapsed (their normal cells have 3 and 2 skips of 8).
+* ``dead_rate``: the share of seeds whose cell is dead: a cell type whose output no path of
+  non-``none`` edges connects to its inputs (``Genotype.dead_cells()``), so that the network
+  outputs a constant and cannot learn. Reported apart from collapse; ``dead_cell`` per seed.
 * ``gap_reliability``: the share of seeds whose final ``discretization_gap``
   (``val_acc - discrete_val_acc``) is below ``gap_threshold`` (default 0.05, i.e. five
   accuracy points; a raydnas convention, not a paper value).
@@ -40,9 +46,11 @@ from .load import Trial
 if TYPE_CHECKING:  # torch is imported only when genotypes are read
     from ..genotype import Genotype
 
-METRICS = ("val_acc", "discrete_val_acc", "discretization_gap", "distance_to_discrete",
-           "arch_params", "param_free_ops", "stabilization_epoch", "alpha_steps",
-           "search_seconds")
+METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
+           "distance_to_discrete", "arch_params", "param_free_ops", "stabilization_epoch",
+           "alpha_steps", "search_seconds")
+#: the ops whose dominance in the normal cell is collapse
+COLLAPSE_OPS = frozenset({"skip_connect", "none"})
 DEFAULT_COLLAPSE_THRESHOLD = 0.5
 DEFAULT_GAP_THRESHOLD = 0.05
 
@@ -84,18 +92,27 @@ def stabilization_epoch(epochs: list[dict[str, Any]]) -> float:
     return float(last)
 
 
+def ran_to_the_end(t: Trial) -> bool:
+    """Whether the trial ran every planned epoch (not stopped by a scheduler or early stop)."""
+    if t.status != "complete" or t.last.get("early_stop"):
+        return False
+    fin = t.final or {}
+    return fin.get("complete", True) is not False and not fin.get("early_stop")
+
+
 def trial_values(t: Trial) -> dict[str, float]:
     """The per-seed values the group statistics are taken over."""
     last = t.last
     out = {}
-    for m in ("val_acc", "discrete_val_acc", "discretization_gap", "distance_to_discrete",
-              "arch_params", "param_free_ops", "alpha_steps"):
+    for m in ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
+              "distance_to_discrete", "arch_params", "param_free_ops", "alpha_steps"):
         v = last.get(m)
         out[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
     if math.isnan(out["discretization_gap"]) and not (
             math.isnan(out["val_acc"]) or math.isnan(out["discrete_val_acc"])):
         out["discretization_gap"] = out["val_acc"] - out["discrete_val_acc"]
-    out["stabilization_epoch"] = stabilization_epoch(t.epochs)
+    out["stabilization_epoch"] = stabilization_epoch(t.epochs) if ran_to_the_end(t) \
+        else math.nan
     secs = [e.get("epoch_seconds") for e in t.epochs]
     secs = [float(s) for s in secs if isinstance(s, (int, float))]
     out["search_seconds"] = sum(secs) if secs else math.nan
@@ -125,11 +142,10 @@ def consensus(edge_sets: list[frozenset]) -> float:
     return sum(jaccard(a, b) for a, b in pairs) / len(pairs)
 
 
-def param_free_fraction(g: Genotype) -> float:
-    from ..ops import PARAM_FREE
-
-    ops = g.ops()
-    return sum(op in PARAM_FREE for op in ops) / len(ops) if ops else math.nan
+def collapse_fraction(g: Genotype) -> float:
+    """The share of the normal cell's chosen ops that are ``skip_connect`` or ``none``."""
+    ops = [op for node in g.cells.get("normal", ()) for op, _ in node]
+    return sum(op in COLLAPSE_OPS for op in ops) / len(ops) if ops else math.nan
 
 
 def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
@@ -144,19 +160,19 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
             row[f"{m}_{k}"] = v
     genos = [trial_genotype(t) for t in trials]
     known = [(t, g, v) for t, g, v in zip(trials, genos, vals) if g is not None]
-    sets = [frozenset(g.edges()) for _, g, _ in known]
+    sets = [g.canonical() for _, g, _ in known]
     row["consensus"] = consensus(sets)
     row["distinct_genotypes"] = len(set(sets))
     if known:
         counts = Counter(sets)
 
         def best_acc(s: frozenset) -> float:
-            accs = [v["discrete_val_acc"] for _, g, v in known if frozenset(g.edges()) == s]
+            accs = [v["discrete_val_acc"] for _, g, v in known if g.canonical() == s]
             accs = [a for a in accs if not math.isnan(a)]
             return max(accs) if accs else -math.inf
 
         modal = max(counts, key=lambda s: (counts[s], best_acc(s)))
-        members = [(t, g, v) for t, g, v in known if frozenset(g.edges()) == modal]
+        members = [(t, g, v) for t, g, v in known if g.canonical() == modal]
         t_best, g_best, _ = max(members, key=lambda x: (
             -math.inf if math.isnan(x[2]["discrete_val_acc"]) else x[2]["discrete_val_acc"]))
         row["modal_count"] = counts[modal]
@@ -164,11 +180,18 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
         row["modal_genotype_nb201"] = g_best.to_nb201() if g_best.inputs == 1 else None
         row["modal_trial"] = t_best.trial_id
         row["modal_seed"] = t_best.seed
-        fracs = [param_free_fraction(g) for _, g, _ in known]
-        row["collapse_rate"] = sum(f >= collapse_threshold for f in fracs) / len(fracs)
+        fracs = [collapse_fraction(g) for _, g, _ in known]
+        fracs = [f for f in fracs if not math.isnan(f)]
+        row["collapse_rate"] = (sum(f >= collapse_threshold for f in fracs) / len(fracs)
+                                if fracs else math.nan)
+        dead = [bool(g.dead_cells()) for _, g, _ in known]
+        row["dead_rate"] = sum(dead) / len(dead)
+        row["dead_seeds"] = [t.seed for (t, _, _), d in zip(known, dead) if d]
     else:
         row.update(modal_count=0, modal_genotype=None, modal_genotype_nb201=None,
-                   modal_trial=None, modal_seed=None, collapse_rate=math.nan)
+                   modal_trial=None, modal_seed=None, collapse_rate=math.nan,
+                   dead_rate=math.nan, dead_seeds=[])
+    row["stabilization_n"] = sum(not math.isnan(v["stabilization_epoch"]) for v in vals)
     gaps = [v["discretization_gap"] for v in vals if not math.isnan(v["discretization_gap"])]
     row["gap_reliability"] = (sum(g < gap_threshold for g in gaps) / len(gaps)
                               if gaps else math.nan)

@@ -35,6 +35,16 @@ from .study import Method, Study
 _AGG = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
 
 
+def aggregate(values: list[float], how: str, mode: str = "max", k: float = 1.0) -> float:
+    """The seeds' values of one Optuna point as one objective: ``mean``, ``median``, ``min``,
+    ``max``, or ``robust``: mean − k·std for a maximized metric, mean + k·std for a minimized
+    one (sample std; 0 with one seed), which prefers points that are good on every seed."""
+    if how != "robust":
+        return _AGG[how](values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values) + (-k if mode == "max" else k) * sd
+
+
 def open_storage(spec: str):
     """An Optuna storage from a journal file path or a database URL."""
     import optuna
@@ -197,8 +207,9 @@ class StudySearcher(Searcher):
         if any(v is None for v in vals):
             st.tell(point, state=TrialState.FAIL, skip_if_finished=True)
         else:
-            agg = _AGG[self.study.optuna.aggregate]
-            objective = [agg([v[i] for v in vals]) for i in range(len(self.study.optuna.metrics))]
+            o = self.study.optuna
+            objective = [aggregate([v[i] for v in vals], o.aggregate, o.modes[i], o.robust_k)
+                         for i in range(len(o.metrics))]
             st.tell(point, objective if len(objective) > 1 else objective[0],
                     skip_if_finished=True)
         rec["told"] = True

@@ -25,7 +25,8 @@ A study is the set of trials of one Ray Tune experiment: every method × seed, a
       n_trials: 8                  # points per method
       metric: discrete_val_acc     # or a list, with a list of modes, for a Pareto front
       mode: max
-      aggregate: mean              # over seeds: mean, median, min, max
+      aggregate: mean              # over seeds: mean, median, min, max, or robust:
+      robust_k: 1.0                #   mean − k·std (mode max; mean + k·std for min)
       sampler: tpe                 # tpe, random, cmaes, gp, nsga2, qmc
       seed: 0
       storage: null                # default: <storage>/<name>/optuna.journal (a journal file);
@@ -52,7 +53,8 @@ from ..errors import ConfigError, one_of
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
               "storage", "name")
-OPTUNA_KEYS = ("params", "n_trials", "metric", "mode", "aggregate", "sampler", "seed", "storage")
+OPTUNA_KEYS = ("params", "n_trials", "metric", "mode", "aggregate", "robust_k", "sampler", "seed",
+               "storage")
 DISTRIBUTIONS = {
     "uniform": "a float uniform in [low, high]",
     "log_uniform": "a float log-uniform in [low, high], low > 0",
@@ -61,7 +63,7 @@ DISTRIBUTIONS = {
     "choice": "one of a list of values",
 }
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")
-AGGREGATES = ("mean", "median", "min", "max")
+AGGREGATES = ("mean", "median", "min", "max", "robust")
 MODES = ("max", "min")
 #: Ray Tune reserves these characters in experiment names (they become directory names)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -113,6 +115,7 @@ class OptunaSpec:
     sampler: str = "tpe"
     seed: int | None = 0
     storage: str | None = None
+    robust_k: float = 1.0
 
 
 @dataclass
@@ -382,6 +385,9 @@ def _optuna(cfg: ExperimentConfig, study: Study, o: dict, f: str) -> OptunaSpec:
         raise ConfigError(f, "optuna.mode", o.get("mode"),
                           f"max or min, or a list of them as long as optuna.metric")
     agg = one_of(f, "optuna.aggregate", o.get("aggregate", "mean"), AGGREGATES)
+    k = o.get("robust_k", 1.0)
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
+        raise ConfigError(f, "optuna.robust_k", k, "a number >= 0 (aggregate robust: mean - k*std)")
     sampler = one_of(f, "optuna.sampler", o.get("sampler", "tpe"), SAMPLERS)
     if sampler == "cmaes" and len(metrics) > 1:
         raise ConfigError(f, "optuna.sampler", sampler, "a multi-objective sampler (tpe, nsga2, random)")
@@ -394,7 +400,7 @@ def _optuna(cfg: ExperimentConfig, study: Study, o: dict, f: str) -> OptunaSpec:
                           "a journal file path, or a database URL (sqlite:///..., postgresql://...)")
     if storage and "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-    return OptunaSpec(plist, n, metrics, modes, agg, sampler, seed, storage)
+    return OptunaSpec(plist, n, metrics, modes, agg, sampler, seed, storage, float(k))
 
 
 def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
