@@ -90,6 +90,17 @@ def evaluate(forward, batches: Iterable[Batch], device: torch.device) -> tuple[f
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of a supernet without the last forward's op weights (part of that forward's
+    autograd graph, which cannot be copied, and of no use to the copy)."""
+    saved = model.__dict__.pop("last_op_weights", None)
+    try:
+        return copy.deepcopy(model)
+    finally:
+        if saved is not None:
+            model.__dict__["last_op_weights"] = saved
+
+
 class Measurer:
     """Measures a supernet under fixed op weights with the protocol of the module docstring.
 
@@ -121,7 +132,7 @@ class Measurer:
         """``val_loss``, ``val_acc``, ``discrete_val_loss``, ``discrete_val_acc`` of ``model``
         (a :class:`~raydnas.supernet.Supernet`, left untouched) and its derived cell ``masks``."""
         was = model.training
-        net = copy.deepcopy(model)
+        net = copy_model(model)
         try:
             act = net.activation
             gens = [torch.Generator().manual_seed(self.seed * _SAMPLE_SEED + s)

@@ -28,9 +28,12 @@ class DiscreteCell(nn.Module):
     """A cell of a genotype: node j = Σ over its chosen (op, i) of op(x_i)."""
 
     def __init__(self, space: SearchSpace, nodes, C_in: list[int], C: int, reduction: bool,
-                 reduction_prev: bool, node_norm: bool, affine: bool) -> None:
+                 reduction_prev: bool, node_norm: bool, affine: bool,
+                 pool_bn: bool | None = None) -> None:
         super().__init__()
         self.reduction, self.space, self.C = reduction, space, C
+        self.drop_prob = 0.0  # drop-path probability (set by the network; training only)
+        pool_bn = space.pool_bn if pool_bn is None else pool_bn
         if space.macro == "darts":
             self.pre = nn.ModuleList([
                 FactorizedReduce(C_in[0], C, affine=affine) if reduction_prev
@@ -62,7 +65,7 @@ class DiscreteCell(nn.Module):
                     continue
                 stride = 2 if reduction and i < space.inputs else 1
                 op = OPS.create(name, C, C, stride, affine)
-                if space.pool_bn and isinstance(op, Pool):
+                if pool_bn and isinstance(op, Pool):
                     op.bn = nn.BatchNorm2d(C, affine=False)
                 wires.append((i, len(self.ops)))
                 self.sources.append((e0 + i, space.ops.index(name)))
@@ -78,7 +81,10 @@ class DiscreteCell(nn.Module):
         for j, wires in enumerate(self.wiring):
             s = None
             for i, k in wires:
-                y = self.ops[k](states[i])
+                op = self.ops[k]
+                y = op(states[i])
+                if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
+                    y = drop_path(y, self.drop_prob)
                 s = y if s is None else s + y
             if s is None:  # no edge into node j: zeros
                 s = self._zero(states[0])
@@ -88,6 +94,36 @@ class DiscreteCell(nn.Module):
         if self.space.output == "concat":
             return torch.cat(states[self.space.inputs:], dim=1)
         return states[-1]
+
+
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero each sample's ``x`` with probability ``p`` and scale the rest by 1/(1 − p)
+    (DARTS ``utils.drop_path``, applied to every op but the identity)."""
+    keep = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier for 8×8 maps (quark0/darts ``AuxiliaryHeadCIFAR``): ReLU,
+    5×5 average pooling stride 3, 1×1 conv to 128, BN, ReLU, 2×2 conv to 768, BN, ReLU, linear.
+    Smaller maps are pooled to 2×2 first (adaptive), so small images work too."""
+
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 8 or x.shape[-2] < 8:
+            h = nn.functional.adaptive_avg_pool2d(self.features[0](x), 2)
+            h = self.features[2:](h)
+        else:
+            h = self.features(x)
+        return self.classifier(h.flatten(1))
 
 
 class DiscreteNetwork(MacroNetwork):
@@ -102,11 +138,19 @@ class DiscreteNetwork(MacroNetwork):
         node_norm: a non-affine BatchNorm on every node (cells found with ``crb``).
         affine: affine BatchNorms in the ops (True for training from scratch; False matches
             the search network's non-affine ops, for inherited weights).
+        pool_bn: a non-affine BN after pooling ops (default: the space's, as its search network
+            has; DARTS's evaluation network has none).
+        auxiliary: DARTS's auxiliary head after cell 2L/3 (darts macro only); ``forward``
+            then returns ``(logits, aux_logits)`` in training mode.
+
+    ``drop_path_prob`` (attribute, default 0): DARTS's drop-path probability for the ops of
+    every cell, used in training mode.
     """
 
     def __init__(self, space: SearchSpace, genotype: Genotype, num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
-                 node_norm: bool = False, affine: bool = True) -> None:
+                 node_norm: bool = False, affine: bool = True, pool_bn: bool | None = None,
+                 auxiliary: bool = False) -> None:
         super().__init__()
         missing = [ct for ct in space.cell_types if ct not in genotype.cells]
         if missing:
@@ -120,14 +164,35 @@ class DiscreteNetwork(MacroNetwork):
         def make(C_in, C, red, red_prev):
             ct = "reduce" if red else "normal"
             return DiscreteCell(space, genotype.cells[ct], C_in, C, red, red_prev, node_norm,
-                                affine)
+                                affine, pool_bn)
 
         self.build(space, num_classes, in_channels, channels or space.channels,
                    cells or space.cells, make)
+        self.aux_index = 2 * len(self.cells) // 3 if auxiliary else None
+        if auxiliary:
+            if space.macro != "darts":
+                raise ValueError("the auxiliary head belongs to the darts macro")
+            aux_in = self.cells[self.aux_index]
+            C_aux = aux_in.C * (space.nodes if space.output == "concat" else 1)
+            self.auxiliary_head = AuxiliaryHead(C_aux, num_classes)
+        self.drop_path_prob = 0.0
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x, lambda cell, inputs: cell(inputs))
+    def forward(self, x: torch.Tensor):
+        """Logits; ``(logits, aux_logits)`` in training mode with the auxiliary head."""
+        aux = []
+        cells = [c for c in self.cells if isinstance(c, DiscreteCell)]
+        for c in cells:
+            c.drop_prob = self.drop_path_prob
+
+        def call(cell, inputs):
+            out = cell(inputs)
+            if self.aux_index is not None and self.training and cell is self.cells[self.aux_index]:
+                aux.append(self.auxiliary_head(out))
+            return out
+
+        logits = self.run(x, call)
+        return (logits, aux[0]) if aux else logits
 
     @torch.no_grad()
     def load_from_supernet(self, supernet: Any) -> "DiscreteNetwork":

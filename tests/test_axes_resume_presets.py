@@ -102,6 +102,18 @@ def test_preset_loads_cites_its_source_and_runs_two_steps(name):
     for _ in range(2):
         loss, _ = train_step(st, train, FixedVal(val))
         assert loss == loss
+    # the epoch's measurement runs on a copy of the stepped supernet (SNAS's single-level step
+    # leaves its sample's graph on the model: the copy must still work)
+    from raydnas.data import Batches
+    from raydnas.genotype import derive
+    from raydnas.measure import Measurer, bn_indices
+
+    ds = st.dataset
+    meas = Measurer(ds, bn_indices(list(range(64)), 32, 0),
+                    Batches(ds, list(range(64, 96)), 16, 0, False), 16, torch.device("cpu"), 2, 0)
+    _, masks = derive(st.model.op_probs(), st.space)
+    acc = meas.supernet(st.model, masks)
+    assert 0 <= acc["val_acc"] <= 1 and 0 <= acc["discrete_val_acc"] <= 1
     if name == "maile2021":
         assert cfg.sweep == {"grid": {"activation": ["softmax", "crb"],
                                       "schedule": ["every", "informed"],

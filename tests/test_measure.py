@@ -207,3 +207,31 @@ def test_bad_measurement_settings_are_one_line_errors(key, value, allowed, tmp_p
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and key in err and str(value) in err and allowed in err
     assert not out.exists()
+
+
+def test_evaluation_network_parameter_counts_equal_the_references():
+    """DARTS's train.py network (quark0/darts model.NetworkCIFAR: 36 channels, 20 cells, affine
+    ops, no BN after pooling) and NAS-Bench-201's TinyNetwork (C 16, N 5) for 10 classes."""
+    from test_reduce import DARTS_V1, DARTS_V2
+
+    def count(net, aux=True):
+        return sum(p.numel() for n, p in net.named_parameters()
+                   if aux or not n.startswith("auxiliary_head"))
+
+    darts = load_space("darts")
+    v2 = DiscreteNetwork(darts, parse_genotype(DARTS_V2), 10, 3, channels=36, cells=20,
+                         pool_bn=False, auxiliary=True)
+    assert count(v2, aux=False) == 3_349_342 and count(v2) == 3_825_768
+    v1 = DiscreteNetwork(darts, parse_genotype(DARTS_V1), 10, 3, channels=36, cells=20,
+                         pool_bn=False)
+    assert count(v1) == 3_169_414
+    nb = parse_genotype("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+                        "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    assert count(DiscreteNetwork(load_space("nb201"), nb, 10, 3, channels=16, cells=5)) \
+        == 1_288_506
+    v2.train()
+    v2.drop_path_prob = 0.2
+    logits, aux = v2(torch.randn(2, 3, 32, 32))
+    assert logits.shape == aux.shape == (2, 10)
+    v2.eval()
+    assert v2(torch.randn(2, 3, 32, 32)).shape == (2, 10)
