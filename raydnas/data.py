@@ -3,7 +3,8 @@
 ``digits`` (scikit-learn's bundled 8x8 handwritten digits, 1,797 real images) is the embedded
 default: no download. ``cifar10``, ``cifar100``, ``svhn``, ``fashion_mnist`` come through
 torchvision and ``imagefolder`` reads a user's own images; torchvision is imported only for them.
-Only the training split is ever searched on; the test split is never loaded.
+Only the training split is ever searched on; the test split is loaded by ``raydnas evaluate``
+alone (``split="test"``), never by a search.
 """
 
 from __future__ import annotations
@@ -43,16 +44,24 @@ class Dataset:
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = False,
-                 augment: bool | None = None, image_size: int | None = None) -> Dataset:
+                 augment: bool | None = None, image_size: int | None = None,
+                 split: str = "train", test_root: str | None = None) -> Dataset:
+    """The ``train`` split (searched on, and trained on by an evaluation) or the ``test`` split
+    (read by ``raydnas evaluate`` alone; never augmented). ``test_root``: an imagefolder's test
+    images."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    test = split == "test"
     if name == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
         x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.tensor(d.target, dtype=torch.long)
-        keep = torch.arange(len(y)) % DIGITS_TEST_EVERY != 0
-        x, y = x[keep], y[keep]
-        x = (x - x.mean()) / x.std()
+        held_out = torch.arange(len(y)) % DIGITS_TEST_EVERY == 0
+        mean, std = x[~held_out].mean(), x[~held_out].std()  # training-set statistics
+        keep = held_out if test else ~held_out
+        x, y = (x[keep] - mean) / std, y[keep]
         return Dataset("digits", (x.contiguous(), y), 10, 1)
     import torchvision
     from torchvision import transforms as T
@@ -63,22 +72,24 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
         tf.append(T.Resize(image_size))
     if augment is None:
         augment = name in ("cifar10", "cifar100")
-    if augment:
+    if augment and not test:
         size = image_size or 32
         tf += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
     if name == "imagefolder":
         if image_size:
             tf.append(T.CenterCrop(image_size))
         tf += [T.ToTensor(), T.Normalize(mean, std)]
-        ds = torchvision.datasets.ImageFolder(root, transform=T.Compose(tf))
+        ds = torchvision.datasets.ImageFolder(test_root if test else root,
+                                              transform=T.Compose(tf))
         return Dataset(name, ds, len(ds.classes), 3)
     tf += [T.ToTensor(), T.Normalize(mean, std)]
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     if name == "svhn":
-        ds = cls(root, split="train", download=download, transform=T.Compose(tf))
+        ds = cls(root, split="test" if test else "train", download=download,
+                 transform=T.Compose(tf))
         classes = 10
     else:
-        ds = cls(root, train=True, download=download, transform=T.Compose(tf))
+        ds = cls(root, train=not test, download=download, transform=T.Compose(tf))
         classes = len(ds.classes)
     return Dataset(name, ds, classes, len(mean))
 
