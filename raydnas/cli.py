@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     v.set_defaults(func=_validate)
-    for mod in ("sweep_cli", "reduce_cli"):
+    for mod in ("sweep_cli", "reduce_cli", "evaluate_cli"):
         try:
             m = __import__(f"raydnas.{mod}", fromlist=["add_parser"])
         except ImportError:

@@ -58,6 +58,7 @@ class DataConfig:
     num_workers: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0")})
     augment: bool | None = None
     image_size: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
+    test_root: str | None = None  # imagefolder: the test images (read by raydnas evaluate only)
 
 
 @dataclass

@@ -11,7 +11,7 @@ def _run(args: argparse.Namespace) -> int:
 
     df = reduce(args.experiment, args.out, sort=args.sort,
                 collapse_threshold=args.collapse_threshold, gap_threshold=args.gap_threshold,
-                plots=not args.no_plots)
+                plots=not args.no_plots, protocol=args.protocol)
     counts = df.attrs["counts"]
     print(f"raydnas reduce: {df.attrs['experiment']}: {len(df)} groups; trials "
           + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
@@ -20,6 +20,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{i + 1:>3}. {r['group']}: n {r['n']}  discrete_val_acc "
               f"{mean_std(r, 'discrete_val_acc')}  gap {mean_std(r, 'discretization_gap')}  "
               f"consensus {cons}  modal {r['modal_count']}/{r['n']}")
+    t = df.attrs.get("truth") or {}
+    if t.get("evaluations"):
+        print(f"truth ({t['protocol']}{', SHORT budget' if t.get('short') else ''}): "
+              f"{t['evaluations']} evaluations" + (f", {t['partial']} unfinished"
+                                                   if t.get("partial") else ""))
+        for i, r in df.iterrows():
+            if r["n_evaluated"]:
+                print(f"{i + 1:>3}. {r['group']}: test_acc {mean_std(r, 'test_acc')} "
+                      f"(rank {int(r['test_rank'])}, CI [{int(r['test_rank_ci_low'])}, "
+                      f"{int(r['test_rank_ci_high'])}])")
+        for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
+            if v["n"]:
+                print(f"  proxy {proxy}: Spearman {v['spearman']:.2f}, Kendall "
+                      f"{v['kendall']:.2f} (n={v['n']})")
     for e in df.attrs["excluded"]:
         print(f"  not used: {e['describe']}")
     print(f"report: {df.attrs['out_dir']}/report.md ({len(df.attrs['files'])} files)")
@@ -41,11 +55,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "ascending/descending, written --sort=-KEY (default: discrete_val_acc, "
                         "best first)")
     p.add_argument("--collapse-threshold", type=float, default=DEFAULT_COLLAPSE_THRESHOLD,
-                   help="a seed has collapsed when at least this fraction of its chosen ops is "
-                        f"parameter-free (default {DEFAULT_COLLAPSE_THRESHOLD})")
+                   help="a seed has collapsed when at least this fraction of its normal cell's "
+                        f"ops is skip_connect or none (default {DEFAULT_COLLAPSE_THRESHOLD})")
     p.add_argument("--gap-threshold", type=float, default=DEFAULT_GAP_THRESHOLD,
                    help="a seed's discretization is reliable when its gap is below this "
                         f"(default {DEFAULT_GAP_THRESHOLD})")
     p.add_argument("--no-plots", action="store_true", help="write md/csv/json only")
+    p.add_argument("--protocol", default=None,
+                   help="the evaluation protocol whose test accuracies to join (default: the one "
+                        "with the most finished evaluations)")
     p.set_defaults(func=_run)
     return p

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 HIGHER_IS_BETTER = {"val_acc_mean", "discrete_val_acc_mean", "consensus", "modal_count",
                     "gap_reliability", "n", "val_acc_min", "discrete_val_acc_min",
                     "val_acc_max", "discrete_val_acc_max", "discrete_val_acc_tuned_mean",
-                    "discrete_val_acc_tuned_min", "discrete_val_acc_tuned_max"}
+                    "discrete_val_acc_tuned_min", "discrete_val_acc_tuned_max",
+                    "test_acc_mean", "test_acc_min", "test_acc_max", "n_evaluated"}
 DEFAULT_SORT = "discrete_val_acc"
 STATUSES = ("complete", "stopped", "failed", "running", "missing")
 
@@ -117,7 +118,8 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
            sort: str = DEFAULT_SORT,
            collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
            gap_threshold: float = DEFAULT_GAP_THRESHOLD,
-           plots: bool = True, write: bool = True) -> "pd.DataFrame":
+           plots: bool = True, write: bool = True,
+           protocol: str | None = None) -> "pd.DataFrame":
     """Reduce a Ray Tune experiment to a cross-seed reliability report.
 
     Args:
@@ -134,6 +136,8 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
             (default 0.05).
         plots: also draw the PNGs (matplotlib, Agg backend).
         write: write the files (``False``: only return the table).
+        protocol: the evaluation protocol whose test accuracies join the table (default: the
+            one with the most finished evaluations under ``<experiment>/evaluation/``).
 
     Returns:
         One row per group (method + Optuna point + hyperparameters), sorted. ``df.attrs`` holds
@@ -152,6 +156,7 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
                                   gap_threshold=gap_threshold)
         if df.empty:
             raise not_an_experiment(str(experiment))
+        _join_truth(df, members, exp, protocol)
         col, ascending = resolve_sort(sort, df)
         df = df.sort_values(col, ascending=ascending, na_position="last", kind="stable")
         df = df.reset_index(drop=True)
@@ -189,6 +194,37 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
     finally:
         if cache is not None:
             shutil.rmtree(cache, ignore_errors=True)
+
+
+def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experiment,
+                protocol: str | None) -> None:
+    """Test accuracy columns, bootstrap ranking and proxy validity (raydnas.reduce.truth)."""
+    from .truth import (bootstrap, choose_protocol, group_truth, load_evaluations,
+                        per_trial, proxy_validity)
+
+    evals = load_evaluations(exp.path)
+    proto = choose_protocol(evals, protocol)
+    if protocol is not None and not any(e["protocol"] == protocol for e in evals):
+        raise ConfigError("raydnas reduce", "--protocol", protocol,
+                          "a protocol evaluated under " + str(exp.path / "evaluation")
+                          + (": " + ", ".join(sorted({str(e['protocol']) for e in evals}))
+                             if evals else " (none there; run raydnas evaluate first)"))
+    truth, partial = per_trial(evals, proto)
+    used = {label: [t for t in ts if t.status in USED] for label, ts in members.items()}
+    rows = [group_truth(used[g], truth, partial) for g in df["group"]]
+    for r, b in zip(rows, bootstrap([r.pop("_test_values") for r in rows])):
+        r.update(b)
+    for k in rows[0] if rows else ():
+        df[k] = [r[k] for r in rows]
+    all_used = [t for ts in used.values() for t in ts]
+    df.attrs["truth"] = {
+        "protocol": proto,
+        "short": any(e["short"] for e in evals if e["protocol"] == proto),
+        "evaluations": sum(1 for e in evals if e["protocol"] == proto and e["complete"]),
+        "partial": sum(partial.values()),
+        "protocols": sorted({str(e["protocol"]) for e in evals}),
+    }
+    df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
 
 
 def _upload(local: Path, uri: str) -> None:

@@ -253,6 +253,47 @@ def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bo
     return True
 
 
+def proxy_vs_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path) -> bool:
+    """Every evaluated trial's proxy (discrete_val_acc) against its test accuracy, one colour
+    per group, with the rank correlations in the title. False if nothing was evaluated."""
+    from .truth import load_evaluations, per_trial
+
+    truth_attrs = df.attrs.get("truth") or {}
+    if not truth_attrs.get("evaluations"):
+        return False
+    exp = next((t.path.parent for ts in members.values() for t in ts if t.path is not None),
+               None)
+    if exp is None:
+        return False
+    truth, _ = per_trial(load_evaluations(exp), truth_attrs.get("protocol"))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+    colors = plt.get_cmap("tab10")
+    for i, r in df.iterrows():
+        pts = [(t.last.get("discrete_val_acc"), truth[t.trial_id]["test_acc"])
+               for t in members[r["group"]] if t.status in USED and t.trial_id in truth
+               and isinstance(t.last.get("discrete_val_acc"), (int, float))]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors(i % 10), s=40,
+                       alpha=0.75, label=f"{i + 1}. {_short(r['group'], 60)}")
+    pv = (df.attrs.get("proxy_validity") or {}).get("discrete_val_acc") or {}
+    rho, tau, n = pv.get("spearman", math.nan), pv.get("kendall", math.nan), pv.get("n", 0)
+    label = truth_attrs.get("protocol") or "?"
+    if truth_attrs.get("short"):
+        label += ", SHORT budget"
+    ax.set_title(f"Proxy vs truth ({label}): Spearman {rho:.2f}, Kendall {tau:.2f}, n={n}",
+                 fontsize=10)
+    ax.set_xlabel("discrete_val_acc (derived cell, inherited weights, BN re-estimated)")
+    ax.set_ylabel("test accuracy (retrained from scratch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+              frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> dict[str, str]:
     """Draw every PNG into ``out``; returns {key: file name} (``cell:<group>``, ...)."""
     files: dict[str, str] = {}
@@ -262,6 +303,8 @@ def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> 
     files["acc_vs_gap"] = "acc_vs_gap.png"
     reliability(df, out / "reliability.png")
     files["reliability"] = "reliability.png"
+    if proxy_vs_truth(df, members, out / "proxy_vs_truth.png"):
+        files["proxy_vs_truth"] = "proxy_vs_truth.png"
     for i, r in df.iterrows():
         if not isinstance(r["modal_trial"], str):
             continue

@@ -68,6 +68,9 @@ def write_json(df: "pd.DataFrame", path: Path) -> None:
         "collapse_threshold": df.attrs.get("collapse_threshold"),
         "gap_threshold": df.attrs.get("gap_threshold"),
         "counts": df.attrs.get("counts"),
+        "truth": df.attrs.get("truth"),
+        "proxy_validity": {k: {kk: _clean(vv) for kk, vv in v.items()}
+                           for k, v in (df.attrs.get("proxy_validity") or {}).items()},
         "groups": records(df),
         "excluded": [{k: v for k, v in e.items() if k != "describe"}
                      for e in df.attrs.get("excluded", [])],
@@ -95,6 +98,50 @@ TABLE = [  # (header, function of row)
     ("α steps", lambda r: mean_std(r, "alpha_steps", 0)),
     ("search s", lambda r: mean_std(r, "search_seconds", 1)),
 ]
+
+
+def truth_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
+    """Test accuracy of the retrained cells, the ranking and the proxy validity."""
+    t = df.attrs.get("truth") or {}
+    lines = ["## Against the truth: retrained test accuracy", ""]
+    if not t.get("evaluations"):
+        lines += ["No finished evaluation under `evaluation/` (run `raydnas evaluate "
+                  "EXPERIMENT`, or add an `evaluate:` block to the study)."
+                  + (f" {t['partial']} evaluation(s) still running." if t.get("partial") else ""),
+                  ""]
+        return lines
+    label = f"`{t['protocol']}`" + (" — **SHORT budget: a first ranking, not the paper's "
+                                    "protocol**" if t.get("short") else "")
+    lines += [f"Protocol {label}; {t['evaluations']} finished evaluation(s)"
+              + (f", {t['partial']} unfinished (partial: not in the numbers)"
+                 if t.get("partial") else "") + ". Per group: mean ± std over search seeds of "
+              "the test accuracy (evaluation seeds averaged first), a 95 % bootstrap interval of "
+              "the mean, and the rank (1 = best) with its 95 % bootstrap interval.", "",
+              "| rank | group | evaluated | test_acc | 95 % CI | rank CI | eval params |",
+              "|---:|---|---:|---:|---|---|---:|"]
+    order = sorted(range(len(df)), key=lambda i: (math.isnan(df.iloc[i]["test_rank"]),
+                                                   df.iloc[i]["test_rank"]))
+    for i in order:
+        r = df.iloc[i]
+        ci = (f"[{_num(r['test_acc_ci_low'])}, {_num(r['test_acc_ci_high'])}]"
+              if not math.isnan(r["test_acc_ci_low"]) else "n/a")
+        rci = (f"[{int(r['test_rank_ci_low'])}, {int(r['test_rank_ci_high'])}]"
+               if not math.isnan(r["test_rank_ci_low"]) else "n/a")
+        rank = "n/a" if math.isnan(r["test_rank"]) else str(int(r["test_rank"]))
+        lines.append(f"| {rank} | {r['group']} | {r['n_evaluated']}/{r['n']} | "
+                     f"{mean_std(r, 'test_acc')} | {ci} | {rci} | "
+                     f"{_num(r['eval_params_mean'], 0)} |")
+    lines += ["", "Proxy validity: rank correlation between each proxy (last search epoch) and "
+              "the test accuracy, over every evaluated search trial.", "",
+              "| proxy | n | Spearman | p | Kendall | p |", "|---|---:|---:|---:|---:|---:|"]
+    for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
+        lines.append(f"| {proxy} | {v['n']} | {_num(v['spearman'], 2)} | "
+                     f"{_num(v['spearman_p'], 3)} | {_num(v['kendall'], 2)} | "
+                     f"{_num(v['kendall_p'], 3)} |")
+    lines.append("")
+    if "proxy_vs_truth" in plots:
+        lines += [f"![proxy_vs_truth]({plots['proxy_vs_truth']})", ""]
+    return lines
 
 
 def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
@@ -126,6 +173,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
     for name in ("acc_vs_gap", "reliability"):
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
+    lines += truth_section(df, plots)
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.iterrows():
         lines.append(f"### {i + 1}. {r['group']}")

@@ -1,0 +1,83 @@
+"""Evaluation against the truth: train found cells from scratch and measure their test accuracy.
+
+Public API: :class:`Protocol`, :data:`PROTOCOLS`, :func:`resolve_protocol`, :class:`EvalJob`,
+:func:`run_evaluation`, :func:`plan` (the jobs of an experiment, a search run or a genotype).
+Importing it imports neither Ray nor torchvision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .jobs import Planned, from_experiment, from_genotype, from_run
+from .protocol import KEYS, PROTOCOLS, Protocol
+from .protocol import resolve as resolve_protocol
+from .train import EvalJob, build_network, count_params, run_evaluation
+
+__all__ = ["EvalJob", "KEYS", "PROTOCOLS", "Planned", "Protocol", "build_network",
+           "count_params", "plan", "resolve_protocol", "run_evaluation"]
+
+
+def plan(source: str | None, *, genotype: str | None = None, space: str | None = None,
+         protocol: str = "nb201_short", seeds: list[int] | None = None,
+         overrides: dict[str, Any] | None = None, out: str | None = None,
+         where: str = "raydnas evaluate") -> tuple[list[Planned], list[str]]:
+    """Every job of an evaluation, checked before anything runs.
+
+    ``overrides``: protocol keys (``epochs``) and ``data.KEY`` entries (``data.root``).
+    Returns the jobs and a line for each trial of an experiment that is left out."""
+    overrides = dict(overrides or {})
+    data_over = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
+                 if k.startswith("data.")}
+    seeds = seeds if seeds is not None else [0]
+    if (source is None) == (genotype is None):
+        raise ConfigError(where, "SOURCE", source,
+                          "either an experiment or search run directory, or --genotype")
+    if genotype is not None:
+        if space is None:
+            from ..genotype import parse_genotype
+
+            try:
+                space = "nb201" if parse_genotype(genotype).format == "nb201" else "darts"
+            except (ValueError, SyntaxError):
+                space = None
+        proto = _protocol(protocol, space, overrides, where)
+        return from_genotype(genotype, space, proto, seeds, data_over,
+                             Path(out) if out else None, where), []
+    src = Path(source).expanduser()
+    if not src.is_dir():
+        raise ConfigError(where, "SOURCE", source, "an existing directory")
+    if (src / "config.yaml").is_file() and (src / "final.json").is_file():
+        import yaml
+
+        space = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("space")
+        proto = _protocol(protocol, space, overrides, where)
+        return from_run(src, proto, seeds, data_over, where), []
+    return _from_experiment(src, protocol, seeds, overrides, data_over, where)
+
+
+def _from_experiment(src, protocol, seeds, overrides, data_over, where):
+    from ..reduce.load import load_experiment
+
+    exp = load_experiment(src)
+    spaces = set()
+    for t in exp.trials:
+        if t.path is not None and (t.path / "config.yaml").is_file():
+            import yaml
+
+            spaces.add((yaml.safe_load((t.path / "config.yaml").read_text()) or {}).get("space"))
+    proto = _protocol(protocol, next(iter(spaces)) if len(spaces) == 1 else None, overrides,
+                      where)
+    return from_experiment(src, proto, seeds, data_over, where)
+
+
+def _protocol(name: str | None, space: str | None, overrides, where) -> Protocol:
+    """The named protocol, or the short one of the space's macro."""
+    if name is None:
+        from ..spaces import load_space
+
+        macro = load_space(space, where=where).macro if space else "nb201"
+        name = f"{macro}_short"
+    return resolve_protocol(name, overrides, where)

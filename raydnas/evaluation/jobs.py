@@ -1,0 +1,149 @@
+"""What ``raydnas evaluate`` trains: the found cells of a sweep experiment, of one search run, or
+a genotype string, each as one :class:`~raydnas.evaluation.train.EvalJob` per evaluation seed,
+with the directory its results go to. An evaluation writes only below ``evaluation/``; it never
+touches a search's own files.
+
+* experiment (``raydnas sweep``'s ``<storage>/<name>``): every finished (``complete`` or
+  ``stopped``) trial; results in ``<experiment>/evaluation/<protocol>/<trial id>_seed<k>/``.
+* search run directory (``raydnas search ... --out DIR``): its final cell; results in
+  ``DIR/evaluation/<protocol>/seed<k>/``.
+* a genotype string in either format (``--genotype``), with ``--space`` (default ``nb201`` for an
+  NB201 string, ``darts`` otherwise) and the dataset of ``data.*`` (default digits); results in
+  ``--out`` (default ``runs/evaluate/<protocol>/<cell hash>/seed<k>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import DataConfig, _build_section
+from ..errors import ConfigError
+from ..genotype import Genotype, parse_genotype
+from ..spaces import load_space
+from .protocol import Protocol
+from .train import EvalJob, check_job
+
+
+@dataclass
+class Planned:
+    job: EvalJob
+    out: Path
+
+
+def _genotype_from_final(final: dict, fallback: str | None) -> Genotype | None:
+    """The exact cells of ``final.json`` (node structure included), else the parsed string."""
+    g = final.get("genotype") if isinstance(final, dict) else None
+    text = g.get("nb201") or g.get("darts") if isinstance(g, dict) else None
+    text = text or fallback
+    if not text:
+        return None
+    parsed = parse_genotype(text)
+    cells = g.get("cells") if isinstance(g, dict) else None
+    if cells:
+        parsed = Genotype({c: tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
+                           for c, nodes in cells.items()}, parsed.inputs, parsed.output,
+                          parsed.format)
+    return parsed
+
+
+def _run_config(run: Path, where: str) -> dict:
+    p = run / "config.yaml"
+    if not p.is_file():
+        raise ConfigError(where, "SOURCE", str(run),
+                          "a search run directory (with config.yaml and final.json), an "
+                          "experiment directory of raydnas sweep, or --genotype")
+    return yaml.safe_load(p.read_text()) or {}
+
+
+def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
+    d = dict(raw.get("data") or {})
+    d.update(overrides)
+    return _build_section(DataConfig, d, "data", where)
+
+
+def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
+             where: str = "raydnas evaluate") -> list[Planned]:
+    import json
+
+    raw = _run_config(run, where)
+    final_p = run / "final.json"
+    if not final_p.is_file():
+        raise ConfigError(where, "SOURCE", str(run), "a search run with a final.json (no epoch "
+                          "has finished there yet)")
+    final = json.loads(final_p.read_text())
+    g = _genotype_from_final(final, None)
+    space = load_space(raw["space"], where=str(run / "config.yaml"))
+    meta = {"trial_id": run.name, "method": "/".join(
+        (raw.get(a) or {}).get("name", "?") if isinstance(raw.get(a), dict) else str(raw.get(a))
+        for a in ("activation", "gradient", "schedule", "regularizer")),
+        "search_seed": raw.get("seed"), "search_dir": str(run),
+        "search_complete": bool(final.get("complete"))}
+    data = _data(raw, data_over, where)
+    return [_plan(g, space, data, protocol, s, meta, run / "evaluation" / protocol.name /
+                  f"seed{s}", where) for s in seeds]
+
+
+def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
+                    where: str = "raydnas evaluate") -> tuple[list[Planned], list[str]]:
+    """Jobs of every finished trial, and a line for each trial left out."""
+    import json
+
+    from ..reduce.load import USED, load_experiment
+    from ..reduce.stats import trial_genotype
+
+    e = load_experiment(exp)
+    plans, skipped = [], []
+    for t in e.trials:
+        if t.status not in USED or t.path is None:
+            skipped.append(f"{t.describe()}: not finished, not evaluated")
+            continue
+        g = trial_genotype(t)
+        cfg_p = t.path / "config.yaml"
+        if g is None or not cfg_p.is_file():
+            skipped.append(f"{t.describe()}: no genotype or config.yaml, not evaluated")
+            continue
+        raw = yaml.safe_load(cfg_p.read_text()) or {}
+        if t.final and isinstance(t.final.get("genotype"), dict):
+            g = _genotype_from_final(t.final, None) or g
+        space = load_space(raw["space"], where=str(cfg_p))
+        meta = {"trial_id": t.trial_id, "method": t.method, "search_seed": t.seed,
+                "point": t.point, "search_dir": str(t.path),
+                "search_complete": t.status == "complete",
+                "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str))}
+        data = _data(raw, data_over, where)
+        for s in seeds:
+            plans.append(_plan(g, space, data, protocol, s, meta, e.path / "evaluation" /
+                               protocol.name / f"{t.trial_id}_seed{s}", where))
+    return plans, skipped
+
+
+def from_genotype(text: str, space_name: str | None, protocol: Protocol, seeds: list[int],
+                  data_over: dict[str, Any], out: Path | None,
+                  where: str = "raydnas evaluate") -> list[Planned]:
+    try:
+        g = parse_genotype(text)
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(where, "--genotype", text,
+                          f"a DARTS Genotype(...) or an NB201 |op~i|+... string ({e})") from None
+    space = load_space(space_name or ("nb201" if g.format == "nb201" else "darts"),
+                       where=where, key="--space")
+    if g.format == "darts" and space.output == "last":
+        g = parse_genotype(text, nodes=space.nodes)
+    data = _data({"data": {"dataset": "digits"}}, data_over, where)
+    h = hashlib.sha1(str(g).encode()).hexdigest()[:10]
+    base = out if out is not None else Path("runs") / "evaluate" / protocol.name / h
+    meta = {"trial_id": f"genotype-{h}", "method": "given", "search_seed": None}
+    return [_plan(g, space, data, protocol, s, meta,
+                  base / f"seed{s}" if len(seeds) > 1 or out is None else base, where)
+            for s in seeds]
+
+
+def _plan(g, space, data, protocol, seed, meta, out, where) -> Planned:
+    job = EvalJob(g, space, data, protocol, seed, dict(meta))
+    check_job(job, where)
+    return Planned(job, Path(out))

@@ -1,0 +1,113 @@
+"""Training protocols for evaluating a found cell from scratch (``raydnas evaluate``).
+
+A protocol is the network size and the training recipe. Presets, each key overridable:
+
+* ``darts``: quark0/darts ``cnn/train.py`` (also DARTS-PRIME's ``train.py``): 20 cells,
+  36 channels, batch 96, SGD lr 0.025 cosine to 0, momentum 0.9, weight decay 3e-4, 600 epochs,
+  cutout 16, auxiliary head weight 0.4, drop-path 0.2 (ramped linearly over the epochs), gradient
+  clipping 5. For cells of a space with the ``darts`` macro.
+* ``nb201``: NAS-Bench-201's training of its cells (Dong & Yang 2020, §2.3; AutoDL-Projects
+  ``TinyNetwork``): C 16, N 5 cells per stage, SGD Nesterov momentum 0.9, lr 0.1 cosine to 0,
+  weight decay 5e-4, batch 256, 200 epochs, no cutout, no auxiliary head. For cells of a space
+  with the ``nb201`` macro.
+* ``darts_short`` / ``nb201_short``: the same networks and schedules for 20 / 12 epochs (NB201's
+  own short budget is 12 epochs). A first ranking, labelled ``short`` in every output: their
+  accuracies are not the papers' numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError, one_of
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One training recipe; see the module docstring for the presets."""
+
+    name: str
+    macro: str              # the macro skeleton it builds: darts or nb201
+    channels: int
+    cells: int              # darts: cells in all; nb201: cells per stage
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_min: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    grad_clip: float        # 0: none
+    auxiliary_weight: float  # 0: no auxiliary head
+    drop_path: float
+    cutout: int             # 0: none
+    short: bool = False     # a reduced budget, not the paper's protocol
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.epochs} epochs, SHORT budget)" if self.short else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_DARTS = Protocol("darts", "darts", channels=36, cells=20, epochs=600, batch_size=96, lr=0.025,
+                  lr_min=0.0, momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip=5.0,
+                  auxiliary_weight=0.4, drop_path=0.2, cutout=16)
+_NB201 = Protocol("nb201", "nb201", channels=16, cells=5, epochs=200, batch_size=256, lr=0.1,
+                  lr_min=0.0, momentum=0.9, nesterov=True, weight_decay=5e-4, grad_clip=0.0,
+                  auxiliary_weight=0.0, drop_path=0.0, cutout=0)
+PROTOCOLS: dict[str, Protocol] = {
+    "darts": _DARTS,
+    "nb201": _NB201,
+    "darts_short": dataclasses.replace(_DARTS, name="darts_short", epochs=20, short=True),
+    "nb201_short": dataclasses.replace(_NB201, name="nb201_short", epochs=12, short=True),
+}
+#: keys of a protocol a user may override (``--set epochs=2``, ``evaluate: {set: {...}}``)
+KEYS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name not in ("name", "macro"))
+
+
+def _check(p: Protocol, where: str) -> None:
+    ints = {"channels": 2, "cells": 1, "epochs": 1, "batch_size": 1, "cutout": 0}
+    for k, lo in ints.items():
+        v = getattr(p, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(where, k, v, f"an integer >= {lo}")
+    nums = {"lr": (0, False), "lr_min": (0, True), "weight_decay": (0, True),
+            "grad_clip": (0, True), "auxiliary_weight": (0, True)}
+    for k, (lo, incl) in nums.items():
+        v = getattr(p, k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < lo or (v == lo and not incl):
+            raise ConfigError(where, k, v, f"a number {'>=' if incl else '>'} {lo}")
+    for k in ("momentum", "drop_path"):
+        v = getattr(p, k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ConfigError(where, k, v, "a number in [0, 1)")
+    for k in ("nesterov", "short"):
+        if not isinstance(getattr(p, k), bool):
+            raise ConfigError(where, k, getattr(p, k), "true or false")
+    if p.macro == "darts" and p.channels % 2:
+        raise ConfigError(where, "channels", p.channels, "an even number (FactorizedReduce)")
+
+
+def resolve(name: str, overrides: dict[str, Any] | None = None,
+            where: str = "raydnas evaluate") -> Protocol:
+    """A preset with overrides, checked; each problem is one ConfigError line."""
+    one_of(where, "protocol", name, tuple(PROTOCOLS))
+    overrides = dict(overrides or {})
+    for k in overrides:
+        if k not in KEYS:
+            raise ConfigError(where, k, overrides[k],
+                              f"a protocol key: {', '.join(KEYS)}")
+    v = overrides
+    for k in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight",
+              "drop_path"):
+        if isinstance(v.get(k), int) and not isinstance(v.get(k), bool):
+            v[k] = float(v[k])
+    p = dataclasses.replace(PROTOCOLS[name], **v)
+    _check(p, where)
+    return p

@@ -1,0 +1,254 @@
+"""Train the stand-alone network of a found cell from scratch and measure it on the test split.
+
+``run_evaluation(job, out_dir)`` is resumable like a search: a checkpoint after every epoch
+(weights, optimizer, LR schedule, epoch, history, RNG states), so running it again continues and
+a finished evaluation just returns its result. Output directory: ``job.json`` (what is trained),
+``checkpoint.pt``, ``metrics.jsonl`` (one line per epoch), ``final.json`` and ``tb/``.
+
+This is the only code in raydnas that reads a dataset's test split. The network trains on the
+whole training split (search-train and search-val together, as DARTS's ``train.py`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from ..config import DataConfig
+from ..data import Batches, Dataset, load_dataset
+from ..errors import ConfigError
+from ..genotype import Genotype
+from ..measure import evaluate
+from ..network import DiscreteNetwork
+from ..spaces import SearchSpace
+from .protocol import Protocol
+
+Report = Callable[[dict, Path], None]
+
+
+@dataclass
+class EvalJob:
+    """One evaluation: a cell, where it was found, how to train it, and with which seed.
+
+    ``meta`` travels into every metrics line (the searched trial's id, method and seed)."""
+
+    genotype: Genotype
+    space: SearchSpace
+    data: DataConfig
+    protocol: Protocol
+    seed: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        g = self.genotype
+        return {"genotype": str(g), "genotype_darts": g.to_darts(), "space": self.space.name,
+                "dataset": self.data.dataset, "protocol": self.protocol.to_dict(),
+                "eval_seed": self.seed, **self.meta}
+
+
+def check_job(job: EvalJob, where: str = "raydnas evaluate") -> None:
+    """Errors that need no data: the protocol's macro must be the cell's space's."""
+    p, s = job.protocol, job.space
+    if p.macro != s.macro:
+        raise ConfigError(where, "protocol", p.name,
+                          f"a protocol for the {s.macro} macro: the cell comes from space "
+                          f"{s.name!r} ({s.macro} macro); use "
+                          + ("darts or darts_short" if s.macro == "darts" else
+                             "nb201 or nb201_short"))
+    missing = [ct for ct in s.cell_types if ct not in job.genotype.cells]
+    if missing or job.genotype.inputs != s.inputs or \
+            any(len(n) != s.nodes for n in job.genotype.cells.values()):
+        raise ConfigError(where, "genotype", str(job.genotype),
+                          f"a cell of space {s.name!r} ({s.inputs} input node(s), {s.nodes} "
+                          f"intermediate nodes, cell types {', '.join(s.cell_types)})")
+    bad = sorted({op for op in job.genotype.ops() if op not in s.ops})
+    if bad:
+        raise ConfigError(where, "genotype", str(job.genotype),
+                          f"ops of space {s.name!r} ({', '.join(s.ops)}); not {', '.join(bad)}")
+
+
+def build_network(job: EvalJob, num_classes: int, in_channels: int) -> DiscreteNetwork:
+    """The protocol's network of the cell: affine ops, no BN after pooling (DARTS's and
+    NAS-Bench-201's evaluation networks), DARTS's auxiliary head when the protocol weights it."""
+    p = job.protocol
+    return DiscreteNetwork(job.space, job.genotype, num_classes, in_channels,
+                           channels=p.channels, cells=p.cells, affine=True, pool_bn=False,
+                           auxiliary=p.auxiliary_weight > 0 and p.macro == "darts")
+
+
+def count_params(net: nn.Module) -> int:
+    """Weights of the network without its auxiliary head (what DARTS reports)."""
+    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith("auxiliary_head"))
+
+
+def cutout(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """DARTS's cutout (``utils.Cutout``) per image: rows and columns
+    [c − length/2, c + length/2) around a uniformly random centre c set to 0, clipped at the
+    borders. ``generator`` (CPU) draws the centres."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1), generator=generator).to(x.device)
+    cx = torch.randint(0, w, (n, 1), generator=generator).to(x.device)
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    rows = (ys >= cy - length // 2) & (ys < cy + length // 2)
+    cols = (xs >= cx - length // 2) & (xs < cx + length // 2)
+    keep = ~(rows[:, :, None] & cols[:, None, :])
+    return x * keep[:, None].to(x.dtype)
+
+
+def load_data(job: EvalJob, where: str = "raydnas evaluate") -> tuple[Dataset, Dataset]:
+    """The training and test splits of the job's dataset (test: a ConfigError if there is none)."""
+    d = job.data
+    if d.dataset == "imagefolder" and not d.test_root:
+        raise ConfigError(where, "data.test_root", d.test_root,
+                          "a directory of test images in class folders: imagefolder has no "
+                          "test split otherwise")
+    if d.dataset == "imagefolder" and not Path(d.test_root).is_dir():
+        raise ConfigError(where, "data.test_root", d.test_root, "an existing directory")
+    train = load_dataset(d.dataset, d.root, d.download, d.augment, d.image_size)
+    test = load_dataset(d.dataset, d.root, d.download, d.augment, d.image_size, split="test",
+                        test_root=d.test_root)
+    return train, test
+
+
+def _image_side(ds: Dataset) -> int:
+    x = ds.data[0] if isinstance(ds.data, tuple) else ds.data[0][0]
+    return min(x.shape[-2:])
+
+
+def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None = None,
+                   device: str | torch.device | None = "auto", resume: bool = True,
+                   restore: str | Path | None = None, threads: int | None = None,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``job``'s network and return the last epoch's metrics (see the module docstring).
+
+    ``report(metrics, checkpoint_path)`` is called after every epoch (Ray Tune's report)."""
+    from ..search import resolve_device
+
+    log = log or (lambda s: print(s, flush=True))
+    check_job(job)
+    dev = resolve_device(device)
+    train_ds, test_ds = load_data(job)
+    p = job.protocol
+    side = _image_side(train_ds)
+    if p.cutout and p.cutout >= side:
+        raise ConfigError("raydnas evaluate", "cutout", p.cutout,
+                          f"less than the {side}-pixel images of {job.data.dataset} "
+                          "(or 0 for none)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt.seed_everything(job.seed)
+    net = build_network(job, train_ds.num_classes, train_ds.in_channels).to(dev)
+    n_params = count_params(net)
+    opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum,
+                          nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=p.lr_min)
+    train_b = Batches(train_ds, list(range(len(train_ds))), p.batch_size, job.seed, False,
+                      job.data.num_workers)
+    test_b = Batches(test_ds, list(range(len(test_ds))), p.batch_size, job.seed, False,
+                     job.data.num_workers)
+    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + 5)
+    history: list[dict] = []
+    epoch = 0
+    ckpt_path = out / ckpt.CHECKPOINT_NAME
+    source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
+    if source is not None:
+        saved = ckpt.load(source, map_location=dev)
+        if saved["job"] != _plain(job.describe()):
+            raise ConfigError("raydnas evaluate", "--out", str(out),
+                              "a directory of the same evaluation (its checkpoint was made for "
+                              "another cell, protocol or seed); use another --out or --fresh")
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        epoch, history = saved["epoch"], list(saved["history"])
+        gen.set_state(saved["cutout_rng"])
+        ckpt.set_rng_state(saved["rng"])
+        log(f"resuming from {source} after epoch {epoch}/{p.epochs}")
+    (out / "job.json").write_text(json.dumps(job.describe(), indent=1))
+    metrics = history[-1] if history else {}
+    tb = None
+    if epoch < p.epochs:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"), purge_step=epoch + 1 if epoch else None)
+    try:
+        while epoch < p.epochs:
+            t0 = time.perf_counter()
+            net.drop_path_prob = p.drop_path * epoch / p.epochs  # DARTS train.py's ramp
+            net.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for x, y in train_b.iterate(epoch):
+                if len(y) < 2:  # BatchNorm needs two samples
+                    continue
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                if p.cutout:
+                    x = cutout(x, p.cutout, gen)
+                opt.zero_grad(set_to_none=True)
+                out_ = net(x)
+                logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
+                loss = nn.functional.cross_entropy(logits, y)
+                if aux is not None:
+                    loss = loss + p.auxiliary_weight * nn.functional.cross_entropy(aux, y)
+                loss.backward()
+                if p.grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
+                opt.step()
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            epoch += 1
+            net.eval()
+            test_loss, test_acc = evaluate(net, test_b.sequential(), dev)
+            metrics = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                       "train_acc": correct / max(seen, 1), "test_loss": test_loss,
+                       "test_acc": test_acc, "eval_params": n_params, "lr": lr,
+                       "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
+                       "protocol_short": p.short, "eval_seed": job.seed,
+                       **{k: v for k, v in job.meta.items() if not isinstance(v, (dict, list))}}
+            history.append(metrics)
+            ckpt.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                       "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
+                       "job": _plain(job.describe()), "cutout_rng": gen.get_state(),
+                       "rng": ckpt.rng_state()}, ckpt_path)
+            _write_outputs(out, job, history, complete=epoch >= p.epochs)
+            if tb is not None:
+                for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+                    tb.add_scalar(f"evaluate/{k}", metrics[k], epoch)
+                tb.flush()
+            log(f"[{p.label}] epoch {epoch}/{p.epochs} train_acc {metrics['train_acc']:.3f} "
+                f"test_acc {test_acc:.4f} ({metrics['epoch_seconds']:.1f}s)")
+            if report is not None:
+                report(metrics, ckpt_path)
+    finally:
+        if tb is not None:
+            tb.close()
+    if not (out / "final.json").is_file():
+        _write_outputs(out, job, history, complete=epoch >= p.epochs)
+    return metrics
+
+
+def _plain(d: Any) -> Any:
+    """JSON-able form (what a checkpoint stores and compares)."""
+    return json.loads(json.dumps(d))
+
+
+def _write_outputs(out: Path, job: EvalJob, history: list[dict], complete: bool) -> None:
+    with open(out / "metrics.jsonl.tmp", "w") as f:
+        for m in history:
+            f.write(json.dumps(m) + "\n")
+    (out / "metrics.jsonl.tmp").replace(out / "metrics.jsonl")
+    final = {"metrics": history[-1] if history else {}, **job.describe(), "complete": complete}
+    (out / "final.json.tmp").write_text(json.dumps(final, indent=1))
+    (out / "final.json.tmp").replace(out / "final.json")

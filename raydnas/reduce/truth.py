@@ -1,0 +1,172 @@
+"""The truth beside the proxies: test accuracies of retrained cells (``raydnas evaluate``) joined
+to the search trials, a ranking of the groups with bootstrap intervals, and proxy validity.
+
+Definitions (columns of the report):
+
+* ``test_acc_mean/_std/_min/_max``: over the group's search seeds that have at least one
+  finished evaluation, of each seed's test accuracy (its evaluation seeds averaged first), at
+  the last epoch of the protocol. ``n_evaluated``: how many search seeds that is;
+  ``n_eval_partial``: evaluations started but not finished (not in the numbers).
+* ``eval_params_mean``: weights of the evaluated network (without DARTS's auxiliary head).
+* ``test_acc_ci_low/_high``: a 95 % percentile bootstrap interval of the group's mean test
+  accuracy (search seeds resampled with replacement, 2,000 replicates, seeded);
+  ``test_rank`` (1 = best mean) and ``test_rank_ci_low/_high``: the 2.5 / 97.5 percentiles of
+  the group's rank over the same replicates (every group resampled in each). Overlapping rank
+  intervals mean the data do not order those groups.
+* proxy validity (``df.attrs["proxy_validity"]``): across every evaluated search trial, the
+  Spearman and Kendall rank correlations (with n and p-values) between each proxy
+  (``discrete_val_acc``, ``val_acc``, ``discrete_val_acc_tuned``) at the trial's last epoch and
+  its test accuracy. Does the cheap number order cells the way the truth does?
+
+Test accuracy is only ever reported here; no part of raydnas selects or tunes on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .load import Trial
+
+PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned")
+BOOTSTRAP = 2000
+
+
+def _read_eval(d: Path) -> dict[str, Any] | None:
+    final = d / "final.json"
+    if final.is_file():
+        try:
+            f = json.loads(final.read_text())
+        except json.JSONDecodeError:
+            return None
+        m = f.get("metrics") or {}
+        return {"trial_id": f.get("trial_id"), "protocol": (f.get("protocol") or {}).get("name"),
+                "short": bool((f.get("protocol") or {}).get("short")),
+                "eval_seed": f.get("eval_seed"), "test_acc": m.get("test_acc"),
+                "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
+                "complete": bool(f.get("complete")), "dir": str(d)}
+    return None
+
+
+def load_evaluations(exp_path: Path) -> list[dict[str, Any]]:
+    """Every evaluation below ``<experiment>/evaluation/<protocol>/``."""
+    root = Path(exp_path) / "evaluation"
+    if not root.is_dir():
+        return []
+    out = []
+    for proto in sorted(p for p in root.iterdir() if p.is_dir()):
+        for d in sorted(p for p in proto.iterdir() if p.is_dir()):
+            r = _read_eval(d)
+            if r is not None:
+                out.append(r)
+    return out
+
+
+def choose_protocol(evals: list[dict[str, Any]], protocol: str | None) -> str | None:
+    """The named protocol, else the one with the most finished evaluations."""
+    if protocol is not None:
+        return protocol
+    done = Counter(e["protocol"] for e in evals if e["complete"])
+    return done.most_common(1)[0][0] if done else None
+
+
+def per_trial(evals: list[dict[str, Any]], protocol: str | None
+              ) -> tuple[dict[str, dict[str, Any]], Counter]:
+    """Per search trial id: mean test accuracy over its finished evaluation seeds; and the
+    number of unfinished evaluations per trial."""
+    acc: dict[str, list[float]] = {}
+    params: dict[str, list[float]] = {}
+    partial: Counter = Counter()
+    for e in evals:
+        if e["protocol"] != protocol or e["trial_id"] is None:
+            continue
+        if not e["complete"] or not isinstance(e["test_acc"], (int, float)):
+            partial[e["trial_id"]] += 1
+            continue
+        acc.setdefault(e["trial_id"], []).append(float(e["test_acc"]))
+        if isinstance(e["eval_params"], (int, float)):
+            params.setdefault(e["trial_id"], []).append(float(e["eval_params"]))
+    out = {t: {"test_acc": sum(v) / len(v), "eval_seeds": len(v),
+               "eval_params": (sum(params[t]) / len(params[t])) if params.get(t) else math.nan}
+           for t, v in acc.items()}
+    return out, partial
+
+
+def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
+                partial: Counter) -> dict[str, Any]:
+    from .stats import summary
+
+    vals = [truth[t.trial_id]["test_acc"] for t in trials if t.trial_id in truth]
+    row = {f"test_acc_{k}": v for k, v in summary(vals).items()}
+    params = [truth[t.trial_id]["eval_params"] for t in trials if t.trial_id in truth]
+    row["eval_params_mean"] = summary(params)["mean"]
+    row["n_evaluated"] = len(vals)
+    row["n_eval_partial"] = sum(partial.get(t.trial_id, 0) for t in trials)
+    row["_test_values"] = vals
+    return row
+
+
+def bootstrap(rows: list[list[float]], seed: int = 0, reps: int = BOOTSTRAP
+              ) -> list[dict[str, float]]:
+    """Percentile intervals of each group's mean and rank (1 = highest mean); groups without
+    values get NaN."""
+    rng = random.Random(seed)
+    means = [[] for _ in rows]
+    ranks = [[] for _ in rows]
+    live = [i for i, v in enumerate(rows) if v]
+    for _ in range(reps):
+        m = {}
+        for i in live:
+            v = rows[i]
+            m[i] = sum(v[rng.randrange(len(v))] for _ in v) / len(v)
+            means[i].append(m[i])
+        order = sorted(live, key=lambda i: -m[i])
+        for r, i in enumerate(order, 1):
+            ranks[i].append(r)
+    point = {i: sum(rows[i]) / len(rows[i]) for i in live}
+    point_rank = {i: r for r, i in enumerate(sorted(live, key=lambda i: -point[i]), 1)}
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+
+    out = []
+    for i in range(len(rows)):
+        if i not in point:
+            out.append({k: math.nan for k in ("test_acc_ci_low", "test_acc_ci_high", "test_rank",
+                                              "test_rank_ci_low", "test_rank_ci_high")})
+            continue
+        out.append({"test_acc_ci_low": pct(means[i], 0.025),
+                    "test_acc_ci_high": pct(means[i], 0.975),
+                    "test_rank": float(point_rank[i]),
+                    "test_rank_ci_low": float(pct(ranks[i], 0.025)),
+                    "test_rank_ci_high": float(pct(ranks[i], 0.975))})
+    return out
+
+
+def proxy_validity(trials: list[Trial], truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Spearman and Kendall correlations of every proxy with the test accuracy."""
+    from scipy.stats import kendalltau, spearmanr
+
+    out: dict[str, Any] = {}
+    for proxy in PROXIES:
+        xs, ys = [], []
+        for t in trials:
+            v = t.last.get(proxy)
+            if t.trial_id in truth and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                    and math.isfinite(v):
+                xs.append(float(v))
+                ys.append(truth[t.trial_id]["test_acc"])
+        if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+            out[proxy] = {"n": len(xs), "spearman": math.nan, "spearman_p": math.nan,
+                          "kendall": math.nan, "kendall_p": math.nan}
+            continue
+        s, k = spearmanr(xs, ys), kendalltau(xs, ys)
+        out[proxy] = {"n": len(xs), "spearman": float(s.statistic),
+                      "spearman_p": float(s.pvalue), "kendall": float(k.statistic),
+                      "kendall_p": float(k.pvalue)}
+    return out
