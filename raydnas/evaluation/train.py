@@ -72,6 +72,20 @@ def check_job(job: EvalJob, where: str = "raydnas evaluate") -> None:
     if bad:
         raise ConfigError(where, "genotype", str(job.genotype),
                           f"ops of space {s.name!r} ({', '.join(s.ops)}); not {', '.join(bad)}")
+    side = job.data.image_size or IMAGE_SIDE.get(job.data.dataset)
+    if side is not None:
+        check_cutout(p, side, job.data.dataset, where)
+
+
+#: image side of the built-in datasets (imagefolder: its data.image_size)
+IMAGE_SIDE = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "fashion_mnist": 28}
+
+
+def check_cutout(p: Protocol, side: int, dataset: str, where: str = "raydnas evaluate") -> None:
+    if p.cutout and p.cutout >= side:
+        raise ConfigError(where, "cutout", p.cutout,
+                          f"less than the {side}-pixel images of {dataset} (or 0 for none; "
+                          "--set cutout=0)")
 
 
 def build_network(job: EvalJob, num_classes: int, in_channels: int) -> DiscreteNetwork:
@@ -137,11 +151,7 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     dev = resolve_device(device)
     train_ds, test_ds = load_data(job)
     p = job.protocol
-    side = _image_side(train_ds)
-    if p.cutout and p.cutout >= side:
-        raise ConfigError("raydnas evaluate", "cutout", p.cutout,
-                          f"less than the {side}-pixel images of {job.data.dataset} "
-                          "(or 0 for none)")
+    check_cutout(p, _image_side(train_ds), job.data.dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:

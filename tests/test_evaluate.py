@@ -1,0 +1,196 @@
+"""raydnas evaluate: found cells trained from scratch on real digits and measured on the test
+split; resume; bad input; the report's truth columns."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from raydnas.data import DIGITS_TEST_EVERY, load_dataset
+from raydnas.evaluation import plan, resolve_protocol, run_evaluation
+from raydnas.search import run_search
+
+from helpers import tiny_config
+
+TINY = {"epochs": 2, "channels": 4, "cells": 1, "batch_size": 64}
+EVAL_NAMES = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "eval_params",
+              "trial_id", "method", "search_seed", "protocol", "eval_seed")
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search")
+    run_search(tiny_config(space="tiny201", epochs=1, data={"batch_size": 32},
+                           measure={"tune_epochs": 0}), out, log=lambda s: None)
+    return out
+
+
+def test_digits_test_split_is_the_held_out_fifth():
+    train, test = load_dataset("digits"), load_dataset("digits", split="test")
+    assert len(test) == len(range(0, 1797, DIGITS_TEST_EVERY)) == 360
+    assert len(train) + len(test) == 1797
+    from sklearn.datasets import load_digits
+
+    raw = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16
+    keep = torch.arange(1797) % DIGITS_TEST_EVERY != 0
+    mean, std = raw[keep].mean(), raw[keep].std()  # training statistics for both splits
+    torch.testing.assert_close(test.data[0], (raw[~keep] - mean) / std)
+
+
+def test_evaluate_a_search_run_and_resume(search_run, tmp_path):
+    jobs, skipped = plan(str(search_run), protocol="nb201_short", seeds=[0],
+                         overrides=TINY)
+    assert not skipped and len(jobs) == 1
+    job, out = jobs[0].job, jobs[0].out
+    assert out == search_run / "evaluation" / "nb201_short" / "seed0"
+    final = json.loads((search_run / "final.json").read_text())
+    assert str(job.genotype) == final["genotype"]["nb201"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(m, p):
+        if m["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_evaluation(job, out, report=stop_after_first, device="cpu", log=lambda s: None)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    resumed = run_evaluation(job, out, device="cpu", log=lambda s: None)
+    straight = run_evaluation(job, tmp_path / "straight", device="cpu", log=lambda s: None)
+    assert resumed["epoch"] == 2 and resumed["test_acc"] == straight["test_acc"]
+    assert resumed["train_loss"] == straight["train_loss"]
+    for k in EVAL_NAMES:
+        assert k in resumed, k
+    assert resumed["protocol"] == "nb201_short" and resumed["protocol_short"] is True
+    assert resumed["search_seed"] == 0 and resumed["trial_id"] == search_run.name
+    assert 0.0 <= resumed["test_acc"] <= 1.0
+    fin = json.loads((out / "final.json").read_text())
+    assert fin["complete"] and fin["metrics"]["test_acc"] == resumed["test_acc"]
+    # the search's own files are untouched
+    assert json.loads((search_run / "final.json").read_text()) == final
+    # the TensorBoard scalars read back
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("evaluate/test_acc")] == [1, 2]
+
+
+def test_cli_genotype_string(tmp_path):
+    out = tmp_path / "g"
+    r = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", "--genotype",
+                        "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
+                        "avg_pool_3x3~2|", "--protocol", "nb201_short", "--set", "epochs=1",
+                        "--set", "channels=4", "--set", "cells=1", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "SHORT budget" in r.stdout and "test_acc" in r.stdout
+    m = json.loads((out / "final.json").read_text())["metrics"]
+    assert m["epoch"] == 1 and m["protocol"] == "nb201_short"
+
+
+@pytest.mark.parametrize("args,key,allowed", [
+    (["--genotype", "|nor_conv_3x3~0|+|oops"], "--genotype", "a DARTS Genotype"),
+    (["--genotype", "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"], "genotype",
+     "a cell of space 'nb201'"),
+    (["--genotype", "Genotype(normal=[('sep_conv_3x3', 0)"], "--genotype", "a DARTS Genotype"),
+    (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
+      "avg_pool_3x3~2|", "--protocol", "darts_short"], "protocol", "nb201 or nb201_short"),
+    (["--genotype", "|sep_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
+      "avg_pool_3x3~2|"], "genotype", "not sep_conv_3x3"),
+    (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
+      "avg_pool_3x3~2|", "--set", "epoch=3"], "epoch", "a protocol key"),
+    (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
+      "avg_pool_3x3~2|", "--set", "data.dataset=imagefolder", "--set", "data.root=."],
+     "data.test_root", "imagefolder has no test split"),
+    (["--genotype", "Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), "
+      "('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_conv_3x3', 0), ('skip_connect', 1), "
+      "('sep_conv_3x3', 0), ('skip_connect', 1)], normal_concat=range(2, 6), "
+      "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('max_pool_3x3', 1), "
+      "('max_pool_3x3', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('max_pool_3x3', 1)], "
+      "reduce_concat=range(2, 6))", "--protocol", "darts_short"], "cutout", "--set cutout=0"),
+])
+def test_bad_input_is_one_line_before_anything_starts(args, key, allowed, tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", *args, "--out",
+                        str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr + r.stdout
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and key in err and allowed in err, err
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_protocol_presets_and_overrides():
+    p = resolve_protocol("darts")
+    assert (p.channels, p.cells, p.batch_size, p.epochs, p.lr, p.momentum, p.weight_decay,
+            p.cutout, p.auxiliary_weight, p.drop_path, p.grad_clip) == \
+        (36, 20, 96, 600, 0.025, 0.9, 3e-4, 16, 0.4, 0.2, 5.0)
+    q = resolve_protocol("nb201")
+    assert (q.channels, q.cells, q.batch_size, q.epochs, q.lr, q.nesterov, q.weight_decay) == \
+        (16, 5, 256, 200, 0.1, True, 5e-4)
+    assert resolve_protocol("nb201_short").short and not q.short
+    assert resolve_protocol("nb201", {"epochs": 3, "lr": 1}).lr == 1.0
+    from raydnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="momentum"):
+        resolve_protocol("darts", {"momentum": 1.5})
+    with pytest.raises(ConfigError, match="protocol"):
+        resolve_protocol("resnet")
+
+
+def test_report_joins_the_truth(tmp_path):
+    """Test accuracies under evaluation/<protocol>/ join their search trials: per-group mean over
+    search seeds (eval seeds averaged first), bootstrap ranking, proxy rank correlations."""
+    from raydnas.reduce import reduce
+    from reduce_fixtures import ExperimentWriter, flat
+
+    g = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|skip_connect~1|none~2|"
+    A, B = "softmax/first_order/every/none", "gumbel_hard/first_order/every/none"
+    w = ExperimentWriter(tmp_path)
+    ids = {}
+    for method, seed, disc in [(A, 0, 0.9), (A, 1, 0.8), (A, 2, 0.7), (B, 0, 0.3), (B, 1, 0.2),
+                               (B, 2, 0.1)]:
+        ids[(method, seed)] = w.trial(flat(method, seed), [g], discrete_val_acc=disc, nb201=True)
+    exp = w.finish()
+    tests = {(A, 0): [0.95, 0.93], (A, 1): [0.92], (A, 2): [0.90], (B, 0): [0.60],
+             (B, 1): [0.50], (B, 2): [0.55]}
+    for (method, seed), accs in tests.items():
+        for k, acc in enumerate(accs):
+            d = exp / "evaluation" / "nb201_short" / f"{ids[(method, seed)]}_seed{k}"
+            d.mkdir(parents=True)
+            (d / "final.json").write_text(json.dumps({
+                "metrics": {"epoch": 12, "test_acc": acc, "eval_params": 1000 + seed},
+                "trial_id": ids[(method, seed)], "eval_seed": k, "complete": True,
+                "protocol": {"name": "nb201_short", "short": True}}))
+    d = exp / "evaluation" / "nb201_short" / f"{ids[(B, 2)]}_seed1"  # still running
+    d.mkdir()
+    (d / "final.json").write_text(json.dumps({
+        "metrics": {"epoch": 3, "test_acc": 0.1}, "trial_id": ids[(B, 2)], "eval_seed": 1,
+        "complete": False, "protocol": {"name": "nb201_short", "short": True}}))
+    df = reduce(exp)
+    a = df[df["method"] == A].iloc[0]
+    b = df[df["method"] == B].iloc[0]
+    assert a["test_acc_mean"] == pytest.approx((0.94 + 0.92 + 0.90) / 3)
+    assert b["test_acc_mean"] == pytest.approx(0.55) and b["n_eval_partial"] == 1
+    assert a["n_evaluated"] == 3 and a["test_rank"] == 1 and b["test_rank"] == 2
+    assert a["test_rank_ci_low"] == a["test_rank_ci_high"] == 1  # A beats B in every replicate
+    assert 0.90 <= a["test_acc_ci_low"] <= a["test_acc_mean"] <= a["test_acc_ci_high"] <= 0.94
+    pv = df.attrs["proxy_validity"]["discrete_val_acc"]
+    # ranks of disc: A0 6, A1 5, A2 4, B0 3, B1 2, B2 1; of test: 6, 5, 4, 3, 1, 2
+    d2 = 0 + 0 + 0 + 0 + 1 + 1
+    assert pv["n"] == 6 and pv["spearman"] == pytest.approx(1 - 6 * d2 / (6 * 35))
+    assert pv["kendall"] == pytest.approx((14 - 1) / 15)  # one discordant pair of 15
+    assert df.attrs["truth"]["protocol"] == "nb201_short" and df.attrs["truth"]["short"]
+    md = (exp / "report" / "report.md").read_text()
+    assert "SHORT budget" in md and "Proxy validity" in md
+    assert (exp / "report" / "proxy_vs_truth.png").is_file()
+    doc = json.loads((exp / "report" / "report.json").read_text())
+    assert math.isclose(doc["proxy_validity"]["discrete_val_acc"]["kendall"], 13 / 15)
