@@ -39,12 +39,27 @@ def _run(args: argparse.Namespace) -> int:
 
     jobs, skipped = plan(args.source, genotype=args.genotype, space=args.space,
                          protocol=args.protocol, seeds=_seeds(args.seeds),
-                         overrides=_overrides(args.set), out=args.out)
+                         overrides=_overrides(args.set), out=args.out,
+                         train=not args.benchmark)
     for line in skipped:
         print(f"  skipped: {line}")
     if not jobs:
         raise ConfigError("raydnas evaluate", "SOURCE", args.source or args.genotype,
                           "an experiment with at least one finished trial")
+    if args.benchmark:
+        from .evaluation.benchmark import run_lookups
+
+        rows = run_lookups(jobs, args.benchmark)
+        print(f"== NAS-Bench-201 lookup ({args.benchmark}) ==")
+        for j, out, res in rows:
+            if res is None:
+                continue
+            extra = ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k.endswith("acc")
+                              and k != "test_acc")
+            print(f"{j.meta.get('trial_id')}  {j.meta.get('method')}  search seed "
+                  f"{j.meta.get('search_seed')}: CIFAR-10 test_acc {res['test_acc']:.4f} "
+                  f"({extra})  ({out})")
+        return 0
     p = jobs[0].job.protocol
     print(f"raydnas evaluate: {len(jobs)} evaluation(s), protocol {p.label}", flush=True)
     rows = []
@@ -91,6 +106,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing")
+    p.add_argument("--benchmark", default=None, metavar="FILE",
+                   help="look NAS-Bench-201-space cells up in this NAS-Bench-201 file through "
+                        "the official API (pip install 'raydnas[benchmark]') instead of training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=_run)
     return p

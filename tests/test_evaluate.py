@@ -194,3 +194,79 @@ def test_report_joins_the_truth(tmp_path):
     assert (exp / "report" / "proxy_vs_truth.png").is_file()
     doc = json.loads((exp / "report" / "report.json").read_text())
     assert math.isclose(doc["proxy_validity"]["discrete_val_acc"]["kendall"], 13 / 15)
+
+
+def _nb201_file(path, archs):
+    """A small NAS-Bench-201 file written with the official package's own classes
+    (ArchResults / ResultsCount state dicts, the layout NASBench201API reads)."""
+    from nas_201_api.api_utils import ArchResults, ResultsCount
+
+    infos = {}
+    sets = {"cifar10-valid": ("x-valid", "ori-test"), "cifar10": ("ori-test",),
+            "cifar100": ("x-valid", "x-test", "ori-test"),
+            "ImageNet16-120": ("x-valid", "x-test", "ori-test")}
+    for idx, (arch, base) in enumerate(archs.items()):
+        per_hp = {}
+        for hp, epochs, shift in (("full", 200, 0.0), ("less", 12, -20.0)):
+            ar = ArchResults(idx, arch)
+            for d_i, (dataset, names) in enumerate(sets.items()):
+                for seed, noise in ((777, -0.5), (888, 0.5)):
+                    acc = base + shift - 10 * d_i + noise
+                    r = ResultsCount(dataset, None, {e: acc for e in range(epochs)},
+                                     {e: 0.1 for e in range(epochs)}, 1.0, 10.0,
+                                     {"channel": 16, "num_cells": 5, "arch_str": arch,
+                                      "class_num": 10}, seed, epochs, None)
+                    r.update_OLD_eval(names[0], {e: acc for e in range(epochs)},
+                                      {e: 0.2 for e in range(epochs)})
+                    for extra in names[1:]:
+                        r.update_OLD_eval(extra, {e: acc for e in range(epochs)},
+                                          {e: 0.2 for e in range(epochs)})
+                    ar.update(dataset, seed, r)
+            per_hp[hp] = ar.state_dict()
+        infos[idx] = per_hp
+    torch.save({"meta_archs": list(archs), "arch2infos": infos,
+                "evaluated_indexes": list(range(len(archs)))}, path)
+
+
+def test_nb201_benchmark_lookup_through_the_official_api(search_run, tmp_path):
+    from raydnas.evaluation.benchmark import lookup, open_api
+
+    final = json.loads((search_run / "final.json").read_text())
+    found = final["genotype"]["nb201"]
+    other = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|" \
+            "nor_conv_3x3~2|"
+    f = tmp_path / "NAS-Bench-201-mini.pth"
+    _nb201_file(f, {other: 93.0, found: 80.0})
+    api = open_api(f)
+    r = lookup(api, other)
+    assert r["index"] == 0
+    assert r["test_acc"] == pytest.approx(0.83) and r["cifar10_valid_acc"] == pytest.approx(0.93)
+    assert r["cifar100_test_acc"] == pytest.approx(0.73)
+    assert r["imagenet16_test_acc"] == pytest.approx(0.63)
+    assert r["test_acc_12"] == pytest.approx(0.63)  # NB201's 12-epoch schedule
+    assert lookup(api, "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|") is None
+    p = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", str(search_run),
+                        "--benchmark", str(f)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "CIFAR-10 test_acc 0.7000" in p.stdout
+    out = search_run / "evaluation" / "nb201_benchmark"
+    fin = json.loads((out / "final.json").read_text())
+    assert fin["metrics"]["test_acc"] == pytest.approx(0.70) and fin["complete"]
+    assert json.loads((out / "cache.json").read_text())["cells"][found]["index"] == 1
+    # bad input: a missing file, a file that is not a benchmark, a cell of another space
+    for args, allowed in (([str(search_run), "--benchmark", str(tmp_path / "nope.pth")],
+                           "an existing NAS-Bench-201 file"),
+                          ([str(search_run), "--benchmark", str(search_run / "checkpoint.pt")],
+                           "a NAS-Bench-201 benchmark file"),
+                          (["--genotype", DARTS_TINY, "--space", "tiny", "--benchmark", str(f)],
+                           "cells of a NAS-Bench-201 space")):
+        p = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", *args],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 2 and allowed in p.stderr and len(p.stderr.splitlines()) == 1, \
+            p.stderr
+
+
+DARTS_TINY = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_conv_3x3', 0), "
+              "('avg_pool_3x3', 2)], normal_concat=range(2, 4), reduce=[('avg_pool_3x3', 0), "
+              "('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], "
+              "reduce_concat=range(2, 4))")

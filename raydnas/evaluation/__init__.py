@@ -23,10 +23,12 @@ __all__ = ["EvalJob", "KEYS", "PROTOCOLS", "Planned", "Protocol", "build_network
 def plan(source: str | None, *, genotype: str | None = None, space: str | None = None,
          protocol: str = "nb201_short", seeds: list[int] | None = None,
          overrides: dict[str, Any] | None = None, out: str | None = None,
-         where: str = "raydnas evaluate") -> tuple[list[Planned], list[str]]:
+         where: str = "raydnas evaluate", train: bool = True
+         ) -> tuple[list[Planned], list[str]]:
     """Every job of an evaluation, checked before anything runs.
 
     ``overrides``: protocol keys (``epochs``) and ``data.KEY`` entries (``data.root``).
+    ``train=False``: jobs for a benchmark lookup (no training checks).
     Returns the jobs and a line for each trial of an experiment that is left out."""
     overrides = dict(overrides or {})
     data_over = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
@@ -45,7 +47,7 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
                 space = None
         proto = _protocol(protocol, space, overrides, where)
         return from_genotype(genotype, space, proto, seeds, data_over,
-                             Path(out) if out else None, where), []
+                             Path(out) if out else None, where, train), []
     src = Path(source).expanduser()
     if not src.is_dir():
         raise ConfigError(where, "SOURCE", source, "an existing directory")
@@ -54,11 +56,11 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
 
         space = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("space")
         proto = _protocol(protocol, space, overrides, where)
-        return from_run(src, proto, seeds, data_over, where), []
-    return _from_experiment(src, protocol, seeds, overrides, data_over, where)
+        return from_run(src, proto, seeds, data_over, where, train), []
+    return _from_experiment(src, protocol, seeds, overrides, data_over, where, train)
 
 
-def _from_experiment(src, protocol, seeds, overrides, data_over, where):
+def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
     from ..reduce.load import load_experiment
 
     exp = load_experiment(src)
@@ -70,7 +72,7 @@ def _from_experiment(src, protocol, seeds, overrides, data_over, where):
             spaces.add((yaml.safe_load((t.path / "config.yaml").read_text()) or {}).get("space"))
     proto = _protocol(protocol, next(iter(spaces)) if len(spaces) == 1 else None, overrides,
                       where)
-    return from_experiment(src, proto, seeds, data_over, where)
+    return from_experiment(src, proto, seeds, data_over, where, train)
 
 
 def _protocol(name: str | None, space: str | None, overrides, where) -> Protocol:

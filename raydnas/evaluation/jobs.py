@@ -28,11 +28,18 @@ from ..spaces import load_space
 from .protocol import Protocol
 from .train import EvalJob, check_job
 
+BENCH = "nb201_benchmark"  # the directory (and protocol name) of benchmark lookups
+
 
 @dataclass
 class Planned:
+    """One evaluation: the job, where its training results go, and where a benchmark lookup of
+    its cell goes (``bench_out``, with the per-file cache ``bench_cache``)."""
+
     job: EvalJob
     out: Path
+    bench_out: Path | None = None
+    bench_cache: Path | None = None
 
 
 def _genotype_from_final(final: dict, fallback: str | None) -> Genotype | None:
@@ -67,7 +74,7 @@ def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
 
 
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
-             where: str = "raydnas evaluate") -> list[Planned]:
+             where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
     import json
 
     raw = _run_config(run, where)
@@ -84,12 +91,14 @@ def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[st
         "search_seed": raw.get("seed"), "search_dir": str(run),
         "search_complete": bool(final.get("complete"))}
     data = _data(raw, data_over, where)
+    bench = run / "evaluation" / BENCH
     return [_plan(g, space, data, protocol, s, meta, run / "evaluation" / protocol.name /
-                  f"seed{s}", where) for s in seeds]
+                  f"seed{s}", where, bench, bench / "cache.json", check) for s in seeds]
 
 
 def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
-                    where: str = "raydnas evaluate") -> tuple[list[Planned], list[str]]:
+                    where: str = "raydnas evaluate", check: bool = True
+                    ) -> tuple[list[Planned], list[str]]:
     """Jobs of every finished trial, and a line for each trial left out."""
     import json
 
@@ -116,15 +125,17 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
                 "search_complete": t.status == "complete",
                 "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str))}
         data = _data(raw, data_over, where)
+        bench = e.path / "evaluation" / BENCH
         for s in seeds:
             plans.append(_plan(g, space, data, protocol, s, meta, e.path / "evaluation" /
-                               protocol.name / f"{t.trial_id}_seed{s}", where))
+                               protocol.name / f"{t.trial_id}_seed{s}", where,
+                               bench / t.trial_id, bench / "cache.json", check))
     return plans, skipped
 
 
 def from_genotype(text: str, space_name: str | None, protocol: Protocol, seeds: list[int],
                   data_over: dict[str, Any], out: Path | None,
-                  where: str = "raydnas evaluate") -> list[Planned]:
+                  where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
     try:
         g = parse_genotype(text)
     except (ValueError, SyntaxError) as e:
@@ -139,11 +150,14 @@ def from_genotype(text: str, space_name: str | None, protocol: Protocol, seeds: 
     base = out if out is not None else Path("runs") / "evaluate" / protocol.name / h
     meta = {"trial_id": f"genotype-{h}", "method": "given", "search_seed": None}
     return [_plan(g, space, data, protocol, s, meta,
-                  base / f"seed{s}" if len(seeds) > 1 or out is None else base, where)
-            for s in seeds]
+                  base / f"seed{s}" if len(seeds) > 1 or out is None else base, where,
+                  base, base / "cache.json", check) for s in seeds]
 
 
-def _plan(g, space, data, protocol, seed, meta, out, where) -> Planned:
+def _plan(g, space, data, protocol, seed, meta, out, where, bench_out=None,
+          bench_cache=None, check=True) -> Planned:
+    """``check``: the training checks (a benchmark lookup trains nothing)."""
     job = EvalJob(g, space, data, protocol, seed, dict(meta))
-    check_job(job, where)
-    return Planned(job, Path(out))
+    if check:
+        check_job(job, where)
+    return Planned(job, Path(out), bench_out, bench_cache)
