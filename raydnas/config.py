@@ -19,6 +19,7 @@ Layout of an experiment YAML (all keys optional but ``space``)::
     measure: {bn_images: null, samples: 4, tune_epochs: 1}   # raydnas.measure
     sweep: {...}                 # used by `raydnas sweep` (see raydnas.sweep)
     optuna: {...}
+    evaluate: {...}              # the sweep's evaluation stage (raydnas.sweep.study)
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class ExperimentConfig:
     regularizer: AxisConfig = field(default_factory=lambda: AxisConfig("none"))
     sweep: dict[str, Any] | None = None
     optuna: dict[str, Any] | None = None
+    evaluate: dict[str, Any] | None = None
     source: str = "<config>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -159,7 +161,8 @@ class ExperimentConfig:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
              "measure": MeasureConfig}
-_TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep", "optuna"}
+_TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep", "optuna",
+        "evaluate"}
 
 
 def _type_ok(value: Any, ann: str) -> bool:
@@ -300,11 +303,12 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
             raise ConfigError(f, "data.val_fraction", given,
                               f"{want:.6g} or unset: {a} {c.name!r} asks for that split")
         data.val_fraction = want
-    for block in ("sweep", "optuna"):
+    for block in ("sweep", "optuna", "evaluate"):
         if block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f, block, raw[block], "a mapping")
     cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, **sections, **axes,
-                           sweep=raw.get("sweep"), optuna=raw.get("optuna"), source=f,
+                           sweep=raw.get("sweep"), optuna=raw.get("optuna"),
+                           evaluate=raw.get("evaluate"), source=f,
                            raw=copy.deepcopy(raw))
     _check_sizes(cfg)
     return cfg

@@ -56,28 +56,53 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             extra = ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k.endswith("acc")
                               and k != "test_acc")
-            print(f"{j.meta.get('trial_id')}  {j.meta.get('method')}  search seed "
+            print(f"{j.meta.get('search_trial_id')}  {j.meta.get('method')}  search seed "
                   f"{j.meta.get('search_seed')}: CIFAR-10 test_acc {res['test_acc']:.4f} "
                   f"({extra})  ({out})")
         return 0
     p = jobs[0].job.protocol
     print(f"raydnas evaluate: {len(jobs)} evaluation(s), protocol {p.label}", flush=True)
+    if args.fresh:
+        for pl in jobs:
+            for name in ("checkpoint.pt", "final.json"):
+                if (pl.out / name).exists():
+                    (pl.out / name).unlink()
+    if _is_experiment(args.source) and not args.no_ray:
+        from .evaluation.ray_trials import run_evaluation_trials
+
+        rows = run_evaluation_trials(jobs, resources={"cpu": args.cpus_per_trial,
+                                                      "gpu": args.gpus_per_trial},
+                                     address=args.address, num_cpus=args.num_cpus,
+                                     quiet=args.quiet)
+        _table(p, rows)
+        return 0 if all(m is not None for _, _, m in rows) else 1
     rows = []
     for i, pl in enumerate(jobs, 1):
         j = pl.job
-        if args.fresh and (pl.out / "checkpoint.pt").exists():
-            (pl.out / "checkpoint.pt").unlink()
-        print(f"[{i}/{len(jobs)}] {j.meta.get('trial_id')} ({j.meta.get('method')}, search seed "
+        print(f"[{i}/{len(jobs)}] {j.meta.get('search_trial_id')} ({j.meta.get('method')}, search seed "
               f"{j.meta.get('search_seed')}) eval seed {j.seed} -> {pl.out}", flush=True)
         m = run_evaluation(j, pl.out, device=args.device, threads=args.threads,
                            log=print if not args.quiet else (lambda s: None))
         rows.append((j, pl.out, m))
+    _table(p, rows)
+    return 0
+
+
+def _is_experiment(source: str | None) -> bool:
+    from pathlib import Path
+
+    return source is not None and not (Path(source) / "config.yaml").is_file()
+
+
+def _table(p, rows) -> None:
     print(f"\n== test accuracy ({p.label}) ==")
     for j, out, m in rows:
-        print(f"{j.meta.get('trial_id')}  {j.meta.get('method')}  search seed "
-              f"{j.meta.get('search_seed')}  eval seed {j.seed}: test_acc {m['test_acc']:.4f}  "
-              f"params {m['eval_params']:,}  ({out})")
-    return 0
+        who = (f"{j.meta.get('search_trial_id')}  {j.meta.get('method')}  search seed "
+               f"{j.meta.get('search_seed')}  eval seed {j.seed}")
+        if m is None:
+            print(f"{who}: not finished  ({out})")
+        else:
+            print(f"{who}: test_acc {m['test_acc']:.4f}  params {m['eval_params']:,}  ({out})")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -106,6 +131,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing")
+    p.add_argument("--no-ray", action="store_true",
+                   help="evaluate an experiment's cells one after another in this process "
+                        "instead of as Ray Tune trials")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto')")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray resources per trial")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="Ray GPUs per trial (0.25 packs 4 evaluations on one GPU)")
     p.add_argument("--benchmark", default=None, metavar="FILE",
                    help="look NAS-Bench-201-space cells up in this NAS-Bench-201 file through "
                         "the official API (pip install 'raydnas[benchmark]') instead of training")

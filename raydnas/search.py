@@ -209,7 +209,7 @@ def _arch_update(st: SearchState) -> None:
 def _check_resume(saved: dict, cfg: ExperimentConfig, out_dir: Path) -> None:
     now = cfg.to_dict()
     for k in sorted(set(saved) | set(now)):
-        if k in ("log", "sweep", "optuna", "measure"):  # none of them changes the search
+        if k in ("log", "sweep", "optuna", "evaluate", "measure"):  # none changes the search
             continue
         if saved.get(k) != now.get(k):
             raise ConfigError(cfg.source, k, now.get(k),

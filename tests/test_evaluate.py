@@ -20,7 +20,7 @@ from helpers import tiny_config
 
 TINY = {"epochs": 2, "channels": 4, "cells": 1, "batch_size": 64}
 EVAL_NAMES = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "eval_params",
-              "trial_id", "method", "search_seed", "protocol", "eval_seed")
+              "search_trial_id", "method", "search_seed", "protocol", "eval_seed")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_evaluate_a_search_run_and_resume(search_run, tmp_path):
     for k in EVAL_NAMES:
         assert k in resumed, k
     assert resumed["protocol"] == "nb201_short" and resumed["protocol_short"] is True
-    assert resumed["search_seed"] == 0 and resumed["trial_id"] == search_run.name
+    assert resumed["search_seed"] == 0 and resumed["search_trial_id"] == search_run.name
     assert 0.0 <= resumed["test_acc"] <= 1.0
     fin = json.loads((out / "final.json").read_text())
     assert fin["complete"] and fin["metrics"]["test_acc"] == resumed["test_acc"]
@@ -168,12 +168,12 @@ def test_report_joins_the_truth(tmp_path):
             d.mkdir(parents=True)
             (d / "final.json").write_text(json.dumps({
                 "metrics": {"epoch": 12, "test_acc": acc, "eval_params": 1000 + seed},
-                "trial_id": ids[(method, seed)], "eval_seed": k, "complete": True,
+                "search_trial_id": ids[(method, seed)], "eval_seed": k, "complete": True,
                 "protocol": {"name": "nb201_short", "short": True}}))
     d = exp / "evaluation" / "nb201_short" / f"{ids[(B, 2)]}_seed1"  # still running
     d.mkdir()
     (d / "final.json").write_text(json.dumps({
-        "metrics": {"epoch": 3, "test_acc": 0.1}, "trial_id": ids[(B, 2)], "eval_seed": 1,
+        "metrics": {"epoch": 3, "test_acc": 0.1}, "search_trial_id": ids[(B, 2)], "eval_seed": 1,
         "complete": False, "protocol": {"name": "nb201_short", "short": True}}))
     df = reduce(exp)
     a = df[df["method"] == A].iloc[0]

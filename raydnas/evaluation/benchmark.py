@@ -148,7 +148,7 @@ def run_lookups(plans: list, benchmark: str | Path, log=print) -> list[tuple[Any
         arch = nb201_string(pl.job.genotype)
         res = cache.get(arch)
         if res is None:
-            log(f"  {pl.job.meta.get('trial_id')}: {arch} is not in {Path(benchmark).name}")
+            log(f"  {pl.job.meta.get('search_trial_id')}: {arch} is not in {Path(benchmark).name}")
             rows.append((pl.job, pl.bench_out, None))
             continue
         pl.bench_out.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[st
     final = json.loads(final_p.read_text())
     g = _genotype_from_final(final, None)
     space = load_space(raw["space"], where=str(run / "config.yaml"))
-    meta = {"trial_id": run.name, "method": "/".join(
+    meta = {"search_trial_id": run.name, "method": "/".join(
         (raw.get(a) or {}).get("name", "?") if isinstance(raw.get(a), dict) else str(raw.get(a))
         for a in ("activation", "gradient", "schedule", "regularizer")),
         "search_seed": raw.get("seed"), "search_dir": str(run),
@@ -120,7 +120,7 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
         if t.final and isinstance(t.final.get("genotype"), dict):
             g = _genotype_from_final(t.final, None) or g
         space = load_space(raw["space"], where=str(cfg_p))
-        meta = {"trial_id": t.trial_id, "method": t.method, "search_seed": t.seed,
+        meta = {"search_trial_id": t.trial_id, "method": t.method, "search_seed": t.seed,
                 "point": t.point, "search_dir": str(t.path),
                 "search_complete": t.status == "complete",
                 "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str))}
@@ -148,7 +148,7 @@ def from_genotype(text: str, space_name: str | None, protocol: Protocol, seeds: 
     data = _data({"data": {"dataset": "digits"}}, data_over, where)
     h = hashlib.sha1(str(g).encode()).hexdigest()[:10]
     base = out if out is not None else Path("runs") / "evaluate" / protocol.name / h
-    meta = {"trial_id": f"genotype-{h}", "method": "given", "search_seed": None}
+    meta = {"search_trial_id": f"genotype-{h}", "method": "given", "search_seed": None}
     return [_plan(g, space, data, protocol, s, meta,
                   base / f"seed{s}" if len(seeds) > 1 or out is None else base, where,
                   base, base / "cache.json", check) for s in seeds]

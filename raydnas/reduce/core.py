@@ -202,7 +202,7 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     from .truth import (bootstrap, choose_protocol, group_truth, load_evaluations,
                         per_trial, proxy_validity)
 
-    evals = load_evaluations(exp.path)
+    evals = load_evaluations(exp.path, exp.evaluations)
     proto = choose_protocol(evals, protocol)
     if protocol is not None and not any(e["protocol"] == protocol for e in evals):
         raise ConfigError("raydnas reduce", "--protocol", protocol,
@@ -223,6 +223,7 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
         "evaluations": sum(1 for e in evals if e["protocol"] == proto and e["complete"]),
         "partial": sum(partial.values()),
         "protocols": sorted({str(e["protocol"]) for e in evals}),
+        "per_trial": truth,
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
 

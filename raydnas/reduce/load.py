@@ -99,6 +99,9 @@ class Experiment:
     name: str
     trials: list[Trial]
     source: str
+    #: evaluation trials (``kind: evaluate``, a study's ``evaluate:`` stage), kept apart from
+    #: the search trials; ``raydnas.reduce.truth`` joins their test accuracy
+    evaluations: list[Trial] = field(default_factory=list)
 
     def by_status(self, *statuses: str) -> list[Trial]:
         return [t for t in self.trials if t.status in statuses]
@@ -298,4 +301,6 @@ def load_experiment(path: str | Path, *, cache: Path | None = None) -> Experimen
         if name not in seen_dirs:  # written after the last state snapshot
             trials.append(_load_trial(name, d, {}))
     name = Path(source.rstrip("/")).name if is_uri(source) else local.resolve().name
-    return Experiment(local, name, trials, source)
+    evals = [t for t in trials if t.config.get("kind") == "evaluate"]
+    trials = [t for t in trials if t.config.get("kind") != "evaluate"]
+    return Experiment(local, name, trials, source, evals)

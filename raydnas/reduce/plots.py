@@ -256,16 +256,10 @@ def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bo
 def proxy_vs_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path) -> bool:
     """Every evaluated trial's proxy (discrete_val_acc) against its test accuracy, one colour
     per group, with the rank correlations in the title. False if nothing was evaluated."""
-    from .truth import load_evaluations, per_trial
-
     truth_attrs = df.attrs.get("truth") or {}
     if not truth_attrs.get("evaluations"):
         return False
-    exp = next((t.path.parent for ts in members.values() for t in ts if t.path is not None),
-               None)
-    if exp is None:
-        return False
-    truth, _ = per_trial(load_evaluations(exp), truth_attrs.get("protocol"))
+    truth = truth_attrs.get("per_trial") or {}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
     colors = plt.get_cmap("tab10")

@@ -68,7 +68,7 @@ def write_json(df: "pd.DataFrame", path: Path) -> None:
         "collapse_threshold": df.attrs.get("collapse_threshold"),
         "gap_threshold": df.attrs.get("gap_threshold"),
         "counts": df.attrs.get("counts"),
-        "truth": df.attrs.get("truth"),
+        "truth": {k: v for k, v in (df.attrs.get("truth") or {}).items() if k != "per_trial"},
         "proxy_validity": {k: {kk: _clean(vv) for kk, vv in v.items()}
                            for k, v in (df.attrs.get("proxy_validity") or {}).items()},
         "groups": records(df),

@@ -44,7 +44,7 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             return None
         m = f.get("metrics") or {}
-        return {"trial_id": f.get("trial_id"), "protocol": (f.get("protocol") or {}).get("name"),
+        return {"trial_id": f.get("search_trial_id"), "protocol": (f.get("protocol") or {}).get("name"),
                 "short": bool((f.get("protocol") or {}).get("short")),
                 "eval_seed": f.get("eval_seed"), "test_acc": m.get("test_acc"),
                 "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
@@ -52,17 +52,27 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
     return None
 
 
-def load_evaluations(exp_path: Path) -> list[dict[str, Any]]:
-    """Every evaluation below ``<experiment>/evaluation/<protocol>/``."""
-    root = Path(exp_path) / "evaluation"
-    if not root.is_dir():
-        return []
+def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str, Any]]:
+    """Every evaluation below ``<experiment>/evaluation/<protocol>/`` (``raydnas evaluate``),
+    and those of the experiment's own evaluation trials (a study's ``evaluate:`` stage)."""
     out = []
-    for proto in sorted(p for p in root.iterdir() if p.is_dir()):
-        for d in sorted(p for p in proto.iterdir() if p.is_dir()):
-            r = _read_eval(d)
-            if r is not None:
-                out.append(r)
+    root = Path(exp_path) / "evaluation"
+    if root.is_dir():
+        for proto in sorted(p for p in root.iterdir() if p.is_dir()):
+            for d in sorted(p for p in proto.iterdir() if p.is_dir()):
+                r = _read_eval(d)
+                if r is not None:
+                    out.append(r)
+    for t in trials:
+        r = _read_eval(t.path) if t.path is not None else None
+        if r is not None:
+            out.append(r)
+        elif t.epochs:  # started, no final.json yet
+            c = t.config
+            out.append({"trial_id": c.get("search_trial_id"), "protocol": c.get("protocol"),
+                        "short": False, "eval_seed": c.get("eval_seed"), "test_acc": None,
+                        "eval_params": None, "epoch": t.last.get("epoch"), "complete": False,
+                        "dir": str(t.path)})
     return out
 
 

@@ -42,6 +42,7 @@ class SweepSummary:
     optuna_storage: str | None = None
     optuna_best: dict[str, Any] = field(default_factory=dict)  # method -> best point (seed mean)
     report: str | None = None
+    evaluations: dict[str, int] | None = None  # done / failed / unfinished evaluation trials
 
     @property
     def exit_code(self) -> int:
@@ -55,6 +56,8 @@ def trial_dirname(trial) -> str:
     c = trial.config
     m = str(c.get("method", "trial")).replace("/", "-")
     p = "" if c.get("point") is None else f"_p{c['point']}"
+    if c.get("kind") == "evaluate":
+        return f"eval-{m}_seed{c.get('seed')}{p}_e{c.get('eval_seed')}_{trial.trial_id}"
     return f"{m}_seed{c.get('seed')}{p}_{trial.trial_id}"
 
 
@@ -67,6 +70,7 @@ def _fingerprint(study: Study) -> dict[str, Any]:
             "params": [[p.key, p.kind, p.args] for p in study.optuna.params],
             "n_trials": study.optuna.n_trials, "metric": study.optuna.metrics,
             "mode": study.optuna.modes, "aggregate": study.optuna.aggregate},
+        "evaluate": None if study.evaluate is None else study.evaluate.fingerprint(),
     }
 
 
@@ -120,9 +124,13 @@ def _reporter(study: Study):
 
     metrics = {"epoch": "epoch", "val_acc": "val_acc", "discrete_val_acc": "disc_acc",
                "discretization_gap": "gap"}
+    if study.evaluate is not None:
+        metrics["test_acc"] = "test_acc"
     if study.metric not in metrics:
         metrics[study.metric] = study.metric
     params = {"method": "method", "seed": "seed"}
+    if study.evaluate is not None:
+        params["eval_seed"] = "eval_seed"
     if study.optuna is not None:
         params["point"] = "point"
         for p in study.optuna.params:
@@ -142,8 +150,18 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
     done, failed, unfinished = 0, 0, 0
     reasons: Counter[str] = Counter()
     best, search_s = None, 0.0
+    evals = Counter()
+    n_search = 0
     for r in results:
         m = r.metrics or {}
+        if (r.config or {}).get("kind") == "evaluate":
+            p = study.evaluate.protocol
+            evals["failed" if r.error is not None else
+                  "done" if m.get("epoch") == p.epochs else "unfinished"] += 1
+            if r.error is not None:
+                reasons[_reason(r.error)] += 1
+            continue
+        n_search += 1
         search_s += _epoch_seconds(r)
         if r.error is not None:
             failed += 1
@@ -162,9 +180,17 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
             best = {"value": v, "metric": study.metric, "method": cfg.get("method"),
                     "seed": cfg.get("seed"), "point": cfg.get("point"),
                     "genotype": m.get("genotype"), "path": r.path}
-    unfinished += max(0, study.total_trials() - len(results))
-    return SweepSummary(study.experiment_path, study.total_trials(), done, failed, unfinished,
-                        dict(reasons), best, wall, search_s, study.journal_path())
+    unfinished += max(0, study.search_trials() - n_search)
+    s = SweepSummary(study.experiment_path, study.search_trials(), done, failed, unfinished,
+                     dict(reasons), best, wall, search_s, study.journal_path())
+    if study.evaluate is not None:
+        expected = done * len(study.evaluate.seeds)
+        evals["unfinished"] = max(evals["unfinished"],
+                                  expected - evals["done"] - evals["failed"])
+        s.evaluations = {k: evals[k] for k in ("done", "failed", "unfinished")}
+        s.unfinished += evals["unfinished"]
+        s.failed += evals["failed"]
+    return s
 
 
 def _epoch_seconds(r) -> float:
@@ -207,6 +233,10 @@ def print_summary(s: SweepSummary, study: Study) -> None:
     p("\n== raydnas sweep ==")
     p(f"trials: {s.total} total, {s.done} done, {s.failed} failed, {s.unfinished} unfinished"
       f"   (wall {s.wall_seconds:.0f} s, search time summed over trials {s.search_seconds:.0f} s)")
+    if s.evaluations is not None:
+        e = s.evaluations
+        p(f"evaluations ({study.evaluate.protocol.label}): {e['done']} done, {e['failed']} "
+          f"failed, {e['unfinished']} unfinished")
     for why, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
         p(f"  failed x{n}: {why}")
     if s.best:
@@ -316,6 +346,8 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
            "RAY_AIR_NEW_OUTPUT": "0",  # the classic table reporter below
            # a snapshot per checkpoint is what we want (consistent resume): no warning about it
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    if study.evaluate is not None:  # evaluation trials report test_acc, not the search metric
+        env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     old_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     t0 = time.perf_counter()

@@ -6,6 +6,8 @@ one Optuna study per method and drives them through Optuna's ask/tell interface:
 
 * without ``optuna:`` it hands out every (method, seed) pair once, seed-major (every method's
   first seed runs before any method's second seed, so early results cover all methods);
+* with ``evaluate:`` (raydnas.sweep.stage) every search trial that finishes queues its
+  evaluation trials ahead of the remaining searches, so the cluster runs both;
 * with ``optuna:`` it asks a method's study for a point only when a worker is free and nothing is
   queued, runs that point on every seed, and tells the study the aggregate (mean by default) of
   the objective over seeds once all of them finished. A point with a failed seed is told FAIL
@@ -93,6 +95,7 @@ class StudySearcher(Searcher):
         self._points: dict[str, dict[int, dict[str, Any]]] = {m.name: {} for m in study.methods}
         self._asked: dict[str, int] = {m.name: 0 for m in study.methods}
         self._rr = 0                                      # round-robin pointer over methods
+        self._configs: dict[str, dict[str, Any]] = {}     # running trial id -> its config
         self._studies: dict[str, Any] | None = None       # optuna studies (not pickled)
         if study.optuna is None:
             for seed in study.seeds:
@@ -109,6 +112,8 @@ class StudySearcher(Searcher):
         if self._queue:
             cfg = self._queue.pop(0)
             self._running[trial_id] = (cfg["method"], cfg["point"], cfg["seed"])
+            if self.study.evaluate is not None:
+                self._configs[trial_id] = copy.deepcopy(cfg)
             return copy.deepcopy(cfg)
         if self.study.optuna is None or all(
                 self._asked[m.name] >= self.study.points(m) for m in self.study.methods):
@@ -118,6 +123,14 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         where = self._running.pop(trial_id, None)
+        cfg = self._configs.pop(trial_id, None)
+        if cfg is not None and cfg.get("kind") == "evaluate":
+            return
+        if cfg is not None and not error and result:
+            from .stage import eval_configs
+
+            # the evaluation stage: this search's cell, trained from scratch, queued first
+            self._queue[:0] = eval_configs(self.study.evaluate, cfg, trial_id, result)
         if where is None or self.study.optuna is None:
             return
         method, point, seed = where
@@ -228,7 +241,7 @@ class StudySearcher(Searcher):
     # -- persistence (Tune pickles the searcher with the experiment) -------------------------
     def get_state(self) -> dict[str, Any]:
         return {"queue": self._queue, "running": self._running, "points": self._points,
-                "asked": self._asked, "rr": self._rr}
+                "asked": self._asked, "rr": self._rr, "configs": self._configs}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._queue = state["queue"]
@@ -236,6 +249,7 @@ class StudySearcher(Searcher):
         self._points = state["points"]
         self._asked = state["asked"]
         self._rr = state["rr"]
+        self._configs = state.get("configs", {})
         self._studies = None  # re-opened (and re-synced) on next use
         if self.study.optuna is not None:
             self._open()

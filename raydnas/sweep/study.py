@@ -132,6 +132,7 @@ class Study:
     storage: str
     name: str
     optuna: OptunaSpec | None = None
+    evaluate: Any = None              # raydnas.sweep.stage.EvalStage, or None
 
     @property
     def metric(self) -> str:
@@ -159,10 +160,15 @@ class Study:
     def study_name(self, method: Method) -> str:
         return f"{self.name}/{method.name}"
 
-    def total_trials(self) -> int:
+    def search_trials(self) -> int:
         if self.optuna is None:
             return len(self.methods) * len(self.seeds)
         return sum(self.points(m) for m in self.methods) * len(self.seeds)
+
+    def total_trials(self) -> int:
+        """Search trials, plus one evaluation trial per finished search and evaluation seed."""
+        n = self.search_trials()
+        return n * (1 + len(self.evaluate.seeds)) if self.evaluate is not None else n
 
     def points(self, method: Method) -> int:
         """Optuna points for a method: ``n_trials``, or 1 if no parameter applies to it."""
@@ -357,7 +363,8 @@ def _optuna(cfg: ExperimentConfig, study: Study, o: dict, f: str) -> OptunaSpec:
                           "e.g. {regularizer.rho: {log_uniform: [1.0e-4, 1.0]}}")
     plist = []
     for key, spec in params.items():
-        if not isinstance(key, str) or key.split(".")[0] in ("seed", "sweep", "optuna", "space"):
+        if not isinstance(key, str) or key.split(".")[0] in ("seed", "sweep", "optuna", "evaluate",
+                                                             "space"):
             raise ConfigError(f, f"optuna.params.{key}", spec,
                               "a tunable config key (not seed, space, sweep or optuna)")
         p = _param(f, key, spec)
@@ -441,7 +448,8 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     nm = name if name is not None else sweep.get("name", Path(f).stem if f != "<config>" else "sweep")
     if not isinstance(nm, str) or not _NAME_RE.match(nm):
         raise ConfigError(f, "sweep.name", nm, "a name of letters, digits, _ . -")
-    base = {k: copy.deepcopy(v) for k, v in cfg.raw.items() if k not in ("sweep", "optuna")}
+    base = {k: copy.deepcopy(v) for k, v in cfg.raw.items()
+            if k not in ("sweep", "optuna", "evaluate")}
     # trials run in their own working directory (maybe on another node): pin relative paths
     if cfg.space.endswith((".yaml", ".yml")) and Path(cfg.space).exists():
         base["space"] = str(Path(cfg.space).resolve())
@@ -456,6 +464,9 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
         study.trial_config(m, seed_list[0])
     if cfg.optuna is not None:
         study.optuna = _optuna(cfg, study, cfg.optuna, f)
+    from .stage import parse_stage
+
+    study.evaluate = parse_stage(cfg.evaluate, cfg, f)
     return study
 
 

@@ -25,15 +25,16 @@ from .study import Study
 FAILURE_MARKER = "failure.json"
 
 
-def _device_and_threads(study: Study) -> tuple[str, int]:
+def _device_and_threads(study: Study | dict) -> tuple[str, int]:
     import ray
     import torch
 
-    threads = max(1, int(study.resources["cpu"]))
+    resources = study if isinstance(study, dict) else study.resources
+    threads = max(1, int(resources["cpu"]))
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     if gpus and torch.cuda.is_available():
         # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPUs: the first one is cuda:0
-        frac = study.resources["gpu"]
+        frac = resources["gpu"]
         if 0 < frac < 1:
             torch.cuda.set_per_process_memory_fraction(frac, 0)
         return "cuda:0", threads
@@ -41,7 +42,12 @@ def _device_and_threads(study: Study) -> tuple[str, int]:
 
 
 def search_trial(config: dict[str, Any], study: Study) -> None:
-    """Function trainable: one complete search with one method, seed (and Optuna point)."""
+    """Function trainable: one complete search with one method, seed (and Optuna point); or,
+    for ``kind: evaluate`` configs (the study's evaluation stage), one evaluation."""
+    if config.get("kind") == "evaluate":
+        from .stage import job_of
+
+        return evaluation_trial(config, job_of(config, study), study.resources)
     import logging
 
     from ray import tune
@@ -88,6 +94,43 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
         if not reported and last:
             # restored from the final checkpoint (e.g. the driver died as the trial ended):
             # nothing ran, so hand Tune the final result again
+            tune.report(dict(last))
+    finally:
+        if restore_dir:
+            shutil.rmtree(restore_dir, ignore_errors=True)
+
+
+def evaluation_trial(config: dict[str, Any], job, resources: dict[str, float]) -> None:
+    """One evaluation (raydnas.evaluation.run_evaluation) as a Tune trial: per-epoch
+    checkpoints to Tune, resumed from the last one after a crash, files in the trial directory."""
+    import logging
+
+    from ray import tune
+
+    from ..evaluation import run_evaluation
+
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    device, threads = _device_and_threads(resources)
+    reported = []
+
+    def report(metrics: dict, ckpt_path: Path) -> None:
+        reported.append(metrics.get("epoch"))
+        with tempfile.TemporaryDirectory(prefix="raydnas-ckpt-") as d:
+            shutil.copy2(ckpt_path, Path(d) / ckpt_path.name)
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+
+    restore_dir = None
+    ckpt = tune.get_checkpoint()
+    try:
+        if ckpt is not None:
+            restore_dir = tempfile.mkdtemp(prefix="raydnas-restore-")
+            ckpt.to_directory(restore_dir)
+        restore = Path(restore_dir) / "checkpoint.pt" if restore_dir else None
+        verbose = os.environ.get("RAYDNAS_TRIAL_LOG", "0") == "1"
+        last = run_evaluation(job, Path(os.getcwd()), report=report, resume=False,
+                              restore=restore, device=device, threads=threads,
+                              log=print if verbose else (lambda s: None))
+        if not reported and last:
             tune.report(dict(last))
     finally:
         if restore_dir:

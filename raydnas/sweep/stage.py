@@ -1,0 +1,113 @@
+"""The evaluation stage of a study: an ``evaluate:`` block queues, for every search trial that
+finishes, the training of its found cell from scratch, in the same Ray Tune experiment::
+
+    evaluate:
+      protocol: nb201_short     # darts, nb201, darts_short, nb201_short (raydnas.evaluation)
+      seeds: 1                  # evaluation seeds per found cell (or a list)
+      set: {epochs: 12}         # protocol keys and data.KEY overrides
+
+Evaluation trials are the search trials' config keys (method, seed, point, Optuna values) plus
+``kind: evaluate``, ``search_trial_id``, ``eval_seed``, ``protocol`` and the found ``genotype``;
+their results (``test_acc``, ...) land in their own trial directories, where ``raydnas reduce``
+finds and joins them. Search trials never see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+EVALUATE_KEYS = ("protocol", "seeds", "set")
+
+
+@dataclass
+class EvalStage:
+    protocol: Any              # raydnas.evaluation.Protocol
+    seeds: list[int]
+    data: dict[str, Any] = field(default_factory=dict)  # data.KEY overrides
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"protocol": self.protocol.to_dict(), "seeds": self.seeds, "data": self.data}
+
+
+def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
+    """Validate ``evaluate:`` against the study's base config (its space and dataset)."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ConfigError(f, "evaluate", block, "a mapping (protocol, seeds, set)")
+    for k, v in block.items():
+        if k not in EVALUATE_KEYS:
+            raise ConfigError(f, f"evaluate.{k}", v,
+                              f"unknown key; allowed: {', '.join(EVALUATE_KEYS)}")
+    from ..evaluation import resolve_protocol
+    from ..evaluation.train import IMAGE_SIDE, check_cutout
+    from ..spaces import load_space
+
+    space = load_space(cfg.space, where=f)
+    name = block.get("protocol", f"{space.macro}_short")
+    over = block.get("set") or {}
+    if not isinstance(over, dict):
+        raise ConfigError(f, "evaluate.set", over, "a mapping of protocol keys (epochs: 12) "
+                          "and data.KEY entries")
+    proto_over = {k: v for k, v in over.items() if not str(k).startswith("data.")}
+    data = {str(k).split(".", 1)[1]: v for k, v in over.items() if str(k).startswith("data.")}
+    where = f"{f}: evaluate"
+    p = resolve_protocol(name, proto_over, where)
+    if p.macro != space.macro:
+        raise ConfigError(f, "evaluate.protocol", name,
+                          f"a protocol for the {space.macro} macro of space {space.name!r} "
+                          f"({space.macro} or {space.macro}_short)")
+    side = data.get("image_size") or cfg.data.image_size or IMAGE_SIDE.get(
+        data.get("dataset", cfg.data.dataset))
+    if side:
+        check_cutout(p, side, data.get("dataset", cfg.data.dataset), where)
+    seeds = block.get("seeds", 1)
+    if isinstance(seeds, list):
+        ok = seeds and len(set(seeds)) == len(seeds) and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        seed_list = list(seeds) if ok else None
+    else:
+        ok = isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1
+        seed_list = list(range(seeds)) if ok else None
+    if not seed_list:
+        raise ConfigError(f, "evaluate.seeds", seeds,
+                          "an integer >= 1 or a list of distinct seeds >= 0")
+    return EvalStage(p, seed_list, data, dict(block))
+
+
+def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_id: str,
+                 result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluation trials of one finished search trial (none without a genotype)."""
+    g = result.get("genotype")
+    if not isinstance(g, str) or not g:
+        return []
+    base = {k: v for k, v in search_config.items()}
+    return [dict(base, kind="evaluate", search_trial_id=search_trial_id, eval_seed=s,
+                 protocol=stage.protocol.name, genotype=g) for s in stage.seeds]
+
+
+def job_of(config: dict[str, Any], study) -> Any:
+    """The :class:`~raydnas.evaluation.EvalJob` of an evaluation trial's config."""
+    import dataclasses
+
+    from ..config import _build_section, DataConfig
+    from ..evaluation import EvalJob
+    from ..genotype import parse_genotype
+    from ..spaces import load_space
+
+    method = next(m for m in study.methods if m.name == config["method"])
+    params = {k: config[k] for k in method.params if config.get(k) is not None}
+    cfg = study.trial_config(method, config["seed"], params)
+    space = load_space(cfg.space)
+    g = parse_genotype(config["genotype"], nodes=space.nodes)
+    data = cfg.data
+    if study.evaluate.data:
+        data = _build_section(DataConfig, {**dataclasses.asdict(data), **study.evaluate.data},
+                              "data", study.source)
+    meta = {"search_trial_id": config["search_trial_id"], "method": config["method"],
+            "search_seed": config["seed"], "point": config.get("point")}
+    return EvalJob(g, space, data, study.evaluate.protocol, int(config["eval_seed"]), meta)
