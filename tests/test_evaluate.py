@@ -270,3 +270,30 @@ DARTS_TINY = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_
               "('avg_pool_3x3', 2)], normal_concat=range(2, 4), reduce=[('avg_pool_3x3', 0), "
               "('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], "
               "reduce_concat=range(2, 4))")
+
+
+@pytest.mark.slow
+def test_evaluate_an_experiment_as_ray_tune_trials(ray_local, tmp_path):
+    """raydnas evaluate EXPERIMENT: one Tune trial per searched trial and evaluation seed, in
+    <experiment>/evaluation/<protocol>/<trial>_seed<k>/; a second call runs nothing again."""
+    from raydnas.evaluation.ray_trials import run_evaluation_trials
+    from raydnas.reduce import reduce
+    from raydnas.sweep import run_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    run_sweep(str(root / "configs" / "quickstart_sweep.yaml"), storage=str(tmp_path), name="qs",
+              reduce=False, quiet=True, overrides=["epochs=1"])
+    exp = tmp_path / "qs"
+    jobs, skipped = plan(str(exp), protocol="darts_short", seeds=[0],
+                         overrides={"cutout": 0, "epochs": 2, "channels": 4, "cells": 3})
+    assert len(jobs) == 4 and not skipped
+    rows = run_evaluation_trials(jobs, resources={"cpu": 1, "gpu": 0}, quiet=True)
+    assert all(m is not None and m["epoch"] == 2 for _, _, m in rows)
+    dirs = sorted((exp / "evaluation" / "darts_short").glob("*_seed0"))
+    assert len(dirs) == 4 and all((d / "params.json").is_file() for d in dirs)  # Tune trials
+    stamps = {d: (d / "final.json").stat().st_mtime_ns for d in dirs}
+    again = run_evaluation_trials(jobs, resources={"cpu": 1, "gpu": 0}, quiet=True)
+    assert [m for _, _, m in again] == [m for _, _, m in rows]
+    assert all((d / "final.json").stat().st_mtime_ns == t for d, t in stamps.items())
+    df = reduce(exp, write=False)
+    assert df.attrs["truth"]["evaluations"] == 4 and (df["n_evaluated"] == 2).all()

@@ -96,3 +96,55 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     for d, (mtime, metrics) in done_before.items():  # finished trials were not redone
         assert (d / "final.json").stat().st_mtime_ns == mtime
         assert (d / "metrics.jsonl").read_bytes() == metrics
+
+
+EVAL = ["--set", "evaluate.set.cutout=0", "--set", "evaluate.set.epochs=4",
+        "--set", "evaluate.set.channels=8", "--set", "evaluate.set.cells=5"]
+
+
+def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
+    """One command runs the searches and their evaluations; killed while evaluations run, the
+    same command finishes every one of them without starting any trial twice, and the report
+    joins the test accuracies."""
+    exp = tmp_path / "qse"
+    cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
+           "--storage", str(tmp_path), "--name", "qse", "--num-cpus", "2", "--quiet", *EVAL]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            evals = list(exp.glob("eval-*")) if exp.is_dir() else []
+            if any((d / "metrics.jsonl").is_file() for d in evals):
+                break
+            time.sleep(0.3)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(1)
+        tree = _descendants(driver.pid)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _kill_tree(tree if "tree" in locals() else [])
+        log.close()
+    evals_before = [d for d in exp.glob("eval-*") if _complete(d)]
+    assert len(evals_before) < 4, "kill should land while evaluations run"
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "evaluations (darts_short (4 epochs, SHORT budget)): 4 done, 0 failed" in r.stdout
+    searches = [d for d in exp.glob("softmax-*_seed*") if d.is_dir()]
+    evals = [d for d in exp.glob("eval-*") if d.is_dir()]
+    assert len(searches) == 4 and len(evals) == 4
+    keys = {json.loads((d / "params.json").read_text())["search_trial_id"] for d in evals}
+    assert len(keys) == 4  # one evaluation per search, none twice
+    for d in evals:
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3, 4] and _complete(d)
+        assert 0 <= json.loads(lines[-1])["test_acc"] <= 1
+    doc = json.loads((exp / "report" / "report.json").read_text())
+    assert doc["truth"]["protocol"] == "darts_short" and doc["truth"]["evaluations"] == 4
+    assert all(g["n_evaluated"] == 2 for g in doc["groups"])

@@ -136,3 +136,33 @@ def test_maile2021_grid_keeps_base_hyperparameters_and_rho_applies_to_admm_only(
     assert s.total_trials() == (8 * 4 + 4 * 1) * 3
     t = s.trial_config(admm, 2, {"regularizer.rho": 0.5})
     assert t.regularizer.params["rho"] == 0.5 and t.seed == 2
+
+
+@pytest.mark.parametrize("block,key,allowed", [
+    ({"protocol": "nb201_short"}, "evaluate.protocol", "a protocol for the darts macro"),
+    ({"protocol": "darts_short"}, "cutout", "less than the 8-pixel images of digits"),
+    ({"protocl": "darts"}, "evaluate.protocl", "unknown key"),
+    ({"seeds": 0, "set": {"cutout": 0}}, "evaluate.seeds", "an integer >= 1"),
+    ({"set": {"cutout": 0, "epochs": -2}}, "epochs", "an integer >= 1"),
+])
+def test_evaluate_block_is_checked_before_anything_starts(block, key, allowed):
+    from raydnas.config import from_dict
+    from raydnas.errors import ConfigError
+    from raydnas.sweep import parse_study
+
+    raw = {"space": "tiny", "epochs": 1, "sweep": {"seeds": 1}, "evaluate": block}
+    with pytest.raises(ConfigError) as e:
+        parse_study(from_dict(raw, "s.yaml"), storage="/tmp/x", name="n")
+    assert key in str(e.value) and allowed in str(e.value), str(e.value)
+
+
+def test_evaluate_stage_counts_its_trials():
+    from raydnas.config import from_dict
+    from raydnas.sweep import parse_study
+
+    raw = {"space": "tiny", "epochs": 1, "sweep": {"seeds": 2, "grid": {"schedule": ["every",
+                                                                                   "interval"]}},
+           "evaluate": {"seeds": [0, 5], "set": {"cutout": 0}}}
+    s = parse_study(from_dict(raw, "s.yaml"), storage="/tmp/x", name="n")
+    assert s.evaluate.protocol.name == "darts_short" and s.evaluate.seeds == [0, 5]
+    assert s.search_trials() == 4 and s.total_trials() == 4 * 3
