@@ -20,7 +20,7 @@ from torch import nn
 
 from .genotype import Genotype
 from .macro import MacroNetwork, cell_type
-from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, Zero
+from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero
 from .spaces import SearchSpace
 
 
@@ -78,11 +78,15 @@ class DiscreteCell(nn.Module):
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
+        # ops reading the same node share one relu(x) (and one pool(x) in training), as the
+        # supernet's edges do: the same values, fewer kernels and saved tensors
+        relus = [SharedReLU(x) for x in states]
         for j, wires in enumerate(self.wiring):
             s = None
             for i, k in wires:
                 op = self.ops[k]
-                y = op(states[i])
+                y = op(states[i], None, relus[i]) if getattr(op, "fuses_weight", False) \
+                    else op(states[i])
                 if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
                     y = drop_path(y, self.drop_prob)
                 s = y if s is None else s + y
@@ -91,6 +95,7 @@ class DiscreteCell(nn.Module):
             if self.node_bn is not None:
                 s = self.node_bn[j](s)
             states.append(s)
+            relus.append(SharedReLU(s))
         if self.space.output == "concat":
             return torch.cat(states[self.space.inputs:], dim=1)
         return states[-1]
