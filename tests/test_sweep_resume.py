@@ -135,7 +135,7 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "evaluations (darts_short (4 epochs, SHORT budget)): 4 done, 0 failed" in r.stdout
+    assert "evaluations (darts_cpu (4 epochs, SHORT budget)): 4 done, 0 failed" in r.stdout
     searches = [d for d in exp.glob("softmax-*_seed*") if d.is_dir()]
     evals = [d for d in exp.glob("eval-*") if d.is_dir()]
     assert len(searches) == 4 and len(evals) == 4
@@ -146,5 +146,5 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
         assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3, 4] and _complete(d)
         assert 0 <= json.loads(lines[-1])["test_acc"] <= 1
     doc = json.loads((exp / "report" / "report.json").read_text())
-    assert doc["truth"]["protocol"] == "darts_short" and doc["truth"]["evaluations"] == 4
+    assert doc["truth"]["protocol"] == "darts_cpu" and doc["truth"]["evaluations"] == 4
     assert all(g["n_evaluated"] == 2 for g in doc["groups"])

@@ -164,5 +164,5 @@ def test_evaluate_stage_counts_its_trials():
                                                                                    "interval"]}},
            "evaluate": {"seeds": [0, 5], "set": {"cutout": 0}}}
     s = parse_study(from_dict(raw, "s.yaml"), storage="/tmp/x", name="n")
-    assert s.evaluate.protocol.name == "darts_short" and s.evaluate.seeds == [0, 5]
+    assert s.evaluate.protocol.name == "darts_cpu" and s.evaluate.seeds == [0, 5]
     assert s.search_trials() == 4 and s.total_trials() == 4 * 3

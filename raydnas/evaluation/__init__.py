@@ -12,12 +12,12 @@ from typing import Any
 
 from ..errors import ConfigError
 from .jobs import Planned, from_experiment, from_genotype, from_run
-from .protocol import KEYS, PROTOCOLS, Protocol
+from .protocol import KEYS, PROTOCOLS, Protocol, default_protocol
 from .protocol import resolve as resolve_protocol
 from .train import EvalJob, build_network, count_params, run_evaluation
 
 __all__ = ["EvalJob", "KEYS", "PROTOCOLS", "Planned", "Protocol", "build_network",
-           "count_params", "plan", "resolve_protocol", "run_evaluation"]
+           "count_params", "default_protocol", "plan", "resolve_protocol", "run_evaluation"]
 
 
 def plan(source: str | None, *, genotype: str | None = None, space: str | None = None,
@@ -45,7 +45,8 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
                 space = "nb201" if parse_genotype(genotype).format == "nb201" else "darts"
             except (ValueError, SyntaxError):
                 space = None
-        proto = _protocol(protocol, space, overrides, where)
+        proto = _protocol(protocol, space, overrides, where,
+                          data_over.get("dataset", "digits"))
         return from_genotype(genotype, space, proto, seeds, data_over,
                              Path(out) if out else None, where, train), []
     src = Path(source).expanduser()
@@ -54,8 +55,10 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
     if (src / "config.yaml").is_file() and (src / "final.json").is_file():
         import yaml
 
-        space = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("space")
-        proto = _protocol(protocol, space, overrides, where)
+        raw = yaml.safe_load((src / "config.yaml").read_text()) or {}
+        proto = _protocol(protocol, raw.get("space"), overrides, where,
+                          data_over.get("dataset") or (raw.get("data") or {}).get("dataset",
+                                                                                  "digits"))
         return from_run(src, proto, seeds, data_over, where, train), []
     return _from_experiment(src, protocol, seeds, overrides, data_over, where, train)
 
@@ -64,22 +67,27 @@ def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
     from ..reduce.load import load_experiment
 
     exp = load_experiment(src)
-    spaces = set()
+    spaces, datasets = set(), set()
     for t in exp.trials:
         if t.path is not None and (t.path / "config.yaml").is_file():
             import yaml
 
-            spaces.add((yaml.safe_load((t.path / "config.yaml").read_text()) or {}).get("space"))
+            raw = yaml.safe_load((t.path / "config.yaml").read_text()) or {}
+            spaces.add(raw.get("space"))
+            datasets.add((raw.get("data") or {}).get("dataset", "digits"))
+    dataset = data_over.get("dataset") or (next(iter(datasets)) if len(datasets) == 1
+                                           else "cifar10")
     proto = _protocol(protocol, next(iter(spaces)) if len(spaces) == 1 else None, overrides,
-                      where)
+                      where, dataset)
     return from_experiment(src, proto, seeds, data_over, where, train)
 
 
-def _protocol(name: str | None, space: str | None, overrides, where) -> Protocol:
-    """The named protocol, or the short one of the space's macro."""
+def _protocol(name: str | None, space: str | None, overrides, where,
+              dataset: str = "digits") -> Protocol:
+    """The named protocol, or the short one of the space's macro (``default_protocol``)."""
     if name is None:
         from ..spaces import load_space
 
         macro = load_space(space, where=where).macro if space else "nb201"
-        name = f"{macro}_short"
+        name = default_protocol(macro, dataset)
     return resolve_protocol(name, overrides, where)

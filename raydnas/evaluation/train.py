@@ -60,7 +60,7 @@ def check_job(job: EvalJob, where: str = "raydnas evaluate") -> None:
         raise ConfigError(where, "protocol", p.name,
                           f"a protocol for the {s.macro} macro: the cell comes from space "
                           f"{s.name!r} ({s.macro} macro); use "
-                          + ("darts or darts_short" if s.macro == "darts" else
+                          + ("darts, darts_short or darts_cpu" if s.macro == "darts" else
                              "nb201 or nb201_short"))
     missing = [ct for ct in s.cell_types if ct not in job.genotype.cells]
     if missing or job.genotype.inputs != s.inputs or \

@@ -2,7 +2,8 @@
 finishes, the training of its found cell from scratch, in the same Ray Tune experiment::
 
     evaluate:
-      protocol: nb201_short     # darts, nb201, darts_short, nb201_short (raydnas.evaluation)
+      protocol: nb201_short     # darts, nb201, darts_short, nb201_short, darts_cpu (default:
+                                # the short one of the space's macro; darts_cpu on digits)
       seeds: 1                  # evaluation seeds per found cell (or a list)
       set: {epochs: 12}         # protocol keys and data.KEY overrides
 
@@ -47,8 +48,13 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
     from ..evaluation.train import IMAGE_SIDE, check_cutout
     from ..spaces import load_space
 
+    from ..evaluation import default_protocol
+
     space = load_space(cfg.space, where=f)
-    name = block.get("protocol", f"{space.macro}_short")
+    over0 = block.get("set") or {}
+    dataset = over0.get("data.dataset", cfg.data.dataset) if isinstance(over0, dict) \
+        else cfg.data.dataset
+    name = block.get("protocol", default_protocol(space.macro, dataset))
     over = block.get("set") or {}
     if not isinstance(over, dict):
         raise ConfigError(f, "evaluate.set", over, "a mapping of protocol keys (epochs: 12) "
@@ -60,7 +66,8 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
     if p.macro != space.macro:
         raise ConfigError(f, "evaluate.protocol", name,
                           f"a protocol for the {space.macro} macro of space {space.name!r} "
-                          f"({space.macro} or {space.macro}_short)")
+                          f"({space.macro}, {space.macro}_short"
+                          + (", darts_cpu)" if space.macro == "darts" else ")"))
     side = data.get("image_size") or cfg.data.image_size or IMAGE_SIDE.get(
         data.get("dataset", cfg.data.dataset))
     if side:
