@@ -297,3 +297,15 @@ def test_evaluate_an_experiment_as_ray_tune_trials(ray_local, tmp_path):
     assert all((d / "final.json").stat().st_mtime_ns == t for d, t in stamps.items())
     df = reduce(exp, write=False)
     assert df.attrs["truth"]["evaluations"] == 4 and (df["n_evaluated"] == 2).all()
+
+
+def test_bootstrap_ranks_share_ties():
+    from raydnas.reduce.truth import bootstrap
+
+    tied = bootstrap([[0.5, 0.5], [0.5, 0.5], []])
+    assert tied[0]["test_rank"] == tied[1]["test_rank"] == 1
+    assert tied[1]["test_rank_ci_high"] == 1 and math.isnan(tied[2]["test_rank"])
+    close = bootstrap([[0.99, 0.95], [0.95, 0.95]], seed=3)
+    assert close[0]["test_rank"] == 1 and close[1]["test_rank"] == 2
+    assert (close[1]["test_rank_ci_low"], close[1]["test_rank_ci_high"]) == (1, 2)
+    assert close[0]["test_acc_ci_low"] == pytest.approx(0.95)

@@ -10,9 +10,10 @@ Definitions (columns of the report):
 * ``eval_params_mean``: weights of the evaluated network (without DARTS's auxiliary head).
 * ``test_acc_ci_low/_high``: a 95 % percentile bootstrap interval of the group's mean test
   accuracy (search seeds resampled with replacement, 2,000 replicates, seeded);
-  ``test_rank`` (1 = best mean) and ``test_rank_ci_low/_high``: the 2.5 / 97.5 percentiles of
-  the group's rank over the same replicates (every group resampled in each). Overlapping rank
-  intervals mean the data do not order those groups.
+  ``test_rank`` (1 = best mean; tied means share the better rank) and
+  ``test_rank_ci_low/_high``: the 2.5 / 97.5 percentiles of the group's rank over the same
+  replicates (every group resampled in each). Overlapping rank intervals mean the data do not
+  order those groups.
 * proxy validity (``df.attrs["proxy_validity"]``): across every evaluated search trial, the
   Spearman and Kendall rank correlations (with n and p-values) between each proxy
   (``discrete_val_acc``, ``val_acc``, ``discrete_val_acc_tuned``) at the trial's last epoch and
@@ -134,11 +135,10 @@ def bootstrap(rows: list[list[float]], seed: int = 0, reps: int = BOOTSTRAP
             v = rows[i]
             m[i] = sum(v[rng.randrange(len(v))] for _ in v) / len(v)
             means[i].append(m[i])
-        order = sorted(live, key=lambda i: -m[i])
-        for r, i in enumerate(order, 1):
-            ranks[i].append(r)
+        for i in live:  # competition ranking: tied means share the better rank
+            ranks[i].append(1 + sum(m[j] > m[i] for j in live))
     point = {i: sum(rows[i]) / len(rows[i]) for i in live}
-    point_rank = {i: r for r, i in enumerate(sorted(live, key=lambda i: -point[i]), 1)}
+    point_rank = {i: 1 + sum(point[j] > point[i] for j in live) for i in live}
 
     def pct(xs: list[float], q: float) -> float:
         xs = sorted(xs)
