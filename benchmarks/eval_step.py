@@ -111,26 +111,22 @@ def main() -> None:
     ref.train()
     ours.drop_path_prob = p.drop_path / 2
 
-    def step_ours():
-        o_ours.zero_grad(set_to_none=True)
-        out = ours(x)
-        logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, y) + (aux_w * F.cross_entropy(aux, y) if aux is not None
-                                             else 0)
-        loss.backward()
-        if p.grad_clip:
-            nn.utils.clip_grad_norm_(ours.parameters(), p.grad_clip)
-        o_ours.step()
+    def make_step(net, o, forward):
+        def step():
+            o.zero_grad(set_to_none=True)
+            out = forward()
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits, y)
+            if aux is not None:
+                loss = loss + aux_w * F.cross_entropy(aux, y)
+            loss.backward()
+            if p.grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
+            o.step()
+        return step
 
-    def step_ref():
-        o_ref.zero_grad(set_to_none=True)
-        logits, aux = plain_forward(ref, x.contiguous(), p.drop_path / 2)
-        loss = F.cross_entropy(logits, y) + (aux_w * F.cross_entropy(aux, y) if aux is not None
-                                             else 0)
-        loss.backward()
-        if p.grad_clip:
-            nn.utils.clip_grad_norm_(ref.parameters(), p.grad_clip)
-        o_ref.step()
+    step_ours = make_step(ours, o_ours, lambda: ours(x))
+    step_ref = make_step(ref, o_ref, lambda: plain_forward(ref, x.contiguous(), p.drop_path / 2))
 
     times = {"ours": [], "reference": []}
     for fn in (step_ours, step_ref):  # warm-up

@@ -41,6 +41,29 @@ class ResNetBasicBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.downsample(x)
 
 
+def preprocess(space: SearchSpace, C_in: list[int], C: int, reduction_prev: bool,
+               affine: bool) -> nn.ModuleList | None:
+    """A DARTS cell's input preprocessing: c_{k-2} through a FactorizedReduce after a reduction
+    cell (else a 1×1 ReLUConvBN), c_{k-1} through a 1×1 ReLUConvBN; None for the nb201 macro."""
+    if space.macro != "darts":
+        return None
+    from .ops import FactorizedReduce
+
+    return nn.ModuleList([
+        FactorizedReduce(C_in[0], C, affine=affine) if reduction_prev
+        else ReLUConvBN(C_in[0], C, 1, 1, 0, affine=affine),
+        ReLUConvBN(C_in[1], C, 1, 1, 0, affine=affine),
+    ])
+
+
+def cell_output(space: SearchSpace, states: list[torch.Tensor]) -> torch.Tensor:
+    """A cell's output from its node states: the concatenation of the intermediate nodes
+    (``output: concat``) or the last node (``last``)."""
+    if space.output == "concat":
+        return torch.cat(states[space.inputs:], dim=1)
+    return states[-1]
+
+
 def cell_type(cell: nn.Module) -> str:
     """``reduce`` for a reduction cell, else ``normal`` (the key of its α / genotype)."""
     return "reduce" if getattr(cell, "reduction", False) else "normal"

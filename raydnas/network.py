@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .genotype import Genotype
-from .macro import MacroNetwork, cell_type
-from .ops import OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero
+from .macro import MacroNetwork, cell_output, cell_type, preprocess
+from .ops import OPS, Pool, SharedReLU, Zero
 from .spaces import SearchSpace
 
 
@@ -34,14 +34,7 @@ class DiscreteCell(nn.Module):
         self.reduction, self.space, self.C = reduction, space, C
         self.drop_prob = 0.0  # drop-path probability (set by the network; training only)
         pool_bn = space.pool_bn if pool_bn is None else pool_bn
-        if space.macro == "darts":
-            self.pre = nn.ModuleList([
-                FactorizedReduce(C_in[0], C, affine=affine) if reduction_prev
-                else ReLUConvBN(C_in[0], C, 1, 1, 0, affine=affine),
-                ReLUConvBN(C_in[1], C, 1, 1, 0, affine=affine),
-            ])
-        else:
-            self.pre = None
+        self.pre = preprocess(space, C_in, C, reduction_prev, affine)
         if len(nodes) != space.nodes:
             raise ValueError(f"the genotype has {len(nodes)} nodes per cell, the space "
                              f"{space.name!r} {space.nodes}")
@@ -96,9 +89,7 @@ class DiscreteCell(nn.Module):
                 s = self.node_bn[j](s)
             states.append(s)
             relus.append(SharedReLU(s))
-        if self.space.output == "concat":
-            return torch.cat(states[self.space.inputs:], dim=1)
-        return states[-1]
+        return cell_output(self.space, states)
 
 
 def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .macro import MacroNetwork, ResNetBasicBlock, cell_type  # noqa: F401 (re-exported)
-from .ops import (OPS, FactorizedReduce, Pool, ReLUConvBN, SharedReLU, Zero, channel_weights,
-                  weighted)
+from .macro import (MacroNetwork, ResNetBasicBlock, cell_output, cell_type,  # noqa: F401
+                    preprocess)
+from .ops import OPS, Pool, SharedReLU, Zero, channel_weights, weighted
 from .spaces import SearchSpace
 
 if TYPE_CHECKING:
@@ -65,14 +65,7 @@ class Cell(nn.Module):
         self.reduction = reduction
         self.space = space
         self.C = C
-        if space.macro == "darts":
-            self.pre = nn.ModuleList([
-                FactorizedReduce(C_in[0], C, affine=False) if reduction_prev
-                else ReLUConvBN(C_in[0], C, 1, 1, 0, affine=False),
-                ReLUConvBN(C_in[1], C, 1, 1, 0, affine=False),
-            ])
-        else:
-            self.pre = None
+        self.pre = preprocess(space, C_in, C, reduction_prev, False)
         self.edges = nn.ModuleList()
         for i, j in space.edges:
             stride = 2 if reduction and i < space.inputs else 1
@@ -103,9 +96,7 @@ class Cell(nn.Module):
                 s = self.node_bn[j](s)
             states.append(s)
             relus.append(SharedReLU(s))
-        if self.space.output == "concat":
-            return torch.cat(states[self.space.inputs:], dim=1)
-        return states[-1]
+        return cell_output(self.space, states)
 
 
 class Supernet(MacroNetwork):

@@ -136,7 +136,7 @@ def run_lookups(plans: list, benchmark: str | Path, log=print) -> list[tuple[Any
     if not Path(benchmark).expanduser().is_file():
         open_api(benchmark)  # the one-line error for a missing file
     try:
-        import nas_201_api  # noqa: F401
+        import nas_201_api  # noqa: F401 (only: is it installed?)
     except ImportError:
         open_api(benchmark)  # the one-line error for a missing package
     seen, rows, caches = set(), [], {}

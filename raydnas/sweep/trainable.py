@@ -48,14 +48,7 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
         from .stage import job_of
 
         return evaluation_trial(config, job_of(config, study), study.resources)
-    import logging
-
-    from ray import tune
-
     from ..search import NonFiniteLoss, run_search
-
-    # one "Checkpoint successfully created" line per epoch and trial drowns the progress table
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     method = next(m for m in study.methods if m.name == config["method"])
     params = {k: config[k] for k in method.params if config.get(k) is not None}
@@ -66,6 +59,30 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
         raise RuntimeError(json.loads(marker.read_text())["error"])
     device, threads = _device_and_threads(study)
 
+    def run(report, restore, log):
+        try:
+            return run_search(cfg, out, report=report, resume=False, restore=restore,
+                              device=device, threads=threads, log=log)
+        except Exception as e:  # deterministic failures: do not recompute them on retry
+            oom = type(e).__name__ == "OutOfMemoryError"
+            if isinstance(e, NonFiniteLoss) or oom:
+                marker.write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+            raise
+
+    _with_tune_checkpoints(run)
+
+
+def _with_tune_checkpoints(run) -> None:
+    """Run ``run(report, restore, log)`` (a resumable search or evaluation) inside a Tune trial:
+    every epoch's checkpoint goes to Tune with its metrics, a restarted trial continues from the
+    checkpoint Tune hands back, and a trial restored from its final checkpoint reports its
+    final result again (nothing ran)."""
+    import logging
+
+    from ray import tune
+
+    # one "Checkpoint successfully created" line per epoch and trial drowns the progress table
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     reported = []
 
     def report(metrics: dict, ckpt_path: Path) -> None:
@@ -82,18 +99,8 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
             ckpt.to_directory(restore_dir)
         restore = Path(restore_dir) / "checkpoint.pt" if restore_dir else None
         verbose = os.environ.get("RAYDNAS_TRIAL_LOG", "0") == "1"
-        log = print if verbose else (lambda s: None)
-        try:
-            last = run_search(cfg, out, report=report, resume=False, restore=restore,
-                              device=device, threads=threads, log=log)
-        except Exception as e:  # deterministic failures: do not recompute them on retry
-            oom = type(e).__name__ == "OutOfMemoryError"
-            if isinstance(e, NonFiniteLoss) or oom:
-                marker.write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
-            raise
+        last = run(report, restore, print if verbose else (lambda s: None))
         if not reported and last:
-            # restored from the final checkpoint (e.g. the driver died as the trial ended):
-            # nothing ran, so hand Tune the final result again
             tune.report(dict(last))
     finally:
         if restore_dir:
@@ -103,35 +110,9 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
 def evaluation_trial(config: dict[str, Any], job, resources: dict[str, float]) -> None:
     """One evaluation (raydnas.evaluation.run_evaluation) as a Tune trial: per-epoch
     checkpoints to Tune, resumed from the last one after a crash, files in the trial directory."""
-    import logging
-
-    from ray import tune
-
     from ..evaluation import run_evaluation
 
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     device, threads = _device_and_threads(resources)
-    reported = []
-
-    def report(metrics: dict, ckpt_path: Path) -> None:
-        reported.append(metrics.get("epoch"))
-        with tempfile.TemporaryDirectory(prefix="raydnas-ckpt-") as d:
-            shutil.copy2(ckpt_path, Path(d) / ckpt_path.name)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
-
-    restore_dir = None
-    ckpt = tune.get_checkpoint()
-    try:
-        if ckpt is not None:
-            restore_dir = tempfile.mkdtemp(prefix="raydnas-restore-")
-            ckpt.to_directory(restore_dir)
-        restore = Path(restore_dir) / "checkpoint.pt" if restore_dir else None
-        verbose = os.environ.get("RAYDNAS_TRIAL_LOG", "0") == "1"
-        last = run_evaluation(job, Path(os.getcwd()), report=report, resume=False,
-                              restore=restore, device=device, threads=threads,
-                              log=print if verbose else (lambda s: None))
-        if not reported and last:
-            tune.report(dict(last))
-    finally:
-        if restore_dir:
-            shutil.rmtree(restore_dir, ignore_errors=True)
+    _with_tune_checkpoints(lambda report, restore, log: run_evaluation(
+        job, Path(os.getcwd()), report=report, resume=False, restore=restore, device=device,
+        threads=threads, log=log))
