@@ -50,13 +50,48 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def previous(path: str | Path) -> Path:
+    """Where the checkpoint before the last one is kept (``checkpoint.prev.pt``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def save(state: dict[str, Any], path: str | Path) -> None:
-    """Write atomically: a crash mid-write never leaves a broken checkpoint."""
+    """Write atomically: a crash mid-write never leaves a broken checkpoint. The checkpoint it
+    replaces is kept as :func:`previous` (the last two survive a damaged file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    if path.is_file():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
 
 
 def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_or_previous(path: str | Path, map_location: Any = "cpu",
+                     log=print) -> tuple[dict[str, Any], Path]:
+    """``load(path)``; if that file is damaged (a disk error, a copy gone wrong), the previous
+    checkpoint, saying so; if neither reads, one ConfigError line saying what to do."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        return load(path, map_location), path
+    except Exception as e:  # noqa: BLE001 - any unreadable file: fall back or explain
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+        prev = previous(path)
+        if prev.is_file():
+            try:
+                state = load(prev, map_location)
+            except Exception:  # noqa: BLE001
+                pass
+            else:
+                log(f"warning: {path} is unreadable ({why[:120]}); continuing from the "
+                    f"previous checkpoint {prev} (one epoch earlier)")
+                return state, prev
+        raise ConfigError(str(path), "checkpoint", path.name,
+                          f"a readable checkpoint; this one is damaged ({why[:120]}): run with "
+                          "--fresh to start over") from None

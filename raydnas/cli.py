@@ -17,8 +17,12 @@ def _search(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if args.fresh and (out / "checkpoint.pt").exists():
-        (out / "checkpoint.pt").unlink()
+    if args.fresh:
+        from .checkpoint import previous
+
+        for f in (out / "checkpoint.pt", previous(out / "checkpoint.pt")):
+            if f.exists():
+                f.unlink()
     from .search import run_search
 
     print(f"raydnas search: {cfg.source} -> {out} "
@@ -32,7 +36,10 @@ def _search(args: argparse.Namespace) -> int:
     print(f"genotype:     {out / 'genotype.txt'}")
     print((out / "genotype.txt").read_text().rstrip())
     print(f"metrics:      {out / 'metrics.jsonl'}  (final: {out / 'final.json'})")
-    print(f"checkpoint:   {out / 'checkpoint.pt'}  (run the same command again to continue)")
+    finished = bool(m) and (m.get("epoch", 0) >= cfg.epochs or bool(m.get("early_stop")))
+    print(f"checkpoint:   {out / 'checkpoint.pt'}  "
+          + ("(finished; --fresh starts over)" if finished
+             else "(run the same command again to continue)"))
     print(f"TensorBoard:  tensorboard --logdir {out / 'tb'}")
     return 0
 
@@ -54,7 +61,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="raydnas", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"raydnas {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="run one search (no Ray)")
     s.add_argument("config")

@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"raydnas evaluate: {len(jobs)} evaluation(s), protocol {p.label}", flush=True)
     if args.fresh:
         for pl in jobs:
-            for name in ("checkpoint.pt", "final.json"):
+            for name in ("checkpoint.pt", "checkpoint.prev.pt", "final.json"):
                 if (pl.out / name).exists():
                     (pl.out / name).unlink()
     if _is_experiment(args.source) and not args.no_ray:

@@ -265,13 +265,18 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
     ckpt_path = out / ckpt.CHECKPOINT_NAME
     source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
     if source is not None:
-        saved = ckpt.load(source, map_location=dev)
+        saved, source = ckpt.load_or_previous(source, map_location=dev, log=log)
         _check_resume(saved["config"], cfg, out)
         st.load_state_dict(saved["state"])
         if val is not None:
             val.load_state_dict(saved["val_iter"])
         ckpt.set_rng_state(saved["rng"])
-        log(f"resuming from {source} after epoch {st.epoch}/{cfg.epochs}")
+        done = st.epoch >= cfg.epochs or (st.history and st.history[-1].get("early_stop"))
+        if done:
+            log(f"already finished: {out} holds all {st.epoch} epoch(s) of this search "
+                "(nothing to do; --fresh starts over)")
+        else:
+            log(f"resuming from {source} after epoch {st.epoch}/{cfg.epochs}")
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     metrics = st.history[-1] if st.history else {}
     tb = None

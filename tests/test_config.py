@@ -86,3 +86,11 @@ def test_to_dict_round_trips():
     cfg = from_dict({"space": "tiny", "epochs": 3, "optim": {"w_lr": 0.1}})
     again = from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_version_flag():
+    import raydnas
+
+    r = subprocess.run([sys.executable, "-m", "raydnas.cli", "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"raydnas {raydnas.__version__}"

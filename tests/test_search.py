@@ -87,8 +87,37 @@ def test_run_again_continues_instead_of_starting_over(finished_run):
     out, m, _ = finished_run
     logs = []
     m2 = run_search(tiny_config(), out, log=logs.append)
-    assert any("resuming" in s for s in logs) and not any(s.startswith("epoch 1/") for s in logs)
+    assert any("already finished" in s for s in logs) and not any("resuming" in s for s in logs)
+    assert not any(s.startswith("epoch 1/") for s in logs)
     assert m2 == m
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_or_explains(tmp_path):
+    """A truncated checkpoint.pt: continue from checkpoint.prev.pt (one epoch earlier) and reach
+    the same result; with no readable previous one, one line saying what to do."""
+    import subprocess
+    import sys
+
+    cfg = tiny_config(epochs=3)
+    straight = run_search(cfg, tmp_path / "a", log=lambda s: None)
+    out = tmp_path / "b"
+    run_search(cfg, out, log=lambda s: None, stop_after_epochs=2)
+    assert (out / "checkpoint.prev.pt").is_file()
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    logs = []
+    m = run_search(cfg, out, log=logs.append)
+    assert any("unreadable" in s and "checkpoint.prev.pt" in s for s in logs)
+    assert m["epoch"] == 3 and m["genotype"] == straight["genotype"]
+    assert m["val_acc"] == straight["val_acc"]
+    for f in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / f).write_bytes(b"not a checkpoint")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(tiny_raw(epochs=4)))
+    r = subprocess.run([sys.executable, "-m", "raydnas.cli", "search", str(cfg_file), "--out",
+                        str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "damaged" in r.stderr and "--fresh" in r.stderr
 
 
 def test_resume_refuses_a_different_config(finished_run):
