@@ -23,8 +23,9 @@ def _search(args: argparse.Namespace) -> int:
         for f in (out / "checkpoint.pt", previous(out / "checkpoint.pt")):
             if f.exists():
                 f.unlink()
-    from .search import run_search
+    from .search import resolve_device, run_search
 
+    resolve_device(args.device)  # a missing GPU: one line before the banner
     print(f"raydnas search: {cfg.source} -> {out} "
           f"(method {'/'.join(cfg.method().values())}, seed {cfg.seed})", flush=True)
     m = run_search(cfg, out, device=args.device, threads=args.threads)

@@ -84,13 +84,24 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
         return Dataset(name, ds, len(ds.classes), 3)
     tf += [T.ToTensor(), T.Normalize(mean, std)]
     cls = getattr(torchvision.datasets, TORCHVISION[name])
-    if name == "svhn":
-        ds = cls(root, split="test" if test else "train", download=download,
-                 transform=T.Compose(tf))
-        classes = 10
-    else:
-        ds = cls(root, train=not test, download=download, transform=T.Compose(tf))
-        classes = len(ds.classes)
+    try:
+        if name == "svhn":
+            ds = cls(root, split="test" if test else "train", download=download,
+                     transform=T.Compose(tf))
+            classes = 10
+        else:
+            ds = cls(root, train=not test, download=download, transform=T.Compose(tf))
+            classes = len(ds.classes)
+    except (OSError, RuntimeError) as e:  # no network, no files, a broken archive
+        from .errors import ConfigError
+
+        why = str(getattr(e, "reason", "") or e).splitlines()[0][:120] if str(e) else \
+            type(e).__name__
+        raise ConfigError("data", "data.download" if download else "data.root",
+                          download if download else root,
+                          f"{name} could not be {'downloaded' if download else 'read'} into "
+                          f"{root} ({why}); put the dataset's files there (and set "
+                          "data.download: false) or run where the network reaches it") from None
     return Dataset(name, ds, classes, len(mean))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,11 @@ class SearchState:
         allocator.tune()  # keep freed activation memory for the next step (raydnas/allocator.py)
         ckpt.seed_everything(cfg.seed)
         d = cfg.data
-        self.dataset = dataset or load_dataset(d.dataset, d.root, d.download, d.augment,
-                                               d.image_size)
+        try:
+            self.dataset = dataset or load_dataset(d.dataset, d.root, d.download, d.augment,
+                                                   d.image_size)
+        except ConfigError as e:  # name the config file the data settings came from
+            raise ConfigError(cfg.source, e.key, e.value, e.allowed) from None
         self.activation = create_axis("activation", cfg.activation, cfg.source)
         self.gradient = create_axis("gradient", cfg.gradient, cfg.source)
         self.schedule = create_axis("schedule", cfg.schedule, cfg.source)
@@ -236,11 +240,24 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
     """
     log = log or (lambda s: print(s, flush=True))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = resolve_device(device)  # bad device or data: an error before any directory exists
     st = SearchState(cfg, dev)
+    fresh_dir = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(st, cfg, out, dev, report, resume, restore, log, stop_after_epochs)
+    except ConfigError:
+        # a setup error found only now (split sizes): leave nothing behind, never finished work
+        if fresh_dir and not (out / ckpt.CHECKPOINT_NAME).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
+         report: Report | None, resume: bool, restore: str | Path | None, log,
+         stop_after_epochs: int | None) -> dict[str, Any]:
     n = len(st.dataset)
     split = load_or_make_split(out / "split.json", n, cfg.data.val_fraction, cfg.seed)
     bs = cfg.data.batch_size

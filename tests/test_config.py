@@ -94,3 +94,27 @@ def test_version_flag():
     r = subprocess.run([sys.executable, "-m", "raydnas.cli", "--version"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and r.stdout.strip() == f"raydnas {raydnas.__version__}"
+
+
+@pytest.mark.parametrize("setup,args,key,allowed", [
+    ("digits", ["--device", "cuda:99"], "--device", "a visible CUDA device"),
+    ("empty_cifar", [], "data.root", "cifar10 could not be read"),
+])
+def test_errors_before_the_first_epoch_leave_no_directory(tmp_path, setup, args, key, allowed):
+    """A missing GPU or unreadable data: one line, exit 2, no banner, no run directory."""
+    cfg = tmp_path / "exp.yaml"
+    if setup == "digits":
+        cfg.write_text("space: tiny201\nepochs: 1\ndata: {dataset: digits, batch_size: 32}\n")
+    else:
+        (tmp_path / "empty").mkdir()
+        cfg.write_text(f"space: tiny\nepochs: 1\ndata: {{dataset: cifar10, root: "
+                       f"{tmp_path / 'empty'}}}\n")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "raydnas.cli", "search", str(cfg), "--out",
+                        str(out), *args], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and key in err and allowed in err, err
+    assert "Traceback" not in r.stderr and not out.exists()
+    if setup == "empty_cifar":
+        assert str(cfg) in err  # the config file the data settings came from
