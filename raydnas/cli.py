@@ -49,15 +49,19 @@ def _validate(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, args.set)
-    if cfg.sweep is not None or cfg.optuna is not None:
-        try:
-            from .sweep import validate_study
-        except ImportError:
-            validate_study = None
-        if validate_study is not None:
-            validate_study(cfg)
-    print(f"{cfg.source}: OK (space {cfg.space}, method {'/'.join(cfg.method().values())}, "
-          f"{cfg.epochs} epochs, dataset {cfg.data.dataset})")
+    line = (f"{cfg.source}: OK (space {cfg.space}, method {'/'.join(cfg.method().values())}, "
+            f"{cfg.epochs} epochs, dataset {cfg.data.dataset})")
+    if cfg.sweep is not None or cfg.optuna is not None or cfg.evaluate is not None:
+        from .sweep import validate_study
+
+        st = validate_study(cfg)
+        pts = (f" x up to {st.optuna.n_trials} Optuna points" if st.optuna is not None else "")
+        line += (f"\nstudy: {len(st.methods)} method(s) x {len(st.seeds)} seed(s){pts} = "
+                 f"{st.search_trials()} search trials, each method's config checked")
+        if st.evaluate is not None:
+            line += (f"; + {st.search_trials() * len(st.evaluate.seeds)} evaluation trials "
+                     f"({st.evaluate.protocol.label})")
+    print(line)
     return 0
 
 
@@ -70,15 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run one search (no Ray)")
     s.add_argument("config")
     s.add_argument("--out", help="output directory (default runs/<config name>)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value (repeatable)")
+    s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
+                   help="override config values: --set epochs=20 data.batch_size=64 (several after "
+                        "one --set, or --set repeated)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     s.set_defaults(func=_search)
     v = sub.add_parser("validate", help="check a config without running anything")
     v.add_argument("config")
-    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    v.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
+                   help="override config values: --set epochs=20 regularizer.rho=0.01")
     v.set_defaults(func=_validate)
     for mod in ("sweep_cli", "reduce_cli", "evaluate_cli"):
         try:

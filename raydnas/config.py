@@ -348,7 +348,8 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(source, item, item, "KEY.PATH=VALUE")
+            raise ConfigError(source, item, item,
+                              "KEY.PATH=VALUE, e.g. --set epochs=20 or --set regularizer.rho=0.01")
         key, _, text = item.partition("=")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
@@ -399,4 +400,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         if not isinstance(raw, dict):
             raise ConfigError(str(path), "<top level>", raw, "a mapping of config keys")
         raw = apply_overrides(raw, overrides)
-    return from_dict(raw, str(path))
+    try:
+        return from_dict(raw, str(path))
+    except ConfigError as e:  # blame a bad --set value on the --set, not on the file
+        given = [o for o in overrides or () if "=" in o and _same_key(o.partition("=")[0], e.key)]
+        if given:
+            raise ConfigError(f"--set {given[-1]} (over {path})", e.key, e.value,
+                              e.allowed) from None
+        raise
+
+
+def _same_key(override: str, key: str) -> bool:
+    """Whether an override's dotted key is the key an error names (or a part of it)."""
+    o, k = override.strip(), str(key)
+    return o == k or k.startswith(o + ".") or o.startswith(k + ".")

@@ -125,7 +125,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, choices=sorted(PROTOCOLS),
                    help="training protocol (default: the short one of the cell's macro)")
     p.add_argument("--seeds", default="1", help="evaluation seeds: a count (3: 0,1,2) or a list")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help=f"override a protocol key ({', '.join(KEYS)}) or data.KEY (repeatable)")
     p.add_argument("--out", default=None, help="output directory (--genotype only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

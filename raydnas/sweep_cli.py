@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
         description="Run a study config as one Ray Tune experiment. Running the same command "
                     "again continues an interrupted experiment.")
     p.add_argument("config", help="experiment YAML with a sweep: (and optionally optuna:) block")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
+                   help="override config values: --set epochs=20 data.batch_size=64 (several after "
+                        "one --set, or --set repeated)")
     p.add_argument("--resume", action="store_true",
                    help="continue an existing experiment (error if there is none)")
     p.add_argument("--retry-failed", action="store_true",

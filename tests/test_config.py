@@ -118,3 +118,17 @@ def test_errors_before_the_first_epoch_leave_no_directory(tmp_path, setup, args,
     assert "Traceback" not in r.stderr and not out.exists()
     if setup == "empty_cifar":
         assert str(cfg) in err  # the config file the data settings came from
+
+
+def test_set_values_are_blamed_on_the_set_and_several_follow_one_set(tmp_path, capsys):
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    qs = str(root / "configs" / "quickstart.yaml")
+    assert main(["validate", qs, "--set", "epochs=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set epochs=-1 (over ") and "an integer >= 1" in err
+    assert main(["validate", qs, "--set", "epochs"]) == 2
+    assert "e.g. --set epochs=20" in capsys.readouterr().err
+    assert main(["validate", qs, "--set", "epochs=3", "data.batch_size=16"]) == 0
+    assert "3 epochs" in capsys.readouterr().out
+    assert main(["validate", str(root / "configs" / "maile2021.yaml")]) == 0
+    assert "12 method(s) x 3 seed(s) = 36 search trials" in capsys.readouterr().out
