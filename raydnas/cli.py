@@ -1,4 +1,4 @@
-"""The ``raydnas`` command: ``search``, ``validate`` (and ``sweep``, ``reduce`` when present).
+"""The ``raydnas`` command: ``search``, ``validate``, ``sweep``, ``evaluate``, ``reduce``.
 
 Bad input exits with status 2 and one line; nothing is started.
 """
@@ -68,11 +68,14 @@ def _validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="raydnas", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="raydnas",
+        description="Studies of differentiable architecture search (DARTS and its descendants): "
+                    "search, sweep (Ray Tune), evaluate found cells, reduce to a report.")
     p.add_argument("--version", action="version", version=f"raydnas {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="run one search (no Ray)")
-    s.add_argument("config")
+    s.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
     s.add_argument("--out", help="output directory (default runs/<config name>)")
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
                    help="override config values: --set epochs=20 data.batch_size=64 (several after "
@@ -82,16 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     s.set_defaults(func=_search)
     v = sub.add_parser("validate", help="check a config without running anything")
-    v.add_argument("config")
+    v.add_argument("config", help="experiment or study YAML to check")
     v.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
                    help="override config values: --set epochs=20 regularizer.rho=0.01")
     v.set_defaults(func=_validate)
-    for mod in ("sweep_cli", "reduce_cli", "evaluate_cli"):
-        try:
-            m = __import__(f"raydnas.{mod}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        m.add_parser(sub)
+    for mod in ("sweep_cli", "evaluate_cli", "reduce_cli"):  # an ImportError here is a bug
+        __import__(f"raydnas.{mod}", fromlist=["add_parser"]).add_parser(sub)
     return p
 
 

@@ -174,7 +174,8 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
 
 
 def test_importing_the_supernet_imports_neither_ray_nor_torchvision():
-    code = ("import sys, raydnas, raydnas.supernet, raydnas.search, raydnas.config; "
+    code = ("import sys, raydnas, raydnas.supernet, raydnas.search, raydnas.config, "
+            "raydnas.network, raydnas.measure, raydnas.evaluation; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torchvision', 'optuna')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
