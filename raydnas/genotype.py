@@ -101,10 +101,14 @@ class Genotype:
         return frozenset(out)
 
     def to_darts(self) -> str:
+        """DARTS's ``Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)``,
+        complete even for spaces without reduction cells (``reduce=[]``), so that it pastes into
+        quark0/darts's ``namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')``."""
         c = self.concat
         rng = f"range({c[0]}, {c[-1] + 1})"
         parts = []
-        for ct, nodes in self.cells.items():
+        for ct in ("normal", "reduce", *(k for k in self.cells if k not in ("normal", "reduce"))):
+            nodes = self.cells.get(ct, ())
             pairs = [pair for node in nodes for pair in node]
             parts.append(f"{ct}={pairs!r}, {ct}_concat={rng}")
         return f"Genotype({', '.join(parts)})"
@@ -158,8 +162,11 @@ _DARTS_RE = re.compile(r"(\w+)=(\[.*?\]),\s*\1_concat=(range\(\s*\d+\s*,\s*\d+\s
 def parse_genotype(text: str, nodes: int | None = None) -> Genotype:
     """Parse a DARTS ``Genotype(...)`` or a NAS-Bench-201 arch string.
 
-    A DARTS string does not mark node boundaries; pairs are grouped ``len(pairs) // nodes`` per
-    node, where ``nodes`` defaults to the length of the concat range.
+    A DARTS string does not mark node boundaries. Pairs are grouped per node: ``inputs + j`` for
+    node j when every edge is written (NB201-style cells; pass ``nodes``, since their concat range
+    holds the output node alone), else ``len(pairs) // nodes``, where ``nodes`` defaults to the
+    length of the concat range. An empty ``reduce=[]`` (a space without reduction cells) is
+    skipped.
     """
     text = text.strip()
     if text.startswith("|"):
@@ -178,17 +185,25 @@ def parse_genotype(text: str, nodes: int | None = None) -> Genotype:
     for m in _DARTS_RE.finditer(text):
         ct, pairs_s, concat_s = m.group(1), m.group(2), m.group(3)
         pairs = [tuple(p) for p in ast.literal_eval(pairs_s)]
+        if not pairs and ct != "normal":  # reduce=[]: a space without reduction cells
+            continue
         if concat_s.startswith("range"):
             a, b = (int(x) for x in re.findall(r"\d+", concat_s))
             concat = list(range(a, b))
         else:
             concat = list(ast.literal_eval(concat_s))
-        inputs = concat[0]
         n = nodes or len(concat)
-        per = max(1, len(pairs) // n)
-        cells[ct] = tuple(tuple(pairs[j * per:(j + 1) * per]) for j in range(n))
-        if len(concat) == 1 and n > 1:
+        if len(concat) == 1 and n > 1:  # the last node is the output (NB201-style)
             output = "last"
+            inputs = concat[0] - n + 1
+        else:
+            inputs = concat[0]
+        if len(pairs) == n * inputs + n * (n - 1) // 2:  # every edge written (argmax per edge)
+            sizes = [inputs + j for j in range(n)]
+        else:
+            sizes = [max(1, len(pairs) // n)] * n
+        starts = [sum(sizes[:j]) for j in range(n)]
+        cells[ct] = tuple(tuple(pairs[a:a + k]) for a, k in zip(starts, sizes))
     if not cells:
         raise ValueError(f"no cells found in {text[:60]!r}")
     return Genotype(cells, inputs, output, "darts")

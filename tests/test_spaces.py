@@ -119,3 +119,22 @@ def test_space_validation_errors_name_file_key_value(tmp_path, body, key, value)
     msg = str(e.value)
     assert str(p) in msg and key in msg and value in msg
     assert "\n" not in msg
+
+
+def test_genotype_of_a_one_input_space_pastes_into_darts_and_nb201_parsers():
+    """The DARTS line of an NB201-style cell is a complete DARTS namedtuple (reduce=[]), the NB201
+    string parses with NAS-Bench-201's own API parser, and both come back to the same cell."""
+    from collections import namedtuple
+
+    from nas_201_api import NASBench201API
+
+    from raydnas.genotype import parse_genotype
+
+    s = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
+    g = parse_genotype(s)
+    Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")  # quark0
+    d = eval(g.to_darts(), {"Genotype": Genotype, "range": range})
+    assert d.reduce == [] and list(d.normal_concat) == [3] and len(d.normal) == 6
+    assert NASBench201API.str2lists(g.to_nb201()) == [tuple(n) for n in g.cells["normal"]]
+    back = parse_genotype(g.to_darts(), nodes=3)
+    assert back.cells == g.cells and back.inputs == 1 and back.to_nb201() == s
