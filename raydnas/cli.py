@@ -32,8 +32,19 @@ def _search(args: argparse.Namespace) -> int:
     print("\n== done ==")
     if m:
         print(f"epochs {m['epoch']}/{cfg.epochs}  val_acc {m['val_acc']:.4f}  "
-              f"discrete_val_acc {m['discrete_val_acc']:.4f}  "
-              f"arch_params {m['arch_params']:,}  alpha_steps {m['alpha_steps']}")
+              f"discrete_val_acc {m['discrete_val_acc']:.4f}"
+              + (f"  tuned {m['discrete_val_acc_tuned']:.4f}"
+                 if "discrete_val_acc_tuned" in m else "")
+              + f"  arch_params {m['arch_params']:,}  alpha_steps {m['alpha_steps']}")
+        if "alpha_margin_mean" in m:
+            from .metrics import DECIDED_MARGIN
+
+            print(f"alpha margin (chosen op - runner-up, mean over edges) "
+                  f"{m['alpha_margin_mean']:.3f}, min {m['alpha_margin_min']:.3f}"
+                  + ("" if m["decided"] else
+                     f"\nUNDECIDED: the op weights are still within {DECIDED_MARGIN} of each "
+                     "other; this genotype is mostly initialization noise, not a search result "
+                     "(more epochs, or a larger optim.a_lr)"))
     print(f"genotype:     {out / 'genotype.txt'}")
     print((out / "genotype.txt").read_text().rstrip())
     print(f"metrics:      {out / 'metrics.jsonl'}  (final: {out / 'final.json'})")

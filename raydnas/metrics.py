@@ -29,6 +29,28 @@ def alpha_entropy(probs: dict[str, torch.Tensor]) -> float:
     return float(torch.cat(ents).mean())
 
 
+#: a derived cell is "decided" when its chosen ops lead their edge's runner-up by at least this
+#: much on average (a(α) normalized per edge); below it the genotype is mostly α-init noise
+DECIDED_MARGIN = 0.05
+
+
+def alpha_margins(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> list[float]:
+    """Per kept edge of the derived cell: the chosen op's weight minus the best other op's weight,
+    both from the edge's a(α) normalized to sum to 1 (0: a coin toss; 1: one-hot)."""
+    out = []
+    for c, p in probs.items():
+        p = p.detach().float().cpu().clamp_min(0)
+        p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        m = masks[c].bool()
+        for e in range(p.shape[0]):
+            if not m[e].any():
+                continue
+            k = int(m[e].nonzero()[0])
+            others = torch.cat([p[e, :k], p[e, k + 1:]])
+            out.append(float(p[e, k] - (others.max() if len(others) else 0.0)))
+    return out
+
+
 def param_free_ops(genotype: Genotype) -> int:
     return sum(op in PARAM_FREE for op in genotype.ops())
 

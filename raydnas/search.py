@@ -35,7 +35,8 @@ from .data import Batches, Cycle, Dataset, load_dataset, load_or_make_split
 from .errors import ConfigError
 from .genotype import derive
 from .measure import Measurer, bn_indices
-from .metrics import alpha_entropy, derived_params, distance_to_discrete, param_free_ops
+from .metrics import (DECIDED_MARGIN, alpha_entropy, alpha_margins, derived_params,
+                      distance_to_discrete, param_free_ops)
 from .network import from_supernet
 from .spaces import load_space
 from .supernet import Supernet
@@ -376,6 +377,7 @@ def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict
         "discretization_gap": val_acc - disc_acc,
         "distance_to_discrete": distance_to_discrete(probs, masks),
         "alpha_entropy": alpha_entropy(probs),
+        **_margin_metrics(alpha_margins(probs, masks)),
         "genotype": g,
         "genotype_changed": prev_genotype is not None and g != prev_genotype,
         "arch_params": derived_params(model, masks),
@@ -401,8 +403,16 @@ def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict
         tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}"
     log(f"epoch {st.epoch}/{cfg.epochs} val_acc {val_acc:.3f} discrete_val_acc {disc_acc:.3f} "
         f"gap {m['discretization_gap']:+.3f}{tuned} dist {m['distance_to_discrete']:.3f} "
+        f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
         f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
     return m
+
+
+def _margin_metrics(margins: list[float]) -> dict[str, Any]:
+    """``alpha_margin_mean``/``_min`` over the derived cell's edges and ``decided``."""
+    mean = sum(margins) / len(margins) if margins else 0.0
+    return {"alpha_margin_mean": mean, "alpha_margin_min": min(margins, default=0.0),
+            "decided": mean >= DECIDED_MARGIN}
 
 
 def _write_outputs(out: Path, st: SearchState, metrics: dict) -> None:

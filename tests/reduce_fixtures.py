@@ -32,7 +32,8 @@ class ExperimentWriter:
               discrete_val_acc: float = 0.4, epochs_planned: int | None = None,
               status: str = "TERMINATED", error: str | None = None, write_dir: bool = True,
               complete: bool | None = None, truncated_line: bool = False, nb201: bool = False,
-              epoch_seconds: float = 1.5, arch_params: int = 1000) -> str:
+              epoch_seconds: float = 1.5, arch_params: int = 1000,
+              extra: dict[str, Any] | None = None) -> str:
         """One trial; ``genotypes`` per epoch (None: no results at all)."""
         tid = f"abcde_{self.count:05d}"
         dirname = f"trainable_{tid}_{self.count}_seed={config.get('seed')}_2026-11-22_18-00-00"
@@ -56,7 +57,8 @@ class ExperimentWriter:
                              "arch_params": arch_params, "param_free_ops": 2,
                              "alpha_steps": 10 * e, "alpha_steps_epoch": 10, "lr": 0.01,
                              "epoch_seconds": epoch_seconds, "done": False,
-                             "training_iteration": e, "trial_id": tid, "config": config})
+                             "training_iteration": e, "trial_id": tid, "config": config,
+                             **(extra or {})})
             if rows:
                 (d / "result.json").write_text(
                     "".join(json.dumps(r) + "\n" for r in rows)

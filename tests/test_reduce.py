@@ -290,3 +290,27 @@ def test_relabelled_intermediate_nodes_are_the_same_cell(tmp_path):
     for method in (B, M):
         r = _row(df, method)
         assert r["consensus"] == 1.0 and r["distinct_genotypes"] == 1 and r["modal_count"] == 2
+
+
+def test_undecided_seeds_are_flagged(tmp_path):
+    w = ExperimentWriter(tmp_path)
+    w.trial(flat(M, 0), [G1], extra={"alpha_margin_mean": 0.002, "decided": False})
+    w.trial(flat(M, 1), [G1], extra={"alpha_margin_mean": 0.30, "decided": True})
+    w.trial(flat(M, 2), [G1], extra={"alpha_margin_mean": 0.01, "decided": False})
+    df = reduce(w.finish(), plots=False)
+    r = _row(df, M)
+    assert r["undecided_rate"] == pytest.approx(2 / 3)
+    assert r["alpha_margin_mean_mean"] == pytest.approx((0.002 + 0.30 + 0.01) / 3)
+    md = (tmp_path / "exp" / "report" / "report.md").read_text()
+    assert "| undecided |" in md and "0.67 (2/3)" in md
+
+
+def test_search_margin_metrics_and_undecided_flag():
+    """The margin is chosen-op weight minus runner-up per kept edge; uniform α is undecided."""
+    import torch
+
+    from raydnas.metrics import alpha_margins
+
+    probs = {"normal": torch.tensor([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0]])}
+    masks = {"normal": torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])}
+    assert alpha_margins(probs, masks) == pytest.approx([0.5, 0.0])

@@ -38,6 +38,8 @@ def test_outputs_and_metric_names(finished_run):
     assert [r[0]["epoch"] for r in reports] == [1, 2]
     assert all(p.is_file() for _, p in reports)
     assert m["discretization_gap"] == pytest.approx(m["val_acc"] - m["discrete_val_acc"])
+    # the paper's α lr for 2 tiny epochs leaves α at its init: flagged undecided
+    assert m["alpha_margin_mean"] < 0.05 and m["decided"] is False
     assert m["alpha_steps"] == 2 * (len(json.loads((out / "split.json").read_text())["train"]) // 64)
     total = sum(v.numel() for k, v in torch.load(out / "checkpoint.pt", weights_only=True)[
         "state"]["model"].items() if not k.startswith("alphas") and v.is_floating_point()

@@ -102,7 +102,8 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
                         "distinct_genotypes": 0, "modal_count": 0, "modal_genotype": None,
                         "modal_genotype_nb201": None, "modal_trial": None, "modal_seed": None,
                         "collapse_rate": math.nan, "dead_rate": math.nan, "dead_seeds": [],
-                        "stabilization_n": 0, "gap_reliability": math.nan})
+                        "stabilization_n": 0, "gap_reliability": math.nan,
+                        "undecided_rate": math.nan})
             for m in METRICS:
                 for k in ("mean", "std", "min", "max"):
                     row[f"{m}_{k}"] = math.nan

@@ -90,6 +90,8 @@ TABLE = [  # (header, function of row)
     ("modal", lambda r: f"{r['modal_count']}/{r['n']}"),
     ("collapse", lambda r: _share(r["collapse_rate"], r["n"])),
     ("dead", lambda r: _share(r["dead_rate"], r["n"])),
+    ("undecided", lambda r: _share(r["undecided_rate"], r["n"])),
+    ("α margin", lambda r: mean_std(r, "alpha_margin_mean")),
     ("gap reliable", lambda r: _share(r["gap_reliability"], r["n"])),
     ("arch params", lambda r: mean_std(r, "arch_params", 0)),
     ("param-free ops", lambda r: mean_std(r, "param_free_ops", 1)),
@@ -155,6 +157,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
              f"({'ascending' if sort.get('ascending') else 'descending'}); "
              f"collapse = at least {a.get('collapse_threshold'):g} of the normal cell's ops "
              f"skip_connect/none; dead = a cell whose output no non-none path reaches; "
+             f"undecided = mean α margin (chosen op − runner-up) below 0.05; "
              f"gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
              "", "Values are mean ± sample std over seeds at each trial's last epoch "
              "(std n/a with one seed). consensus = mean pairwise Jaccard index of the seeds' "

@@ -29,6 +29,10 @@ Definitions (each one is a column of the report):
 * ``dead_rate``: the share of seeds whose cell is dead: a cell type whose output no path of
   non-``none`` edges connects to its inputs (``Genotype.dead_cells()``), so that the network
   outputs a constant and cannot learn. Reported apart from collapse; ``dead_cell`` per seed.
+* ``alpha_margin_mean``: per seed, the mean over the derived cell's edges of the chosen op's
+  weight minus the runner-up's (a(α) normalized per edge); ``undecided_rate``: the share of
+  seeds whose mean margin is below ``raydnas.metrics.DECIDED_MARGIN`` (0.05), i.e. whose cell
+  is still mostly α-initialization noise rather than a search result.
 * ``gap_reliability``: the share of seeds whose final ``discretization_gap``
   (``val_acc - discrete_val_acc``) is below ``gap_threshold`` (default 0.05, i.e. five
   accuracy points; a raydnas convention, not a paper value).
@@ -47,8 +51,8 @@ if TYPE_CHECKING:  # torch is imported only when genotypes are read
     from ..genotype import Genotype
 
 METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
-           "distance_to_discrete", "arch_params", "param_free_ops", "stabilization_epoch",
-           "alpha_steps", "search_seconds")
+           "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
+           "stabilization_epoch", "alpha_steps", "search_seconds")
 #: the ops whose dominance in the normal cell is collapse
 COLLAPSE_OPS = frozenset({"skip_connect", "none"})
 DEFAULT_COLLAPSE_THRESHOLD = 0.5
@@ -105,7 +109,8 @@ def trial_values(t: Trial) -> dict[str, float]:
     last = t.last
     out = {}
     for m in ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
-              "distance_to_discrete", "arch_params", "param_free_ops", "alpha_steps"):
+              "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
+              "alpha_steps"):
         v = last.get(m)
         out[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
     if math.isnan(out["discretization_gap"]) and not (
@@ -192,6 +197,8 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
                    modal_trial=None, modal_seed=None, collapse_rate=math.nan,
                    dead_rate=math.nan, dead_seeds=[])
     row["stabilization_n"] = sum(not math.isnan(v["stabilization_epoch"]) for v in vals)
+    decided = [t.last.get("decided") for t in trials if isinstance(t.last.get("decided"), bool)]
+    row["undecided_rate"] = (sum(not d for d in decided) / len(decided)) if decided else math.nan
     gaps = [v["discretization_gap"] for v in vals if not math.isnan(v["discretization_gap"])]
     row["gap_reliability"] = (sum(g < gap_threshold for g in gaps) / len(gaps)
                               if gaps else math.nan)
