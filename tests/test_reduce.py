@@ -314,3 +314,25 @@ def test_search_margin_metrics_and_undecided_flag():
     probs = {"normal": torch.tensor([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0]])}
     masks = {"normal": torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])}
     assert alpha_margins(probs, masks) == pytest.approx([0.5, 0.0])
+
+
+def test_reduce_a_single_search_run(tmp_path):
+    """raydnas reduce on one `raydnas search` directory: its numbers, cell drawing and α plot;
+    an evaluation of that run joins as its truth."""
+    from helpers import tiny_config
+    from raydnas.evaluation import plan, run_evaluation
+    from raydnas.search import run_search
+
+    run = tmp_path / "q"
+    run_search(tiny_config(space="tiny201", epochs=1, data={"batch_size": 32},
+                           measure={"tune_epochs": 0}), run, log=lambda s: None)
+    (job,), _ = plan(str(run), protocol="nb201_short",
+                     overrides={"epochs": 1, "channels": 4, "cells": 1})
+    run_evaluation(job.job, job.out, device="cpu", log=lambda s: None)
+    assert main(["reduce", str(run)]) == 0
+    out = run / "report"
+    assert (out / "cell_01.png").is_file() and (out / "alpha_01.png").is_file()
+    doc = json.loads((out / "report.json").read_text())
+    (g,) = doc["groups"]
+    assert g["n"] == 1 and g["method"] == "softmax/first_order/every/none"
+    assert g["n_evaluated"] == 1 and 0 <= g["test_acc_mean"] <= 1

@@ -267,7 +267,32 @@ def _load_trial(trial_id: str, d: Path | None, entry: dict[str, Any]) -> Trial:
 def not_an_experiment(path: str) -> ConfigError:
     return ConfigError("raydnas reduce", "EXPERIMENT", path,
                        "a Ray Tune experiment directory (experiment_state-*.json and/or trial "
-                       "directories holding params.json)")
+                       "directories holding params.json) or one search run directory "
+                       "(raydnas search --out DIR)")
+
+
+def _single_run(d: Path, source: str) -> Experiment:
+    """One ``raydnas search`` run as an experiment of one trial (its cell drawing, α plot and
+    numbers; statistics across seeds are n/a)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((d / "config.yaml").read_text()) or {}
+    except Exception:  # noqa: BLE001 - an unreadable config only loses the method name
+        raw = {}
+    config: dict[str, Any] = {}
+    for a in AXES:
+        v = raw.get(a)
+        config[a] = v.get("name") if isinstance(v, dict) else (v or "?")
+    config["method"] = "/".join(str(config[a]) for a in AXES)
+    config["seed"] = raw.get("seed")
+    rows = _epochs(_read_jsonl(d / "metrics.jsonl"))
+    final = _read_json(d / "final.json")
+    final = final if isinstance(final, dict) else None
+    status = _status("TERMINATED" if final and final.get("complete") else None, rows, final,
+                     False, raw.get("epochs") if isinstance(raw.get("epochs"), int) else None)
+    trial = Trial(d.name, d, config, status, rows, final, None)
+    return Experiment(d, d.resolve().name, [trial], source)
 
 
 def load_experiment(path: str | Path, *, cache: Path | None = None) -> Experiment:
@@ -284,6 +309,9 @@ def load_experiment(path: str | Path, *, cache: Path | None = None) -> Experimen
         local = Path(path).expanduser()
     if not local.is_dir():
         raise not_an_experiment(source)
+    if (local / "config.yaml").is_file() and (local / "final.json").is_file() \
+            and not (local / "params.json").is_file():
+        return _single_run(local, source)
     entries = _state_entries(local)
     dirs = {d.name: d for d in sorted(local.iterdir())
             if d.is_dir() and ((d / "params.json").is_file() or (d / "result.json").is_file())}
