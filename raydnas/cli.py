@@ -28,7 +28,7 @@ def _search(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # a missing GPU: one line before the banner
     print(f"raydnas search: {cfg.source} -> {out} "
           f"(method {'/'.join(cfg.method().values())}, seed {cfg.seed})", flush=True)
-    m = run_search(cfg, out, device=args.device, threads=args.threads)
+    m = run_search(cfg, out, device=args.device, threads=args.threads, progress=True)
     print("\n== done ==")
     if m:
         print(f"epochs {m['epoch']}/{cfg.epochs}  val_acc {m['val_acc']:.4f}  "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
                resume: bool = True, device: str | torch.device | None = "auto",
                restore: str | Path | None = None, threads: int | None = None,
                log: Callable[[str], None] | None = None,
-               stop_after_epochs: int | None = None) -> dict[str, Any]:
+               stop_after_epochs: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or continue) one search; returns the last epoch's metrics.
 
     Args:
@@ -238,6 +239,7 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         threads: torch intra-op threads.
         stop_after_epochs: stop (resumably) once this many epochs are complete.
+        progress: a progress bar with ETAs on a terminal (stderr a TTY) instead of step lines.
     """
     log = log or (lambda s: print(s, flush=True))
     out = Path(out_dir)
@@ -248,7 +250,8 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
     fresh_dir = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _run(st, cfg, out, dev, report, resume, restore, log, stop_after_epochs)
+        return _run(st, cfg, out, dev, report, resume, restore, log, stop_after_epochs,
+                    progress)
     except ConfigError:
         # a setup error found only now (split sizes): leave nothing behind, never finished work
         if fresh_dir and not (out / ckpt.CHECKPOINT_NAME).exists():
@@ -258,7 +261,7 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, *, report: Report | N
 
 def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
          report: Report | None, resume: bool, restore: str | Path | None, log,
-         stop_after_epochs: int | None) -> dict[str, Any]:
+         stop_after_epochs: int | None, progress: bool) -> dict[str, Any]:
     n = len(st.dataset)
     split = load_or_make_split(out / "split.json", n, cfg.data.val_fraction, cfg.seed)
     bs = cfg.data.batch_size
@@ -278,7 +281,8 @@ def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
     measurer = Measurer(st.dataset, bn_indices(split["train"], n_bn, cfg.seed), val_b, bs, dev,
                         ms.samples, cfg.seed)
     loop = _Loop(train_b, val_b, val, measurer,
-                 Batches(st.dataset, split["train"], bs, cfg.seed + 2, True, cfg.data.num_workers))
+                 Batches(st.dataset, split["train"], bs, cfg.seed + 2, True, cfg.data.num_workers),
+                 interactive=progress and sys.stderr.isatty(), started=time.perf_counter())
 
     ckpt_path = out / ckpt.CHECKPOINT_NAME
     source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
@@ -308,6 +312,7 @@ def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
             if stop_after_epochs is not None and st.epoch >= stop_after_epochs:
                 break
             metrics = _epoch(st, loop, log, prev_genotype)
+            loop.epochs_run += 1
             prev_genotype = metrics["genotype"]
             st.history.append(metrics)
             state = {"state": st.state_dict(), "config": cfg.to_dict(),
@@ -338,6 +343,23 @@ class _Loop:
     val: Cycle | None  # the α steps' val batches
     measurer: Measurer
     tune: Batches  # fine-tuning of the derived network (discrete_val_acc_tuned)
+    interactive: bool = False  # a progress bar with ETAs instead of step lines (a terminal)
+    started: float = 0.0
+    epochs_run: int = 0
+
+
+def _progress(loop: _Loop, st: SearchState):
+    """A tqdm bar over the epoch's steps, with the ETA of the epoch and of the whole search."""
+    from tqdm import tqdm
+
+    cfg = st.cfg
+    desc = f"epoch {st.epoch + 1}/{cfg.epochs}"
+    if loop.epochs_run:
+        per = (time.perf_counter() - loop.started) / loop.epochs_run
+        left = per * (cfg.epochs - st.epoch)
+        desc += f" (search ETA {int(left // 60)}:{int(left % 60):02d})"
+    return tqdm(total=len(loop.train), desc=desc, leave=False, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
 
 
 def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict[str, Any]:
@@ -349,16 +371,23 @@ def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     every = cfg.log.print_every
+    bar = _progress(loop, st) if loop.interactive else None
     for i, batch in enumerate(train_b.iterate(st.epoch)):
         batch = _to(batch, st.device)
         loss, c = train_step(st, batch, val)
         loss_sum += loss * len(batch[1])
         correct += c
         seen += len(batch[1])
-        if every and ((i + 1) % every == 0 or i + 1 == len(train_b)):
+        if bar is not None:
+            bar.set_postfix_str(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} "
+                                f"α steps {st.alpha_steps}", refresh=False)
+            bar.update(1)
+        elif every and ((i + 1) % every == 0 or i + 1 == len(train_b)):
             log(f"epoch {st.epoch + 1}/{cfg.epochs} step {i + 1}/{len(train_b)} "
                 f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "
                 f"alpha_steps {st.alpha_steps}")
+    if bar is not None:
+        bar.close()
     st.lr_scheduler.step()
     st.epoch += 1
     probs = {c: p.detach() for c, p in model.op_probs().items()}

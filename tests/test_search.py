@@ -182,3 +182,43 @@ def test_importing_the_supernet_imports_neither_ray_nor_torchvision():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _run_in_terminal(args: list[str]) -> str:
+    """Run the CLI with stdout/stderr on a pseudo-terminal (100×24), return what it printed."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "raydnas.cli", *args], stdout=slave,
+                         stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    p.wait()
+    os.close(master)
+    assert p.returncode == 0, out.decode(errors="replace")[-2000:]
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_with_eta_on_a_terminal_step_lines_otherwise(tmp_path):
+    qs = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    args = ["search", qs, "--set", "epochs=2", "--out"]
+    tty = _run_in_terminal(args + [str(tmp_path / "a")])
+    assert "search ETA" in tty and "it/s" in tty  # the bar, with the whole search's ETA
+    assert "step 11/22" not in tty  # no step lines under the bar
+    piped = subprocess.run([sys.executable, "-m", "raydnas.cli", *args, str(tmp_path / "b")],
+                           capture_output=True, text=True)
+    assert piped.returncode == 0 and "step 11/22" in piped.stdout
+    assert "it/s" not in piped.stdout + piped.stderr  # quiet when not a terminal
