@@ -322,7 +322,7 @@ def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
             _write_outputs(out, st, metrics)
             if tb is not None:
                 tb.epoch(metrics["epoch"], metrics, st.model.op_probs(), list(st.space.ops),
-                         cfg.log.histograms)
+                         cfg.log.histograms, st.space.edges)
             if report is not None:
                 report(metrics, ckpt_path)
             if metrics.get("early_stop"):

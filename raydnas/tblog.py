@@ -7,16 +7,37 @@ from pathlib import Path
 import torch
 
 
-def heatmap(values: torch.Tensor, cell: int = 12) -> torch.Tensor:
-    """A ``[edges, ops]`` matrix in [0, 1] as a CHW image (viridis), each entry a block."""
-    from matplotlib import colormaps
+def heatmap(values: torch.Tensor, ops: list[str], edges: list[tuple[int, int]] | None = None,
+            title: str = "") -> torch.Tensor:
+    """An ``[edges, ops]`` matrix of op weights as a labelled CHW image: ops and edges on the
+    axes, each value printed, a colour bar on the fixed scale [0, 1] (so the image of a run
+    whose weights barely moved stays flat instead of stretching noise into a preference)."""
+    import matplotlib
 
-    v = values.detach().float().cpu()
-    lo, hi = float(v.min()), float(v.max())
-    v = (v - lo) / (hi - lo) if hi > lo else torch.zeros_like(v)
-    rgb = torch.tensor(colormaps["viridis"](v.numpy())[..., :3], dtype=torch.float32)
-    rgb = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    return rgb.permute(2, 0, 1).contiguous()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    v = values.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(1.4 + 0.9 * v.shape[1], 1.2 + 0.32 * v.shape[0]), dpi=80)
+    im = ax.imshow(v, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for e in range(v.shape[0]):
+        for o in range(v.shape[1]):
+            ax.text(o, e, f"{v[e, o]:.3f}", ha="center", va="center", fontsize=7,
+                    color="white" if v[e, o] < 0.6 else "black")
+    ax.set_xticks(range(len(ops)))
+    ax.set_xticklabels(ops, rotation=35, ha="right", fontsize=7)
+    ax.set_yticks(range(v.shape[0]))
+    ax.set_yticklabels([f"{a}→{b}" for a, b in edges] if edges else range(v.shape[0]),
+                       fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
 
 
 class TBLogger:
@@ -29,7 +50,7 @@ class TBLogger:
         self.w = SummaryWriter(str(logdir), purge_step=purge_step)
 
     def epoch(self, epoch: int, metrics: dict, probs: dict[str, torch.Tensor], ops: list[str],
-              histograms: bool) -> None:
+              histograms: bool, edges: list[tuple[int, int]] | None = None) -> None:
         for k, v in metrics.items():
             if isinstance(v, bool):
                 v = int(v)
@@ -37,7 +58,8 @@ class TBLogger:
                 self.w.add_scalar(f"search/{k}", v, epoch)
         self.w.add_text("genotype", f"`{metrics.get('genotype', '')}`", epoch)
         for ct, p in probs.items():
-            self.w.add_image(f"alpha/{ct}", heatmap(p), epoch)
+            self.w.add_image(f"alpha/{ct}", heatmap(p, ops, edges,
+                                                    f"{ct} cell, a(α), epoch {epoch}"), epoch)
             if histograms:
                 for k, op in enumerate(ops):
                     self.w.add_histogram(f"op_weight/{ct}/{op}", p[:, k].detach().cpu(), epoch)

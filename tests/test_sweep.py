@@ -140,3 +140,20 @@ def test_diverging_trial_is_recorded_failed_with_its_reason_others_finish(ray_lo
     bad = [d for d in trial_dirs(tmp_path / "nan") if d.name.startswith("diverges")]
     assert len(bad) == 1 and (bad[0] / "error.txt").is_file()
     assert "NonFiniteLoss" in json.loads((bad[0] / "failure.json").read_text())["error"]
+
+
+def test_sweep_console_shows_raydnas_guidance_only(tmp_path):
+    """A sweep on its own local Ray: the progress table without Tune's staging "Result logdir"
+    and without Ray's token-auth notice; the results path is raydnas's own."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "raydnas", "sweep", SWEEP, "--storage",
+                        str(tmp_path), "--name", "c", "--set", "epochs=1", "--no-reduce",
+                        "--num-cpus", "2"], capture_output=True, text=True, timeout=300,
+                       env=dict(__import__("os").environ, PYTHONPATH=str(ROOT)))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "Trial status" in out or "== Status ==" in out  # the table is there
+    assert "Result logdir" not in out and "Token authentication is enabled" not in out
+    assert "Tuner.restore" not in out and f"results:     {tmp_path / 'c'}" in out

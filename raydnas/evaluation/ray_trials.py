@@ -46,6 +46,9 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
+        from ..sweep.runner import quiet_ray_advice
+
+        quiet_ray_advice()
         root = todo[0].out.parent
         fp = [[pl.out.name, pl.job.describe()] for pl in todo]
         started = not ray.is_initialized()

@@ -4,8 +4,9 @@
   colour per group, the group mean with ±1 std bars.
 * ``reliability.png``: consensus, collapse rate and gap reliability per group.
 * ``cell_<NN>.png``: each group's modal genotype as a cell diagram (one panel per cell type).
-* ``alpha_<NN>.png``: the op weights a(α) of each group's modal run (final epoch), chosen ops
-  outlined.
+* ``alpha_<NN>.png``: the op weights a(α) of each group's modal run (final epoch) with 4 digits,
+  coloured by their deviation from the edge's uniform share on a fixed scale (≥ ±0.05), chosen
+  ops outlined.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ def _plt():
     return plt
 
 
-def _short(label: str, width: int = 48) -> str:
-    return label if len(label) <= width else label[: width - 1] + "…"
+def _wrap(label: str, width: int = 48) -> str:
+    """The whole label on as many lines as it needs (never cut: groups differ at the end)."""
+    return textwrap.fill(label, width, break_long_words=True, break_on_hyphens=False)
 
 
 def _two_lines(label: str, width: int = 44) -> str:
-    """Method on the first line, point and hyperparameters on the second."""
+    """Method on the first line(s), point and hyperparameters below, nothing cut."""
     method, _, rest = label.partition(" ")
-    return _short(method, width) + ("\n" + _short(rest, width) if rest else "")
+    return _wrap(method, width) + ("\n" + _wrap(rest, width) if rest else "")
 
 
 def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
@@ -55,7 +57,7 @@ def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
         ys = [v["discrete_val_acc"] for v in vals]
         c = colors(i % 10)
         ax.scatter(xs, ys, color=c, alpha=0.55, s=36,
-                   label=f"{i + 1}. {_short(r['group'], 80)} (n={r['n']})")
+                   label=f"{i + 1}. {_wrap(r['group'], 90)} (n={r['n']})")
         xm, ym = r["discretization_gap_mean"], r["discrete_val_acc_mean"]
         xe, ye = r["discretization_gap_std"], r["discrete_val_acc_std"]
         ax.errorbar([xm], [ym], xerr=None if math.isnan(xe) else [xe],
@@ -70,17 +72,20 @@ def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
     ax.set_ylabel("discrete val_acc (derived cell, inherited weights)")
     ax.set_title("Accuracy vs discretization gap (dots: seeds; diamonds: mean ± std)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    # the legend below the axes: it never covers a point
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1,
+              frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
 def reliability(df: "pd.DataFrame", path: Path) -> None:
     plt = _plt()
     n = len(df)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 1.5 + 0.6 * n), dpi=110, sharey=True)
     labels = [f"{i + 1}. {_two_lines(g)}" for i, g in enumerate(df["group"])]
+    lines = max(lab.count("\n") + 1 for lab in labels) if labels else 1
+    fig, axes = plt.subplots(1, 3, figsize=(14, 1.5 + 0.3 * lines * n), dpi=110, sharey=True)
     ys = list(range(n))[::-1]
     panels = [("consensus", "genotype consensus\n(mean pairwise Jaccard)", "tab:blue"),
               ("collapse_rate", "collapse rate\n(normal cell skip/none dominated)", "tab:red"),
@@ -101,7 +106,7 @@ def reliability(df: "pd.DataFrame", path: Path) -> None:
     axes[0].set_yticks(ys)
     axes[0].set_yticklabels(labels, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -150,11 +155,13 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
 
     cts = list(genotype.cells)
     nodes = len(genotype.cells[cts[0]])
-    fig, axes = plt.subplots(len(cts), 1, figsize=(max(7.0, 2.5 + 2.0 * nodes), 3.6 * len(cts)),
+    width = max(7.0, 2.5 + 2.0 * nodes)
+    fig, axes = plt.subplots(len(cts), 1, figsize=(width, 0.62 * width * len(cts)),
                              dpi=110, squeeze=False)
     for ax, ct in zip(axes[:, 0], cts):
         pos = _node_positions(genotype.inputs, nodes)
         bulge, bent = 0.0, 0
+        curve_y: list[float] = []
         for k, (x, y) in pos.items():
             is_in = 0 <= k < genotype.inputs
             face = "#c6dbef" if is_in else ("#fdd49e" if k == -1 else "#e5f5e0")
@@ -176,10 +183,14 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
                                              arrowstyle="-|>", mutation_scale=12, color=color,
                                              lw=1.6, shrinkA=14, shrinkB=14, zorder=1))
                 # arc3 is a quadratic Bezier with its control point off the chord's middle;
-                # the label sits at t = 0.4 so labels of edges into one node do not stack
+                # labels sit near the arrow's head (t = 0.7): edges leaving one input for
+                # different nodes then never share a spot, and edges into one node arrive
+                # from different sides
                 dx, dy = x1 - x0, y1 - y0
                 cx, cy = (x0 + x1) / 2 + rad * dy, (y0 + y1) / 2 - rad * dx
-                t = 0.45
+                curve_y += [(1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
+                            for t in (0.25, 0.5, 0.75)]
+                t = 0.7
                 mx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
                 my = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
                 ax.text(mx, my, op, fontsize=7.5, ha="center", va="center", color=color,
@@ -193,10 +204,13 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
             ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
                                          connectionstyle=f"arc3,rad={rad}", color="grey", lw=1,
                                          ls=":", shrinkA=14, shrinkB=14))
+            cy = (y0 + y1) / 2 - rad * (x1 - x0)
+            curve_y.append(0.5 * (y0 + y1) / 2 + 0.5 * cy)
         xs = [p[0] for p in pos.values()]
-        ys = [p[1] for p in pos.values()]
+        ys = [p[1] for p in pos.values()] + curve_y  # every arc inside the panel
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-        ax.set_ylim(min(ys) - 0.4 - max(0.6, bulge), max(ys) + 0.4 + max(0.6, bulge))
+        ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+        ax.set_aspect("equal")  # arc3 bends in display space: equal scales keep arcs inside
         ax.set_title(f"{ct} cell", fontsize=10)
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, 80), fontsize=9)
@@ -223,13 +237,19 @@ def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bo
                                                    1.6 + 0.42 * n_e), dpi=110, squeeze=False)
     for ax, ct in zip(axes[0], cts):
         w = weights[ct]
-        lo, hi = min(min(r) for r in w), max(max(r) for r in w)
-        hi = hi if hi > lo else lo + 1e-9  # colour range of this cell: small differences show
-        im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=lo, vmax=hi)
+        # colour: each weight's deviation from its edge's uniform share (1/ops, of the edge's
+        # total), on a fixed symmetric scale of at least ±0.05, so init noise stays pale and
+        # only real preferences show; text: the weight with 4 digits
+        dev = []
+        for rowv in w:
+            tot = sum(max(v, 0.0) for v in rowv) or 1.0
+            dev.append([max(v, 0.0) / tot - 1.0 / len(rowv) for v in rowv])
+        span = max(0.05, max(abs(d) for r in dev for d in r))
+        im = ax.imshow(dev, cmap="RdBu_r", aspect="auto", vmin=-span, vmax=span)
         for e, rowv in enumerate(w):
             for o, v in enumerate(rowv):
-                ax.text(o, e, f"{v:.3f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < lo + 0.6 * (hi - lo) else "black")
+                ax.text(o, e, f"{v:.4f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(dev[e][o]) > 0.6 * span else "black")
         chosen = set()
         if genotype is not None and ct in genotype.cells:
             for j, node in enumerate(genotype.cells[ct]):
@@ -238,14 +258,15 @@ def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bo
         for e, edge in enumerate(edges[: len(w)]):
             for o, op in enumerate(ops):
                 if (edge, op) in chosen:
-                    ax.add_patch(Rectangle((o - 0.5, e - 0.5), 1, 1, fill=False, ec="red",
+                    ax.add_patch(Rectangle((o - 0.5, e - 0.5), 1, 1, fill=False, ec="black",
                                            lw=2))
         ax.set_xticks(range(len(ops)))
         ax.set_xticklabels(ops, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(len(w)))
         ax.set_yticklabels([f"{a}→{b}" for a, b in edges[: len(w)]] or None, fontsize=8)
-        ax.set_title(f"{ct} cell: a(α) (red: chosen)", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(f"{ct} cell: a(α) (outlined: chosen)", fontsize=9)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label("share of the edge − uniform share", fontsize=7)
     fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -269,7 +290,7 @@ def proxy_vs_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Pa
                and isinstance(t.last.get("discrete_val_acc"), (int, float))]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors(i % 10), s=40,
-                       alpha=0.75, label=f"{i + 1}. {_short(r['group'], 60)}")
+                       alpha=0.75, label=f"{i + 1}. {_wrap(r['group'], 70)}")
     pv = (df.attrs.get("proxy_validity") or {}).get("discrete_val_acc") or {}
     rho, tau, n = pv.get("spearman", math.nan), pv.get("kendall", math.nan), pv.get("n", 0)
     label = truth_attrs.get("protocol") or "?"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -119,8 +120,39 @@ def _slots(study: Study, nodes: list[dict[str, float]]) -> int:
     return max(1, n)
 
 
+class _RaydnasAdvice(logging.Filter):
+    """Drops Ray's own advice that contradicts or duplicates raydnas's: the token-auth notice
+    of a new local Ray (auth stays on), and "Resume experiment with: Tuner.restore(...)" (the
+    way to continue is running the same raydnas command again, which raydnas says itself)."""
+
+    DROP = ("Token authentication is enabled for this Ray cluster",
+            "Resume experiment with: Tuner.restore", "Resume training with:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(d in msg for d in self.DROP)
+
+
+def quiet_ray_advice() -> None:
+    """Install :class:`_RaydnasAdvice` on the Ray loggers that print such advice (once)."""
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.tune.tune",
+                 "ray.tune.impl.tuner_internal"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _RaydnasAdvice) for f in lg.filters):
+            lg.addFilter(_RaydnasAdvice())
+
+
 def _reporter(study: Study):
     from ray.tune import CLIReporter
+
+    class Reporter(CLIReporter):
+        """Tune's table without its "Result logdir: /tmp/ray/..." staging path (the results
+        are in the experiment directory, printed at the start and in the summary)."""
+
+        def _progress_str(self, *args, **kwargs) -> str:
+            text = super()._progress_str(*args, **kwargs)
+            return "\n".join(ln for ln in text.split("\n")
+                             if not ln.startswith("Result logdir:"))
 
     metrics = {"epoch": "epoch", "val_acc": "val_acc", "discrete_val_acc": "disc_acc",
                "discretization_gap": "gap"}
@@ -135,9 +167,9 @@ def _reporter(study: Study):
         params["point"] = "point"
         for p in study.optuna.params:
             params[p.key] = p.key
-    return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
-                       sort_by_metric=True, max_column_length=40,
-                       max_progress_rows=12, max_error_rows=8)
+    return Reporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
+                    sort_by_metric=True, max_column_length=40,
+                    max_progress_rows=12, max_error_rows=8)
 
 
 def _reason(error: Any) -> str:
@@ -302,6 +334,7 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
 
     import ray
 
+    quiet_ray_advice()
     started = not ray.is_initialized()  # a Ray someone else started is left as it is
     if started:
         if address:  # join a running cluster (disconnecting later leaves it running)
