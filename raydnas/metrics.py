@@ -34,9 +34,11 @@ def alpha_entropy(probs: dict[str, torch.Tensor]) -> float:
 DECIDED_MARGIN = 0.05
 
 
-def alpha_margins(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> list[float]:
-    """Per kept edge of the derived cell: the chosen op's weight minus the best other op's weight,
-    both from the edge's a(α) normalized to sum to 1 (0: a coin toss; 1: one-hot)."""
+def alpha_margins(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                  exclude: tuple[int, ...] = ()) -> list[float]:
+    """Per kept edge of the derived cell: the chosen op's weight minus the best other op's weight
+    that the rule could have chosen (ops in ``exclude``, e.g. DARTS's ``none``, left out), both
+    from the edge's a(α) normalized to sum to 1 (0: a coin toss; 1: one-hot)."""
     out = []
     for c, p in probs.items():
         p = p.detach().float().cpu().clamp_min(0)
@@ -46,8 +48,8 @@ def alpha_margins(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
             if not m[e].any():
                 continue
             k = int(m[e].nonzero()[0])
-            others = torch.cat([p[e, :k], p[e, k + 1:]])
-            out.append(float(p[e, k] - (others.max() if len(others) else 0.0)))
+            others = [float(p[e, j]) for j in range(p.shape[1]) if j != k and j not in exclude]
+            out.append(float(p[e, k]) - (max(others) if others else 0.0))
     return out
 
 

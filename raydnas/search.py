@@ -406,7 +406,8 @@ def _epoch(st: SearchState, loop: _Loop, log, prev_genotype: str | None) -> dict
         "discretization_gap": val_acc - disc_acc,
         "distance_to_discrete": distance_to_discrete(probs, masks),
         "alpha_entropy": alpha_entropy(probs),
-        **_margin_metrics(alpha_margins(probs, masks)),
+        **_margin_metrics(alpha_margins(probs, masks, tuple(
+            k for k, o in enumerate(st.space.ops) if o in st.space.exclude))),
         "genotype": g,
         "genotype_changed": prev_genotype is not None and g != prev_genotype,
         "arch_params": derived_params(model, masks),

@@ -314,6 +314,9 @@ def test_search_margin_metrics_and_undecided_flag():
     probs = {"normal": torch.tensor([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0]])}
     masks = {"normal": torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])}
     assert alpha_margins(probs, masks) == pytest.approx([0.5, 0.0])
+    # DARTS's rule never picks none (op 0): the runner-up is the best op it could have chosen
+    masks = {"normal": torch.tensor([[0, 1.0, 0], [0, 0, 0], [0, 1.0, 0]])}
+    assert alpha_margins(probs, masks, exclude=(0,)) == pytest.approx([0.1, 0.5])
 
 
 def test_reduce_a_single_search_run(tmp_path):
