@@ -157,3 +157,15 @@ def test_sweep_console_shows_raydnas_guidance_only(tmp_path):
     assert "Trial status" in out or "== Status ==" in out  # the table is there
     assert "Result logdir" not in out and "Token authentication is enabled" not in out
     assert "Tuner.restore" not in out and f"results:     {tmp_path / 'c'}" in out
+
+
+def test_tensorboard_hparams_hold_every_optuna_key(ray_local, tmp_path):
+    """TensorBoard's HPARAMS tab takes its columns from one arbitrary trial: every trial must
+    carry every Optuna key (NaN where it does not apply to the trial's method)."""
+    run_sweep(OPTUNA, storage=str(tmp_path), name="hp", reduce=False, quiet=True,
+              overrides=["epochs=1", "optuna.n_trials=1", "sweep.seeds=1"])
+    dirs = trial_dirs(tmp_path / "hp")
+    methods = {json.loads((d / "params.json").read_text())["regularizer"] for d in dirs}
+    assert methods == {"none", "prox"}
+    for d in dirs:
+        assert hparams_keys(d) >= {"regularizer.rho", "optim.a_lr", "method", "seed"}, d.name

@@ -142,6 +142,32 @@ def quiet_ray_advice() -> None:
             lg.addFilter(_RaydnasAdvice())
 
 
+def _tensorboard_callback():
+    """Tune's TensorBoard logger, except that every trial's HPARAMS entry holds every Optuna
+    key: a key that does not apply to a trial's method is logged as NaN instead of being left
+    out (Tune drops None), so TensorBoard's HPARAMS tab, which takes its columns from one
+    arbitrary trial, shows every tuned parameter."""
+    import math
+
+    from ray.tune.logger import TBXLoggerCallback
+    from ray.tune.utils import flatten_dict
+
+    class Callback(TBXLoggerCallback):
+        def _try_log_hparams(self, trial, result):
+            from tensorboardX.summary import hparams
+
+            params = {k: (math.nan if v is None else v)
+                      for k, v in flatten_dict(trial.evaluated_params).items()
+                      if v is None or isinstance(v, (str, bool, int, float))}
+            try:
+                for tag in hparams(hparam_dict=params, metric_dict=result):
+                    self._trial_writer[trial].file_writer.add_summary(tag)
+            except Exception:  # noqa: BLE001 - never fail a sweep over its TensorBoard hparams
+                logging.getLogger(__name__).warning("could not log hparams of %s", trial)
+
+    return Callback()
+
+
 def _reporter(study: Study):
     from ray.tune import CLIReporter
 
@@ -403,6 +429,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
                     failure_config=tune.FailureConfig(max_failures=study.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     sync_config=tune.SyncConfig(sync_artifacts=True),
+                    callbacks=[_tensorboard_callback()],
                     progress_reporter=None if quiet else _reporter(study),
                     verbose=0 if quiet else 1),
             )
