@@ -10,6 +10,7 @@ experiment (``Tuner.restore``). Cells whose evaluation already finished are not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -46,7 +47,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from ..sweep.runner import quiet_ray_advice
+        from ..sweep.runner import quiet_ray_advice, temporary_env
 
         quiet_ray_advice()
         root = todo[0].out.parent
@@ -58,12 +59,12 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
             else:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                          log_to_driver=True)
+        stack = contextlib.ExitStack()
         env = {"RAY_AIR_NEW_OUTPUT": "0",
                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                "TUNE_MAX_PENDING_TRIALS_PG": str(len(todo))}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
         try:
+            stack.enter_context(temporary_env(env))
             jobs = [pl.job for pl in todo]
             trainable = tune.with_resources(
                 tune.with_parameters(grid_trial, jobs=jobs, resources=resources),
@@ -103,11 +104,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
             tuner.fit()
             print(f"evaluation trials: {time.perf_counter() - t0:.0f} s", flush=True)
         finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            stack.close()
             if started:
                 ray.shutdown()
     rows = []

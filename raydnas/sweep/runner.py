@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -118,6 +119,22 @@ def _slots(study: Study, nodes: list[dict[str, float]]) -> int:
         k += [r.get("GPU", 0.0) / need["gpu"]] if need["gpu"] else []
         n += int(min(k) + 1e-9) if k else 0
     return max(1, n)
+
+
+@contextlib.contextmanager
+def temporary_env(env: dict[str, str]):
+    """Set environment variables for the block (Tune reads them in this process), then restore
+    what was there."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class _RaydnasAdvice(logging.Filter):
@@ -407,10 +424,8 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
     if study.evaluate is not None:  # evaluation trials report test_acc, not the search metric
         env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    old_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     t0 = time.perf_counter()
-    try:
+    with temporary_env(env):
         if can:
             print(f"continuing the experiment in {exp}", flush=True)
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True,
@@ -434,12 +449,6 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
                     verbose=0 if quiet else 1),
             )
         results = tuner.fit()
-    finally:
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     summary = summarize(results, study, time.perf_counter() - t0)
     if study.optuna is not None:
         summary.optuna_best = optuna_best(study)
