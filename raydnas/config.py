@@ -27,101 +27,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .axes import AXES, AXIS_NAMES, DEFAULT_METHOD
+from .config_sections import (DEFAULT_BN_IMAGES, AxisConfig, DataConfig, LogConfig,  # noqa: F401
+                              MeasureConfig, ModelConfig, OptimConfig, build_section)
 from .errors import ConfigError, one_of
-
-AXIS_NAMES = ("activation", "gradient", "schedule", "regularizer")
-DEFAULT_METHOD = {"activation": "softmax", "gradient": "first_order", "schedule": "every",
-                  "regularizer": "none"}
-
-
-def _pos(v):
-    return v > 0
-
-
-def _nonneg(v):
-    return v >= 0
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    download: bool = False
-    val_fraction: float = field(default=0.5, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
-    batch_size: int = field(default=64, metadata={"check": (_pos, "an integer > 0")})
-    num_workers: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0")})
-    augment: bool | None = None
-    image_size: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
-    test_root: str | None = None  # imagefolder: the test images (read by raydnas evaluate only)
-
-
-@dataclass
-class ModelConfig:
-    channels: int | None = field(default=None, metadata={"check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
-    cells: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
-
-
-@dataclass
-class OptimConfig:
-    """Paper defaults (DARTS §1.2 in ALGORITHMS.md)."""
-
-    w_lr: float = field(default=0.025, metadata={"check": (_pos, "a number > 0")})
-    w_lr_min: float = field(default=0.001, metadata={"check": (_nonneg, "a number >= 0")})
-    w_momentum: float = field(default=0.9, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
-    w_nesterov: bool = False
-    w_weight_decay: float = field(default=3e-4, metadata={"check": (_nonneg, "a number >= 0")})
-    w_grad_clip: float = field(default=5.0, metadata={"check": (_pos, "a number > 0")})
-    a_optimizer: str = field(default="adam", metadata={"check": (lambda v: v in ("adam", "sgd"), "adam or sgd")})
-    a_lr: float = field(default=3e-4, metadata={"check": (_pos, "a number > 0")})
-    a_betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={"check": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")})
-    a_weight_decay: float = field(default=1e-3, metadata={"check": (_nonneg, "a number >= 0")})
-
-
-DEFAULT_BN_IMAGES = 512
-
-
-@dataclass
-class MeasureConfig:
-    """How the per-epoch accuracies are measured (:mod:`raydnas.measure`).
-
-    ``bn_images``: search-train images on which BatchNorm statistics are re-estimated before
-    every accuracy is measured (the same fixed images for every method at a given seed; null:
-    ``DEFAULT_BN_IMAGES`` or the whole search-train split if it is smaller).
-    ``samples``: sampled architectures (fixed, seeded Gumbel noise) that ``val_acc`` averages
-    for stochastic activations. ``tune_epochs``: epochs of fine-tuning of the derived network
-    from its inherited weights at the end of the search (``discrete_val_acc_tuned``; 0: off).
-    ``tune_lr``: its initial learning rate (cosine to 0; null: ``optim.w_lr``).
-    """
-
-    bn_images: int | None = field(default=None,
-                                  metadata={"check": (_pos, "an integer > 0 or null")})
-    samples: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
-    tune_epochs: int = field(default=1, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
-    tune_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
-
-
-@dataclass
-class LogConfig:
-    tensorboard: bool = True
-    histograms: bool = True
-    print_every: int = field(default=20, metadata={"check": (_nonneg, "an integer >= 0 (0: quiet)")})
-
-
-@dataclass
-class AxisConfig:
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ExperimentConfig:
+    """A validated experiment. The four axis blocks are in ``axes`` (axis name → AxisConfig)
+    and read as attributes too (``cfg.activation.name``)."""
+
     space: str
     epochs: int = 10
     seed: int = 0
@@ -130,29 +52,34 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
-    activation: AxisConfig = field(default_factory=lambda: AxisConfig("softmax"))
-    gradient: AxisConfig = field(default_factory=lambda: AxisConfig("first_order"))
-    schedule: AxisConfig = field(default_factory=lambda: AxisConfig("every"))
-    regularizer: AxisConfig = field(default_factory=lambda: AxisConfig("none"))
+    axes: dict[str, AxisConfig] = field(
+        default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
     optuna: dict[str, Any] | None = None
     evaluate: dict[str, Any] | None = None
     source: str = "<config>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __getattr__(self, name: str) -> AxisConfig:
+        if name in AXIS_NAMES:
+            return self.__dict__["axes"][name]
+        raise AttributeError(name)
+
     def method(self) -> dict[str, str]:
-        return {a: getattr(self, a).name for a in AXIS_NAMES}
+        """Axis name → choice name."""
+        return {a: c.name for a, c in self.axes.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (the form ``from_dict`` and YAML accept)."""
-        d = {}
+        d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name in ("source", "raw"):
                 continue
             v = getattr(self, f.name)
-            if isinstance(v, AxisConfig):
-                v = {"name": v.name, **v.params}
-            elif dataclasses.is_dataclass(v):
+            if f.name == "axes":
+                d.update({a: {"name": c.name, **copy.deepcopy(c.params)} for a, c in v.items()})
+                continue
+            if dataclasses.is_dataclass(v):
                 v = dataclasses.asdict(v)
             if v is not None:
                 d[f.name] = copy.deepcopy(v)
@@ -161,61 +88,15 @@ class ExperimentConfig:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
              "measure": MeasureConfig}
-_TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep", "optuna",
-        "evaluate"}
-
-
-def _type_ok(value: Any, ann: str) -> bool:
-    ann = str(ann)
-    if value is None:
-        return "None" in ann
-    if ann.startswith("bool"):
-        return isinstance(value, bool)
-    if ann.startswith("int"):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ann.startswith("float"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ann.startswith("str"):
-        return isinstance(value, str)
-    if ann.startswith("list"):
-        return isinstance(value, list) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
-    return True
-
-
-_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
-               "list": "a list of numbers"}
-
-
-def _build_section(cls, raw: Any, prefix: str, f: str):
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f, prefix, raw, "a mapping")
-    fields = {fd.name: fd for fd in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in raw.items():
-        if k not in fields:
-            raise ConfigError(f, f"{prefix}.{k}", v, f"unknown key; allowed: {', '.join(fields)}")
-        fd = fields[k]
-        if not _type_ok(v, fd.type):
-            word = _TYPE_WORDS.get(str(fd.type).split(" ")[0].split("[")[0], str(fd.type))
-            if "None" in str(fd.type):
-                word += " or null"
-            raise ConfigError(f, f"{prefix}.{k}", v, word)
-        check = fd.metadata.get("check")
-        if check is not None and v is not None and not check[0](v):
-            raise ConfigError(f, f"{prefix}.{k}", v, check[1])
-        if str(fd.type).startswith("float") and isinstance(v, int):
-            v = float(v)
-        kwargs[k] = v
-    return cls(**kwargs)
+_TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep",
+        "optuna", "evaluate"}
+#: mappings whose keys are literal (dotted) names, not paths: ``--set optuna.params.a.b=...``
+#: sets the key ``a.b`` of ``optuna.params``
+_LITERAL_KEYS = (("optuna", "params"),)
 
 
 def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
     """Validate one axis block: its config and the instance its constructor checked."""
-    from .axes import AXES
-
     reg = AXES[axis]
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -238,7 +119,6 @@ def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
 
 def create_axis(axis: str, cfg: AxisConfig, f: str | None = None):
     """Instantiate an axis choice; a bad hyperparameter becomes a ConfigError."""
-    from .axes import AXES
     from .axes.checks import AxisParamError
 
     try:
@@ -274,7 +154,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f, "seed", seed, "an integer >= 0")
-    sections = {k: _build_section(cls, raw.get(k), k, f) for k, cls in _SECTIONS.items()}
+    sections = {k: build_section(cls, raw.get(k), k, f) for k, cls in _SECTIONS.items()}
     data = sections["data"]
     from .data import DATASETS
 
@@ -289,24 +169,25 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     checked = {a: _axis(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
                for a in AXIS_NAMES}
     axes = {a: c for a, (c, _) in checked.items()}
+    parts = {a: instance for a, (_, instance) in checked.items()}
     from .axes.compat import incompatibility
 
-    why = incompatibility({a: c.name for a, c in axes.items()}, {a: c.params for a, c in axes.items()})
+    why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
-    for a, (c, instance) in checked.items():  # an axis may ask for its own split
-        want = getattr(instance, "val_fraction", None)
+    for a, part in parts.items():  # a choice may ask for its own split
+        want = part.requested_val_fraction
         if want is None:
             continue
         given = (raw.get("data") or {}).get("val_fraction")
         if given is not None and abs(given - want) > 1e-9:
             raise ConfigError(f, "data.val_fraction", given,
-                              f"{want:.6g} or unset: {a} {c.name!r} asks for that split")
+                              f"{want:.6g} or unset: {a} {axes[a].name!r} asks for that split")
         data.val_fraction = want
     for block in ("sweep", "optuna", "evaluate"):
         if block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f, block, raw[block], "a mapping")
-    cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, **sections, **axes,
+    cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, **sections, axes=axes,
                            sweep=raw.get("sweep"), optuna=raw.get("optuna"),
                            evaluate=raw.get("evaluate"), source=f,
                            raw=copy.deepcopy(raw))
@@ -315,69 +196,84 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
 
 
 def _check_sizes(cfg: ExperimentConfig) -> None:
-    """For the embedded dataset the split sizes are known now: check the batch fits."""
-    from .axes import GRADIENTS
+    """A gradient that reads val batches needs a val split; where the dataset's size is known
+    now (digits), the batch and ``measure.bn_images`` must fit its splits."""
+    from .data import check_split, known_size
 
-    needs_val = GRADIENTS.get(cfg.gradient.name).needs_val
+    needs_val = AXES["gradient"].get(cfg.gradient.name).needs_val
     if needs_val and cfg.data.val_fraction <= 0:
         raise ConfigError(cfg.source, "data.val_fraction", cfg.data.val_fraction,
                           f"> 0: gradient {cfg.gradient.name!r} needs a validation split")
-    if cfg.data.dataset == "digits":
-        from .data import DIGITS_TEST_EVERY
-
-        n = 1797 - len(range(0, 1797, DIGITS_TEST_EVERY))
-        n_val = round(n * cfg.data.val_fraction)
-        smallest = min(n - n_val, n_val) if needs_val else n - n_val
-        if cfg.data.batch_size > smallest:
-            raise ConfigError(cfg.source, "data.batch_size", cfg.data.batch_size,
-                              f"at most {smallest} (the smaller split of {n} digits images "
-                              f"at val_fraction {cfg.data.val_fraction})")
-        check_bn_images(cfg, n - n_val)
+    n = known_size(cfg.data.dataset)
+    if n is not None:
+        check_split(cfg.source, cfg.data.dataset, n, cfg.data.val_fraction, cfg.data.batch_size,
+                    needs_val, cfg.measure.bn_images)
 
 
-def check_bn_images(cfg: ExperimentConfig, n_train: int) -> None:
-    """``measure.bn_images`` must fit in the search-train split (``n_train`` images)."""
-    if cfg.measure.bn_images is not None and cfg.measure.bn_images > n_train:
-        raise ConfigError(cfg.source, "measure.bn_images", cfg.measure.bn_images,
-                          f"at most {n_train} (the search-train split of {cfg.data.dataset} "
-                          f"at val_fraction {cfg.data.val_fraction})")
+def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
+    """``KEY.PATH=VALUE`` (the CLI's ``--set``) → (dotted key, value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(source, item, item,
+                          "KEY.PATH=VALUE, e.g. --set epochs=20 or --set regularizer.rho=0.01")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def set_key(raw: dict, key: str, value: Any, source: str = "--set") -> None:
+    """Set the dotted ``key`` of the raw config mapping ``raw`` to ``value``, in place.
+
+    Mappings on the way are created; an axis given by name alone (``regularizer: admm``) becomes
+    ``{name: admm}`` when one of its hyperparameters is set; setting an axis to a new name drops
+    the old choice's hyperparameters. Below ``optuna.params`` the rest of the key is one literal
+    key (``optuna.params.regularizer.rho``).
+    """
+    parts = key.split(".")
+    for prefix in _LITERAL_KEYS:
+        n = len(prefix)
+        if tuple(parts[:n]) == prefix and len(parts) > n + 1:
+            parts = [*parts[:n], ".".join(parts[n:])]
+    node = raw
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if isinstance(nxt, str) and p in AXIS_NAMES and i == 0:
+            nxt = {"name": nxt}
+        if nxt is None:
+            nxt = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(source, key, value, f"{'.'.join(parts[:i + 1])} is not a mapping")
+        node[p] = nxt
+        node = nxt
+    last = parts[-1]
+    if len(parts) == 1 and last in AXIS_NAMES and isinstance(value, str) \
+            and isinstance(node.get(last), dict):
+        node[last] = {**node[last], "name": value} if node[last].get("name") == value \
+            else {"name": value}
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def merge(raw: dict, values: dict[str, Any], source: str = "--set") -> dict:
+    """A copy of ``raw`` with each dotted key of ``values`` set (:func:`set_key`), in order."""
+    raw = copy.deepcopy(raw)
+    for k, v in values.items():
+        set_key(raw, k, v, source)
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
-    """Apply ``key.path=value`` overrides (values parsed as YAML scalars) to a raw mapping."""
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
     raw = copy.deepcopy(raw)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(source, item, item,
-                              "KEY.PATH=VALUE, e.g. --set epochs=20 or --set regularizer.rho=0.01")
-        key, _, text = item.partition("=")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        parts = key.strip().split(".")
-        node = raw
-        for i, p in enumerate(parts[:-1]):
-            nxt = node.get(p)
-            if isinstance(nxt, str) and p in AXIS_NAMES and i == 0:
-                nxt = {"name": nxt}
-            if nxt is None:
-                nxt = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(source, key, value, f"{'.'.join(parts[:i + 1])} is not a mapping")
-            node[p] = nxt
-            node = nxt
-        last = parts[-1]
-        if len(parts) == 1 and last in AXIS_NAMES and isinstance(value, str) \
-                and isinstance(node.get(last), dict):
-            node[last] = {**node[last], "name": value} if node[last].get("name") == value \
-                else {"name": value}
-        else:
-            node[last] = value
+        set_key(raw, *parse_override(item, source), source)
     return raw
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The parsed YAML file (an empty file is ``{}``); a missing or broken file is one line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(path), "<file>", str(path), "an existing YAML file")

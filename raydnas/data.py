@@ -28,6 +28,43 @@ _STATS = {  # per-channel mean/std of the training sets
 }
 #: digits held out as its test split (never searched on): every 5th image
 DIGITS_TEST_EVERY = 5
+#: images in scikit-learn's digits
+DIGITS_IMAGES = 1797
+
+
+def known_size(name: str) -> int | None:
+    """Images in the searchable (training) part of ``name`` when known without reading any file
+    (the embedded digits), else None."""
+    if name == "digits":
+        return DIGITS_IMAGES - len(range(0, DIGITS_IMAGES, DIGITS_TEST_EVERY))
+    return None
+
+
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """(search-train, search-val) sizes of :func:`make_split` on ``n`` images."""
+    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    return n - n_val, n_val
+
+
+def check_split(where: str, dataset: str, n: int, val_fraction: float, batch_size: int,
+                needs_val: bool, bn_images: int | None) -> None:
+    """A batch must fit in each split the search draws from, and ``measure.bn_images`` in the
+    search-train split; else one ConfigError line (``where``: the config file)."""
+    from .errors import ConfigError
+
+    n_train, n_val = split_sizes(n, val_fraction)
+    smallest = min(n_train, n_val) if needs_val else n_train
+    if batch_size > smallest:
+        raise ConfigError(where, "data.batch_size", batch_size,
+                          f"at most {smallest} (the smaller split of {n} {dataset} images at "
+                          f"val_fraction {val_fraction}: {n_train} train, {n_val} val)"
+                          if needs_val else
+                          f"at most {smallest} (the search-train split of {n} {dataset} images "
+                          f"at val_fraction {val_fraction})")
+    if bn_images is not None and bn_images > n_train:
+        raise ConfigError(where, "measure.bn_images", bn_images,
+                          f"at most {n_train} (the search-train split of {dataset} at "
+                          f"val_fraction {val_fraction})")
 
 
 @dataclass
@@ -79,8 +116,15 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
         if image_size:
             tf.append(T.CenterCrop(image_size))
         tf += [T.ToTensor(), T.Normalize(mean, std)]
-        ds = torchvision.datasets.ImageFolder(test_root if test else root,
-                                              transform=T.Compose(tf))
+        folder = test_root if test else root
+        try:
+            ds = torchvision.datasets.ImageFolder(folder, transform=T.Compose(tf))
+        except (FileNotFoundError, OSError) as e:  # no class folders, or no images in them
+            from .errors import ConfigError
+
+            raise ConfigError("data", "data.test_root" if test else "data.root", folder,
+                              "a folder with one subfolder of images per class "
+                              f"({str(e).splitlines()[0][:120]})") from None
         return Dataset(name, ds, len(ds.classes), 3)
     tf += [T.ToTensor(), T.Normalize(mean, std)]
     cls = getattr(torchvision.datasets, TORCHVISION[name])
@@ -108,7 +152,7 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
 def make_split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
     """A seeded split of ``range(n)`` into search-train and search-val indices."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    n_val = split_sizes(n, val_fraction)[1]
     return {"train": sorted(perm[n_val:]), "val": sorted(perm[:n_val])}
 
 

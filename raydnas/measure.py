@@ -93,12 +93,12 @@ def evaluate(forward, batches: Iterable[Batch], device: torch.device) -> tuple[f
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of a supernet without the last forward's op weights (part of that forward's
     autograd graph, which cannot be copied, and of no use to the copy)."""
-    saved = model.__dict__.pop("last_op_weights", None)
+    saved = getattr(model, "last_op_weights", None)
+    model.last_op_weights = None
     try:
         return copy.deepcopy(model)
     finally:
-        if saved is not None:
-            model.__dict__["last_op_weights"] = saved
+        model.last_op_weights = saved
 
 
 class Measurer:

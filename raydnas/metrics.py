@@ -9,7 +9,7 @@ from torch import nn
 
 from .genotype import Genotype
 from .ops import PARAM_FREE
-from .supernet import Cell, Supernet
+from .supernet import Supernet
 
 
 def distance_to_discrete(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> float:
@@ -64,12 +64,7 @@ def _n(module: nn.Module) -> int:
 def derived_params(model: Supernet, masks: dict[str, torch.Tensor]) -> int:
     """Weights of the derived network: everything outside the mixed ops, plus the chosen ops."""
     total = sum(p.numel() for p in model.weight_parameters())
-    for cell in model.cells:
-        if not isinstance(cell, Cell):
-            continue
-        mask = masks["reduce" if cell.reduction else "normal"]
-        for e, edge in enumerate(cell.edges):
-            for k, op in enumerate(edge._ops):
-                if mask[e, k] == 0:
-                    total -= _n(op)
+    for _, ct, e, k, op in model.mixed_ops():
+        if masks[ct][e, k] == 0:
+            total -= _n(op)
     return total

@@ -210,7 +210,7 @@ class DiscreteNetwork(MacroNetwork):
             if mine.node_bn is not None:
                 mine.node_bn.load_state_dict(theirs.node_bn.state_dict())
             for op, (e, k) in zip(mine.ops, mine.sources):
-                op.load_state_dict(theirs.edges[e]._ops[k].state_dict())
+                op.load_state_dict(theirs.edges[e].candidate(k).state_dict())
         return self
 
 

@@ -17,8 +17,11 @@ class Registry(Generic[T]):
     ['softmax']
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, default: str | None = None) -> None:
+        """``kind`` names the registry in errors; ``default`` is the choice a config that
+        leaves this registry's key out gets (it must be registered before first use)."""
         self.kind = kind
+        self.default = default
         self._entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -26,6 +29,8 @@ class Registry(Generic[T]):
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            if isinstance(obj, type):
+                obj.registered_name = name  # the config name, for messages
             return obj
 
         return deco

@@ -36,6 +36,10 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList(ops)
         self._zero = Zero(C_out, stride)
 
+    def candidate(self, k: int) -> nn.Module:
+        """The module of candidate op ``k`` (the space's op order)."""
+        return self._ops[k]
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int],
                 xr: SharedReLU | None = None, wc: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,6 +128,9 @@ class Supernet(MacroNetwork):
         shape = (space.num_edges, len(space.ops))
         self.alphas = nn.ParameterDict(
             {ct: nn.Parameter(activation.init_alpha(shape, g)) for ct in space.cell_types})
+        #: the op weights of the last forward that drew its own (a sample, for stochastic
+        #: activations), per cell type; the resource penalty is taken on them
+        self.last_op_weights: dict[str, torch.Tensor] | None = None
 
     # -- parameter groups -------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -151,6 +158,13 @@ class Supernet(MacroNetwork):
                 for k, op in enumerate(edge._ops):
                     yield i, ct, e, k, op
 
+    def op_costs(self, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per cell type a ``[cells, edges, ops]`` cost table of every candidate op:
+        ``params`` (its weights) or ``flops`` (its multiply-adds on the input ``x``)."""
+        from .costs import op_costs
+
+        return op_costs(self, kind, x)
+
     # -- op weights -------------------------------------------------------------------------
     def op_probs(self) -> dict[str, torch.Tensor]:
         """Deterministic a(α) per cell type (for discretization, regularizers, logging)."""
@@ -164,8 +178,6 @@ class Supernet(MacroNetwork):
         bias: dict[str, torch.Tensor | None] = {}
         if op_weights is None:
             op_weights = self.op_weights()
-            #: the op weights of the last forward that drew its own (a sample, for stochastic
-            #: activations); the resource penalty is taken on them
             self.last_op_weights = op_weights
             active = {ct: self.activation.active_ops(ct, w, self.zero_ops)
                       for ct, w in op_weights.items()}

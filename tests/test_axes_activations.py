@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from raydnas.axes.activation import CRB, Gumbel, GumbelHard, Sigmoid
+from raydnas.axes.activation import CRB, Sigmoid
+from raydnas.axes.gumbel import Gumbel, GumbelHard
 from raydnas.axes.checks import AxisParamError
 from raydnas.search import train_step
 from raydnas.supernet import Cell
 
 from _axes_util import FixedVal, batches, tiny_state
 
+
+
+def _at(epoch: int, epochs: int) -> SimpleNamespace:
+    """The part of a SearchContext that start_epoch reads."""
+    return SimpleNamespace(epoch=epoch, epochs=epochs)
 
 def _roundtrip(state):
     buf = io.BytesIO()
@@ -53,7 +60,7 @@ def test_crb_pruned_op_never_comes_back_and_is_never_called():
     e, k = 2, 1  # edge 2 of the normal cells, op 1
     with torch.no_grad():
         model.alphas["normal"][e, k] = -0.01
-    act.after_arch_step(model)
+    act.after_arch_step(st)
     assert not act.masks["normal"][e, k] and model.alphas["normal"][e, k] == 0
     normal_cells = [i for i, c in enumerate(model.cells) if isinstance(c, Cell) and not c.reduction]
     calls, hooks = _count_calls(model)
@@ -65,7 +72,7 @@ def test_crb_pruned_op_never_comes_back_and_is_never_called():
             model.alphas["normal"].grad = torch.zeros_like(model.alphas["normal"])
             model.alphas["normal"].grad[e, k] = -1.0
             st.a_optimizer.step()
-            act.after_arch_step(model)
+            act.after_arch_step(st)
             assert model.alphas["normal"][e, k] == 0 and not act.masks["normal"][e, k]
     finally:
         for h in hooks:
@@ -85,7 +92,7 @@ def test_crb_prunes_every_nonpositive_alpha_after_a_step():
     st = tiny_state({"activation": "crb"})
     with torch.no_grad():
         st.model.alphas["reduce"][0] = torch.tensor([0.0, -1.0, 0.2])
-    st.activation.after_weight_step(st.model)
+    st.activation.after_weight_step(st)
     assert st.activation.masks["reduce"][0].tolist() == [False, False, True]
 
 
@@ -93,7 +100,7 @@ def test_gumbel_hard_runs_exactly_one_op_per_edge():
     torch.set_num_threads(1)
     st = tiny_state({"activation": "gumbel_hard"})
     model, act = st.model, st.activation
-    act.start_epoch(0, 2)
+    act.start_epoch(_at(0, 2))
     (x, y), _ = batches(st)
     zero = model.zero_ops
     for _ in range(3):
@@ -123,7 +130,7 @@ def test_gumbel_hard_runs_exactly_one_op_per_edge():
 def test_gumbel_soft_sample_frozen_noise_and_eval():
     torch.manual_seed(0)
     act = Gumbel()
-    act.start_epoch(0, 5)
+    act.start_epoch(_at(0, 5))
     a = torch.nn.Parameter(torch.randn(5, 4))
     w1, w2 = act.weights(a, True), act.weights(a, True)
     assert torch.allclose(w1.sum(1), torch.ones(5)) and not torch.allclose(w1, w2)
@@ -137,7 +144,7 @@ def test_temperature_anneals_over_the_searchs_epochs(cls, tau0, tau_min, last):
     act = cls()
     taus = []
     for e in range(5):
-        act.start_epoch(e, 5)
+        act.start_epoch(_at(e, 5))
         taus.append(act.tau)
     assert taus[0] == pytest.approx(tau0)
     assert all(b < a for a, b in zip(taus, taus[1:]))
@@ -148,7 +155,7 @@ def test_temperature_anneals_over_the_searchs_epochs(cls, tau0, tau_min, last):
     else:  # SNAS: τ_e = τ0 − (τ0 − τ_min)·e/E
         assert taus[last] == pytest.approx(tau0 - (tau0 - tau_min) * 4 / 5)
     act2 = cls(anneal_epochs=100)
-    act2.start_epoch(4, 5)
+    act2.start_epoch(_at(4, 5))
     assert act2.tau > taus[4]  # a longer anneal is slower: the epoch count is not hard-coded
     act3 = cls()
     act3.load_state_dict(_roundtrip(act.state_dict()))

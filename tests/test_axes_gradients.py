@@ -124,6 +124,12 @@ class _Problem:
 
     arch_loss = loss
 
+    def penalty(self):
+        return self.regularizer.penalty(self)
+
+    def frozen_noise(self):
+        return self.activation.frozen_noise()
+
 
 def _exact_implicit(pb, train, val):
     m = pb.model

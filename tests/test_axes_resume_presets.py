@@ -97,7 +97,7 @@ def test_preset_loads_cites_its_source_and_runs_two_steps(name):
     raw = apply_overrides(read_yaml(path), ["model.channels=4", "data.batch_size=8",
                                             "log.tensorboard=false"])
     st = SearchState(from_dict(raw, str(path)), torch.device("cpu"))
-    st.activation.start_epoch(0, cfg.epochs)
+    st.activation.start_epoch(st)
     train, val = batches(st)
     for _ in range(2):
         loss, _ = train_step(st, train, FixedVal(val))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raydnas.axes.checks import AxisParamError
-from raydnas.axes.regularizer import ADMM, Prox, Resource, op_costs, project
+from raydnas.axes.regularizer import ADMM, Prox, Resource, project
+from raydnas.costs import op_costs
 from raydnas.axes.schedule import Informed, Interval
 from raydnas.errors import ConfigError
 
@@ -58,7 +59,7 @@ def test_informed_matching_split_is_applied_by_the_config():
     with pytest.raises(ConfigError, match="val_fraction"):
         tiny_cfg({"schedule": "informed"}, {"schedule": {"match_split": True}},
                  data={"dataset": "digits", "val_fraction": 0.5, "batch_size": 8})
-    assert Informed(every=4, match_split=True).val_fraction == pytest.approx(0.2)
+    assert Informed(every=4, match_split=True).requested_val_fraction == pytest.approx(0.2)
     with pytest.raises(ConfigError, match="schedule.ewma"):
         tiny_cfg({"schedule": "informed"}, {"schedule": {"ewma": 0}})
 
@@ -113,7 +114,7 @@ def test_admm_reaches_a_feasible_discrete_cell_on_a_fixed_quadratic():
         opt.zero_grad()
         (l_val() + reg.penalty(st)).backward()
         opt.step()
-        model.activation.after_arch_step(model)
+        model.activation.after_arch_step(st)
         reg.after_arch_step(st)
     probs = {c: p.detach() for c, p in model.op_probs().items()}
     pi = project(probs, st.space)

@@ -1,13 +1,18 @@
-"""Which combinations of the four axes make no sense, and why (checked by config validation).
+"""Which combinations of the four axes cannot run, decided from properties the choices declare.
 
-Everything else runs. Notes on combinations that are accepted on purpose:
+No rule names a choice: a new choice declares its properties and is checked like the others.
 
-* ``gumbel``/``gumbel_hard`` with ``unrolled``/``implicit``: both estimators hold the Gumbel
-  noise fixed for the whole α step (``Activation.frozen_noise``), so the virtual step and the
-  Hessian products differentiate one reparametrized sample of the objective rather than the
-  difference of two independent samples (which would be noise divided by 2ε).
-* ``crb`` with ``prox``/``admm``: Maile et al.'s own combination; clamped weights can reach the
-  binary targets exactly.
+* a regularizer that ``requires_normalized`` needs an activation whose a(α) is ``normalized``
+  (a distribution over each edge's ops);
+* a choice's ``requested_val_fraction`` sizes the validation split of the α steps, so the
+  gradient must use one (``needs_val``).
+
+Accepted on purpose:
+
+* stochastic activations with ``unrolled``/``implicit``: both estimators hold the noise fixed
+  for the whole α step (``SearchContext.frozen_noise``), so the virtual step and the Hessian
+  products differentiate one reparametrized sample of the objective.
+* ``crb`` with ``prox``/``admm``: Maile et al.'s own combination.
 * ``single_level`` with any schedule: an α step then shares the scheduled weight step's backward.
 """
 
@@ -16,23 +21,31 @@ from __future__ import annotations
 from typing import Any
 
 
-def incompatibility(method: dict[str, str],
+def incompatibility(parts: dict[str, Any],
                     params: dict[str, dict[str, Any]] | None = None) -> str | None:
-    """A sentence saying why ``method`` (axis → choice name) cannot run, or None if it can."""
+    """A sentence saying why the method cannot run, or None if it can.
+
+    ``parts``: axis name → the constructed choice (``AxisChoice`` instances); ``params``: the
+    hyperparameters each was given (named in the message).
+    """
     from . import ACTIVATIONS
 
-    params = params or {}
-    act, grad = method.get("activation"), method.get("gradient")
-    sched, reg = method.get("schedule"), method.get("regularizer")
-    if reg == "resource" and act in ACTIVATIONS and not ACTIVATIONS.get(act).normalized:
-        return (f"the resource penalty is the log of an expected cost under a categorical "
-                f"distribution over each edge's ops, but {act!r} weights are independent gates "
-                f"that do not sum to 1, so the penalty would only push every weight toward 0"
-                + (" and crb would prune those ops for good" if act == "crb" else "")
-                + "; use softmax, gumbel or gumbel_hard with resource")
-    if grad == "single_level" and sched == "informed" \
-            and params.get("schedule", {}).get("match_split"):
-        return ("schedule.match_split sizes the validation split for the α steps "
-                "(1/(1+s)), but single_level takes α's gradient from the training loss and uses "
-                "no validation split; drop match_split")
+    act, grad, reg = parts["activation"], parts["gradient"], parts["regularizer"]
+    if reg.requires_normalized and not act.normalized:
+        ok = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).normalized]
+        return (f"regularizer {_name(reg)!r} needs each edge's op weights to be a distribution "
+                f"over its ops, but activation {_name(act)!r} weights do not sum to 1; use one "
+                f"of {', '.join(ok)}")
+    if not grad.needs_val:
+        for axis, part in parts.items():
+            if part.requested_val_fraction is not None:
+                given = ", ".join(f"{k}: {v}" for k, v in (params or {}).get(axis, {}).items())
+                return (f"{axis} {_name(part)!r}" + (f" ({given})" if given else "")
+                        + f" asks for a validation split of {part.requested_val_fraction:.6g} "
+                        f"for the α steps, but gradient {_name(grad)!r} uses no validation "
+                        "split; drop the option that asks for it")
     return None
+
+
+def _name(part: Any) -> str:
+    return getattr(type(part), "registered_name", type(part).__name__)

@@ -1,10 +1,10 @@
 """Gradient axis: how α gets its gradient.
 
 An estimator writes ``.grad`` of every α (and nothing else) from a training batch and, for
-bilevel methods, a validation batch. It reads what it needs from the search state ``st``:
-``st.model``, ``st.arch_loss(x, y)`` (criterion + regularizer penalty), ``st.loss(x, y)``
-(plain criterion), ``st.regularizer``, ``st.activation``, ``st.w_optimizer`` and ``st.lr`` (the
-current weight learning rate).
+bilevel methods, a validation batch. It reads what it needs from the loop's
+:class:`~raydnas.axes.base.SearchContext` ``ctx``: ``ctx.model``, ``ctx.arch_loss(x, y)``
+(criterion + regularizer penalty), ``ctx.loss(x, y)`` (plain criterion), ``ctx.penalty()``,
+``ctx.frozen_noise()``, ``ctx.w_optimizer`` and ``ctx.lr`` (the current weight learning rate).
 
 Estimators that perturb the weights (``unrolled``, ``implicit``) restore every weight and buffer
 (BatchNorm statistics included) bit for bit afterwards, never touch the optimizer's state, and
@@ -15,35 +15,34 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
 from ..registry import Registry
+from .base import AxisChoice, Batch, SearchContext
 from .bookkeeping import ModelSizeBook
 from .checks import require
 
-GRADIENTS: Registry["ArchGradient"] = Registry("gradient")
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+GRADIENTS: Registry["ArchGradient"] = Registry("gradient", default="first_order")
 
 
-class ArchGradient:
-    """Base class."""
+class ArchGradient(AxisChoice):
+    """Base class: :meth:`arch_grad` is the estimator."""
 
     #: the estimator reads a validation batch (False: no val split needed)
     needs_val: bool = True
-    #: α gets its gradient from the weight step's own backward (single-level)
+    #: α gets its gradient from the weight step's own backward (single-level): the loop adds
+    #: ``ctx.penalty()`` to the weight step's loss and steps α after it; ``arch_grad`` is then
+    #: the same gradient computed on its own
     joint: bool = False
 
-    def arch_grad(self, st: Any, train_batch: Batch, val_batch: Batch | None) -> None:
+    def arch_grad(self, ctx: SearchContext, train_batch: Batch,
+                  val_batch: Batch | None) -> None:
+        """Write ``.grad`` of every α (``ctx.model.arch_parameters()``), nothing else: the α
+        optimizer steps right after. ``val_batch`` is None when ``needs_val`` is False.
+        Anything the estimator perturbs (weights, BatchNorm buffers) is restored bit for bit."""
         raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def set_arch_grad(alphas: list[torch.Tensor], grads) -> None:
@@ -97,9 +96,9 @@ class FirstOrder(ArchGradient):
     The gradient is taken for α only (``torch.autograd.grad``): no weight gradients are built.
     """
 
-    def arch_grad(self, st, train_batch, val_batch):
-        alphas = st.model.arch_parameters()
-        loss = st.arch_loss(*val_batch)
+    def arch_grad(self, ctx, train_batch, val_batch):
+        alphas = ctx.model.arch_parameters()
+        loss = ctx.arch_loss(*val_batch)
         set_arch_grad(alphas, _grads(loss, alphas))
 
 
@@ -122,20 +121,20 @@ class Unrolled(ArchGradient):
         require(isinstance(r, (int, float)) and r > 0, "r", r, "a number > 0")
         self.r = float(r)
 
-    def arch_grad(self, st, train_batch, val_batch):
-        model = st.model
+    def arch_grad(self, ctx, train_batch, val_batch):
+        model = ctx.model
         alphas, weights = model.arch_parameters(), model.weight_parameters()
-        xi, opt = st.lr, st.w_optimizer
+        xi, opt = ctx.lr, ctx.w_optimizer
         na = len(alphas)
-        with st.activation.frozen_noise(), exact_restore(model, weights):
+        with ctx.frozen_noise(), exact_restore(model, weights):
             w0 = [p.detach().clone() for p in weights]
-            gw = _grads(st.loss(*train_batch), weights)
+            gw = _grads(ctx.loss(*train_batch), weights)
             with torch.no_grad():
                 for p, g in zip(weights, gw):
                     if g is not None:  # torch's SGD leaves gradient-less weights alone
                         buf = opt.state.get(p, {}).get("momentum_buffer")
                         p.sub_(xi * sgd_direction(opt, p, g, buf)[0])
-            out = _grads(st.arch_loss(*val_batch), alphas + weights)
+            out = _grads(ctx.arch_loss(*val_batch), alphas + weights)
             g_val, v = out[:na], out[na:]
             norm = math.sqrt(sum(float(x.pow(2).sum()) for x in v if x is not None))
             if norm > 0 and xi > 0:
@@ -145,7 +144,7 @@ class Unrolled(ArchGradient):
                     with torch.no_grad():
                         for p, p0, vi in zip(weights, w0, v):
                             p.copy_(p0 if vi is None else p0 + sign * eps * vi)
-                    fd.append(_grads(st.loss(*train_batch), alphas))
+                    fd.append(_grads(ctx.loss(*train_batch), alphas))
                 g_val = [gv - xi * _sub(gp, gm) / (2 * eps) if gv is not None else None
                          for gv, gp, gm in zip(g_val, *fd)]
         set_arch_grad(alphas, g_val)
@@ -189,25 +188,25 @@ class Implicit(ArchGradient):
                 "an integer >= 0")
         self.K, self.gamma, self.inner_steps = K, gamma, inner_steps
 
-    def arch_grad(self, st, train_batch, val_batch):
-        model = st.model
+    def arch_grad(self, ctx, train_batch, val_batch):
+        model = ctx.model
         alphas, weights = model.arch_parameters(), model.weight_parameters()
-        gamma = self.gamma if self.gamma is not None else st.lr
+        gamma = self.gamma if self.gamma is not None else ctx.lr
         na = len(alphas)
-        with st.activation.frozen_noise(), exact_restore(model, weights):
+        with ctx.frozen_noise(), exact_restore(model, weights):
             bufs = {}
             for _ in range(self.inner_steps):
-                gw = _grads(st.loss(*train_batch), weights)
+                gw = _grads(ctx.loss(*train_batch), weights)
                 with torch.no_grad():
                     for p, g in zip(weights, gw):
                         if g is None:
                             continue
-                        b = bufs.get(p, st.w_optimizer.state.get(p, {}).get("momentum_buffer"))
-                        d, bufs[p] = sgd_direction(st.w_optimizer, p, g, b)
-                        p.sub_(st.lr * d)
-            out = _grads(st.arch_loss(*val_batch), alphas + weights)
+                        b = bufs.get(p, ctx.w_optimizer.state.get(p, {}).get("momentum_buffer"))
+                        d, bufs[p] = sgd_direction(ctx.w_optimizer, p, g, b)
+                        p.sub_(ctx.lr * d)
+            out = _grads(ctx.arch_loss(*val_batch), alphas + weights)
             g_val, v = out[:na], out[na:]
-            gw = _grads(st.loss(*train_batch), weights, create_graph=True)
+            gw = _grads(ctx.loss(*train_batch), weights, create_graph=True)
             idx = [i for i, g in enumerate(gw) if g is not None and g.requires_grad]
             gw_u = [gw[i] for i in idx]
             w_u = [weights[i] for i in idx]
@@ -227,7 +226,7 @@ class _SizeBookMixin:
 
     book: ModelSizeBook | None
 
-    def epoch_metrics(self, st, genotype, metrics):
+    def epoch_metrics(self, ctx, genotype, metrics):
         return self.book.update(metrics["epoch"], metrics["val_acc"], genotype) if self.book \
             else {}
 
@@ -266,10 +265,10 @@ class MixedLevel(_SizeBookMixin, ArchGradient):
         self.lam = float(lam)
         self.book = ModelSizeBook(early_stop_at) if size_book else None
 
-    def arch_grad(self, st, train_batch, val_batch):
-        alphas = st.model.arch_parameters()
-        loss = st.loss(*train_batch) + self.lam * st.loss(*val_batch) \
-            + st.regularizer.penalty(st)
+    def arch_grad(self, ctx, train_batch, val_batch):
+        alphas = ctx.model.arch_parameters()
+        loss = ctx.loss(*train_batch) + self.lam * ctx.loss(*val_batch) \
+            + ctx.penalty()
         set_arch_grad(alphas, _grads(loss, alphas))
 
 
@@ -285,6 +284,6 @@ class SingleLevel(ArchGradient):
     needs_val = False
     joint = True
 
-    def arch_grad(self, st, train_batch, val_batch=None):
-        alphas = st.model.arch_parameters()
-        set_arch_grad(alphas, _grads(st.arch_loss(*train_batch), alphas))
+    def arch_grad(self, ctx, train_batch, val_batch=None):
+        alphas = ctx.model.arch_parameters()
+        set_arch_grad(alphas, _grads(ctx.arch_loss(*train_batch), alphas))

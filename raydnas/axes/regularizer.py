@@ -1,7 +1,7 @@
 """Regularizer axis: a term added to the α loss only (never to the weight loss).
 
-``penalty(st)`` reads ``st.model.op_probs()`` (the deterministic a(α)), ``st.progress`` (t/T)
-and ``st.space``; Π(·) below is the space's discretization (``raydnas.genotype.derive``) as a
+``penalty(ctx)`` reads ``ctx.model.op_probs()`` (the deterministic a(α)), ``ctx.progress`` (t/T)
+and ``ctx.space``; Π(·) below is the space's discretization (``raydnas.genotype.derive``) as a
 binary mask, computed on detached values.
 """
 
@@ -14,23 +14,23 @@ import torch
 
 from ..genotype import derive
 from ..registry import Registry
+from .base import AxisChoice, SearchContext
 from .checks import require
 
-REGULARIZERS: Registry["Regularizer"] = Registry("regularizer")
+REGULARIZERS: Registry["Regularizer"] = Registry("regularizer", default="none")
 
 
-class Regularizer:
-    def penalty(self, st: Any) -> torch.Tensor | float:
+class Regularizer(AxisChoice):
+    """Base class: :meth:`penalty` is the term added to the α loss."""
+
+    #: the penalty assumes each edge's a(α) is a distribution over its ops (config validation
+    #: rejects activations whose ``normalized`` is False)
+    requires_normalized: bool = False
+
+    def penalty(self, ctx: SearchContext) -> torch.Tensor | float:
+        """The term added to the α loss, differentiable in α; called after the α loss's forward
+        (``ctx.model.last_op_weights`` are that forward's op weights)."""
         return 0.0
-
-    def after_arch_step(self, st: Any) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def _num(v) -> bool:
@@ -71,12 +71,12 @@ class Prox(Regularizer):
         require(isinstance(ramp, bool), "ramp", ramp, "true or false")
         self.rho, self.ramp = float(rho), ramp
 
-    def penalty(self, st):
-        scale = (st.progress if self.ramp else 1.0) * self.rho / 2
+    def penalty(self, ctx):
+        scale = (ctx.progress if self.ramp else 1.0) * self.rho / 2
         if scale == 0:
             return 0.0
-        probs = st.model.op_probs()
-        target = project(probs, st.space)
+        probs = ctx.model.op_probs()
+        target = project(probs, ctx.space)
         return scale * sum(_norm(probs[c] - target[c], False) for c in probs)
 
 
@@ -142,56 +142,56 @@ class ADMM(Regularizer):
         self.U: dict[str, torch.Tensor] = {}
         self.n = 0
 
-    def setup(self, st: Any) -> None:
-        self._ensure(st)
+    def setup(self, ctx: SearchContext) -> None:
+        self._ensure(ctx)
 
-    def _ensure(self, st):
+    def _ensure(self, ctx):
         if not self.Z:
             with torch.no_grad():
-                probs = st.model.op_probs()
-                self.Z = (project(probs, st.space) if self.z_init == "projected"
-                          else {c: a.detach().clone() for c, a in st.model.alphas.items()})
+                probs = ctx.model.op_probs()
+                self.Z = (project(probs, ctx.space) if self.z_init == "projected"
+                          else {c: a.detach().clone() for c, a in ctx.model.alphas.items()})
                 self.U = {c: torch.zeros_like(p) for c, p in probs.items()}
 
     @staticmethod
-    def _mask(st, c: str, like: torch.Tensor) -> torch.Tensor | float:
+    def _mask(ctx, c: str, like: torch.Tensor) -> torch.Tensor | float:
         """The activation's pruning mask M of cell type c (CRB), else 1."""
-        m = getattr(st.model.activation, "masks", {}).get(c)
+        m = ctx.model.activation.alive_mask(c)
         return 1.0 if m is None else m.to(like)
 
-    def penalty(self, st):
-        self._ensure(st)
-        probs = st.model.op_probs()
+    def penalty(self, ctx):
+        self._ensure(ctx)
+        probs = ctx.model.op_probs()
         r = 0.0
         for c, p in probs.items():
             z, u = self.Z[c].to(p), self.U[c].to(p)
-            r = r + _norm((p - z + u) * self._mask(st, c, p), self.squared)
+            r = r + _norm((p - z + u) * self._mask(ctx, c, p), self.squared)
         return self.rho / 2 * r
 
-    def after_arch_step(self, st):
+    def after_arch_step(self, ctx):
         self.n += 1
         if self.n % self.every == 0:
-            self.update(st)
+            self.update(ctx)
 
     @torch.no_grad()
-    def update(self, st: Any) -> None:
+    def update(self, ctx: SearchContext) -> None:
         """Z ← Π(a(α) + U), U ← γ_U·U + a(α) − Z (or the code variant)."""
-        self._ensure(st)
-        alphas = dict(st.model.alphas.items())
-        probs = st.model.op_probs()
-        act = st.model.activation
+        self._ensure(ctx)
+        alphas = dict(ctx.model.alphas.items())
+        probs = ctx.model.op_probs()
+        act = ctx.model.activation
         if self.on_activated:
             x = probs
-            self.Z = project({c: probs[c] + self.U[c].to(probs[c]) for c in probs}, st.space)
+            self.Z = project({c: probs[c] + self.U[c].to(probs[c]) for c in probs}, ctx.space)
         else:
             x = {c: a.detach() for c, a in alphas.items()}
-            self.Z = project({c: act.probs(x[c] + self.U[c].to(x[c])) for c in x}, st.space)
+            self.Z = project({c: act.probs(x[c] + self.U[c].to(x[c])) for c in x}, ctx.space)
         self.U = {c: (self.gamma * self.U[c].to(x[c]) + x[c] - self.Z[c].to(x[c]))
-                  * self._mask(st, c, x[c]) for c in x}
+                  * self._mask(ctx, c, x[c]) for c in x}
 
-    def epoch_metrics(self, st, genotype, metrics):
-        probs = {c: p.detach() for c, p in st.model.op_probs().items()}
-        pi = project(probs, st.space)
+    def epoch_metrics(self, ctx, genotype, metrics):
+        probs = {c: p.detach() for c, p in ctx.model.op_probs().items()}
+        pi = project(probs, ctx.space)
         sq = sum(float((probs[c] - self.Z[c].to(probs[c])).pow(2).sum()) for c in probs)
         edges = sum(p.shape[0] for p in probs.values())
         return {"admm_residual": math.sqrt(sq / edges),
@@ -239,6 +239,7 @@ class Resource(Regularizer):
     """
 
     FORMS = ("snas", "cell")
+    requires_normalized = True
 
     def __init__(self, lam: float = 1.5e-3, cost: str = "params", log_penalty: bool = True,
                  form: str = "snas", ratio: float = 1.0):
@@ -251,16 +252,15 @@ class Resource(Regularizer):
         self.form, self.ratio = form, float(ratio)
         self.costs: dict[str, torch.Tensor] = {}
 
-    def setup(self, st: Any) -> None:
-        x = _example_input(st)
-        self.costs = op_costs(st.model, self.cost, x)
+    def setup(self, ctx: SearchContext) -> None:
+        self.costs = ctx.model.op_costs(self.cost, ctx.example_input)
 
-    def penalty(self, st):
+    def penalty(self, ctx):
         if not self.costs:
-            self.setup(st)
+            self.setup(ctx)
         if self.form == "cell":
-            return self.lam * self._cell(st.model.op_probs())
-        w = getattr(st.model, "last_op_weights", None) or st.model.op_probs()
+            return self.lam * self._cell(ctx.model.op_probs())
+        w = ctx.model.last_op_weights or ctx.model.op_probs()
         return self.lam * self._snas(w)
 
     def _cell(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -284,50 +284,3 @@ class Resource(Regularizer):
                 per_edge = per_edge / cost.max(dim=-1).values.clamp_min(1e-12)
             r = r + (self.ratio if c == "reduce" else 1.0) * per_edge.sum(-1).mean()
         return r
-
-
-def _example_input(st: Any) -> torch.Tensor:
-    d = st.dataset.data
-    x = d[0][:1] if isinstance(d, tuple) else d[0][0].unsqueeze(0)
-    return x.to(st.device)
-
-
-@torch.no_grad()
-def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per cell type a ``[cells, edges, ops]`` tensor: the cost of every candidate op of every
-    cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``)."""
-    ops = list(model.mixed_ops())
-    n_cells = {ct: 1 + max(i for i, c, *_ in ops if c == ct) for ct in model.alphas}
-    costs = {ct: torch.zeros((n_cells[ct], *a.shape)) for ct, a in model.alphas.items()}
-    if kind == "params":
-        for i, ct, e, k, op in ops:
-            costs[ct][i, e, k] = sum(p.numel() for p in op.parameters())
-        return costs
-
-    def hook(mod, inp, out, acc):
-        per = out[0].numel()
-        if isinstance(mod, torch.nn.Conv2d):
-            acc[0] += per * mod.in_channels // mod.groups * mod.kernel_size[0] \
-                * mod.kernel_size[1]
-        elif isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
-            acc[0] += per * k * k
-
-    hooks, counters = [], []
-    for i, ct, e, k, op in ops:
-        acc = [0.0]
-        counters.append((i, ct, e, k, acc))
-        for m in op.modules():
-            hooks.append(m.register_forward_hook(lambda mod, inp, o, acc=acc: hook(mod, inp, o, acc)))
-    was = model.training
-    model.eval()
-    try:
-        model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                             for ct, a in model.alphas.items()})
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    for i, ct, e, k, acc in counters:
-        costs[ct][i, e, k] = acc[0]
-    return costs

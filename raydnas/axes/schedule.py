@@ -1,40 +1,34 @@
 """Schedule axis: when α takes a step.
 
-``wants_step(st)`` is asked before every weight step; ``observe(st, grad_sq_norm)`` is told the
-squared norm of the weight gradient of that step (before clipping) when ``needs_grad_norm``.
-A schedule whose ``val_fraction`` is not None asks for that train/val split (config applies it).
+``wants_step(ctx)`` is asked before every weight step; ``observe(ctx, grad_sq_norm)`` is told
+the squared norm of the weight gradient of that step (before clipping) when ``needs_grad_norm``.
+A schedule may ask for its own train/val split (``requested_val_fraction``; config applies it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ..registry import Registry
+from .base import AxisChoice, SearchContext
 from .checks import require
 
-SCHEDULES: Registry["Schedule"] = Registry("schedule")
+SCHEDULES: Registry["Schedule"] = Registry("schedule", default="every")
 
 
-class Schedule:
+class Schedule(AxisChoice):
+    """Base class: :meth:`wants_step` decides, :meth:`observe` is told the gradient norm."""
+
+    #: the loop computes Σ‖∇w‖² of every weight step and passes it to :meth:`observe`
     needs_grad_norm: bool = False
-    #: the validation fraction this schedule asks for (None: the config's own)
-    val_fraction: float | None = None
 
-    def wants_step(self, st: Any) -> bool:
+    def wants_step(self, ctx: SearchContext) -> bool:
+        """Asked once before every weight step: take an α step first? (May update state.)"""
         raise NotImplementedError
 
-    def did_step(self, st: Any, stepped: bool) -> None:
-        """Told after each weight step whether an α step was taken before it."""
-
-    def observe(self, st: Any, grad_sq_norm: float) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def observe(self, ctx: SearchContext, grad_sq_norm: float) -> None:
+        """After each weight step's backward, when ``needs_grad_norm``: Σ_p ‖∇_p L_train‖²
+        over all weights, before clipping."""
 
 
 def _int_ge(v, lo):
@@ -49,7 +43,7 @@ def _num(v):
 class Every(Schedule):
     """DARTS: one α step before every weight step."""
 
-    def wants_step(self, st):
+    def wants_step(self, ctx):
         return True
 
 
@@ -72,10 +66,10 @@ class Interval(Schedule):
         require(_int_ge(warmup_epochs, 0), "warmup_epochs", warmup_epochs, "an integer >= 0")
         self.every, self.warmup_epochs = every, warmup_epochs
 
-    def wants_step(self, st):
-        if st.epoch < self.warmup_epochs:
+    def wants_step(self, ctx):
+        if ctx.epoch < self.warmup_epochs:
             return False
-        k = st.step - self.warmup_epochs * st.steps_per_epoch
+        k = ctx.step - self.warmup_epochs * ctx.steps_per_epoch
         return (k + 1) % self.every == 0
 
 
@@ -111,18 +105,18 @@ class Informed(Schedule):
         self.tau0, self.m, self.s, self.beta = float(threshold), float(threshold_multiplier), \
             float(every), float(ewma)
         self.match_split = match_split
-        self.val_fraction = 1.0 / (1.0 + self.s) if match_split else None
+        self.requested_val_fraction = 1.0 / (1.0 + self.s) if match_split else None
         self.tau = self.tau0
         self.fbar: float | None = None
 
-    def wants_step(self, st):
+    def wants_step(self, ctx):
         if self.fbar is not None and 0 < self.fbar < self.tau:
             self.tau *= self.m ** (-self.s)
             return True
         self.tau *= self.m
         return False
 
-    def observe(self, st, grad_sq_norm):
+    def observe(self, ctx, grad_sq_norm):
         f = float(grad_sq_norm)
         self.fbar = f if self.fbar is None else self.beta * f + (1 - self.beta) * self.fbar
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..config import DataConfig, _build_section
+from ..config_sections import DataConfig, build_section
 from ..errors import ConfigError
 from ..genotype import Genotype, parse_genotype
 from ..spaces import load_space
@@ -70,7 +70,7 @@ def _run_config(run: Path, where: str) -> dict:
 def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
     d = dict(raw.get("data") or {})
     d.update(overrides)
-    return _build_section(DataConfig, d, "data", where)
+    return build_section(DataConfig, d, "data", where)
 
 
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config import DataConfig
+from ..config_sections import DataConfig
 from ..data import Batches, Dataset, load_dataset
 from ..errors import ConfigError
 from ..genotype import Genotype

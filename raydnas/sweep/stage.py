@@ -101,7 +101,7 @@ def job_of(config: dict[str, Any], study) -> Any:
     """The :class:`~raydnas.evaluation.EvalJob` of an evaluation trial's config."""
     import dataclasses
 
-    from ..config import _build_section, DataConfig
+    from ..config_sections import DataConfig, build_section
     from ..evaluation import EvalJob
     from ..genotype import parse_genotype
     from ..spaces import load_space
@@ -113,7 +113,7 @@ def job_of(config: dict[str, Any], study) -> Any:
     g = parse_genotype(config["genotype"], nodes=space.nodes)
     data = cfg.data
     if study.evaluate.data:
-        data = _build_section(DataConfig, {**dataclasses.asdict(data), **study.evaluate.data},
+        data = build_section(DataConfig, {**dataclasses.asdict(data), **study.evaluate.data},
                               "data", study.source)
     meta = {"search_trial_id": config["search_trial_id"], "method": config["method"],
             "search_seed": config["seed"], "point": config.get("point")}

@@ -1,0 +1,183 @@
+"""The Gumbel relaxations of the activation axis: SNAS's soft sample and GDAS's hard one."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from .activation import ACTIVATIONS, Activation
+from .base import SearchContext
+from .checks import require
+
+
+class _GumbelBase(Activation):
+    """Shared by the Gumbel relaxations: linear temperature anneal and frozen noise."""
+
+    def __init__(self, tau0: float, tau_min: float, anneal_epochs: int | None) -> None:
+        require(isinstance(tau0, (int, float)) and tau0 > 0, "tau0", tau0, "a number > 0")
+        require(isinstance(tau_min, (int, float)) and 0 < tau_min <= tau0, "tau_min", tau_min,
+                f"a number in (0, tau0 = {tau0}]")
+        require(anneal_epochs is None or (isinstance(anneal_epochs, int) and anneal_epochs >= 1),
+                "anneal_epochs", anneal_epochs, "null (the search's epochs) or an integer >= 1")
+        self.tau0, self.tau_min, self.anneal_epochs = float(tau0), float(tau_min), anneal_epochs
+        self.tau = float(tau0)
+        self._frozen: dict[int, torch.Tensor] | None = None
+
+    def _fraction(self, epoch: int, total: int) -> float:
+        raise NotImplementedError
+
+    def start_epoch(self, ctx: SearchContext) -> None:
+        total = self.anneal_epochs or ctx.epochs
+        f = min(1.0, max(0.0, self._fraction(ctx.epoch, total)))
+        self.tau = self.tau0 - (self.tau0 - self.tau_min) * f
+
+    def probs(self, alpha):
+        return torch.softmax(alpha, dim=-1)
+
+    @contextlib.contextmanager
+    def frozen_noise(self) -> Iterator[None]:
+        outer = self._frozen is None
+        if outer:
+            self._frozen = {}
+        try:
+            yield
+        finally:
+            if outer:
+                self._frozen = None
+
+    def _gumbel(self, alpha: torch.Tensor) -> torch.Tensor:
+        """G = −log(E), E ~ Exp(1) (= −log(−log U)); redrawn if not finite."""
+        if self._frozen is not None and id(alpha) in self._frozen:
+            return self._frozen[id(alpha)]
+        while True:
+            g = -torch.empty_like(alpha.detach(), memory_format=torch.contiguous_format) \
+                .exponential_().log()
+            if torch.isfinite(g).all():
+                break
+        if self._frozen is not None:
+            self._frozen[id(alpha)] = g
+        return g
+
+    def _soft_sample(self, alpha: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        g = self._gumbel(alpha) if noise is None else noise
+        logits = (torch.log_softmax(alpha, dim=-1) + g) / self.tau
+        return torch.softmax(logits, dim=-1)
+
+    @staticmethod
+    def _seeded_gumbel(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        e = torch.empty(alpha.shape, dtype=torch.float64).exponential_(generator=generator)
+        return (-e.clamp_min(1e-300).log()).to(alpha.device, alpha.dtype)
+
+    def state_dict(self):
+        return {"tau": self.tau}
+
+    def load_state_dict(self, state):
+        self.tau = float(state.get("tau", self.tau0))
+
+
+@ACTIVATIONS.register("gumbel")
+class Gumbel(_GumbelBase):
+    """SNAS (Xie et al., ICLR 2019): a soft Gumbel-softmax sample per forward pass.
+
+    Z = softmax((log softmax(α) + G) / τ), G ~ Gumbel(0, 1), one sample per cell type per forward
+    (shared by the cells of a type). τ anneals linearly per epoch,
+    τ_e = τ₀ − (τ₀ − τ_min)·e/E (SNAS-Series ``utils.Temp_Scheduler``), over E = the search's
+    epochs (SNAS hard-codes E = 150). Evaluation mode uses softmax(α). α is initialised
+    1 + 0.01·N(0, 1) (SNAS ``loc_mean`` 1, ``loc_std`` 0.01; the constant is immaterial under
+    softmax).
+
+    Args:
+        tau0: initial temperature (SNAS ``--temp`` 1.0).
+        tau_min: final temperature (SNAS ``--temp_min`` 0.03).
+        anneal_epochs: epochs of the anneal; null = the search's epochs.
+    """
+
+    def __init__(self, tau0: float = 1.0, tau_min: float = 0.03,
+                 anneal_epochs: int | None = None) -> None:
+        super().__init__(tau0, tau_min, anneal_epochs)
+
+    def init_alpha(self, shape, generator):
+        return 1.0 + 0.01 * torch.randn(shape, generator=generator)
+
+    def _fraction(self, epoch, total):
+        return epoch / total
+
+    def weights(self, alpha, training):
+        return self._soft_sample(alpha) if training else self.probs(alpha)
+
+    @torch.no_grad()
+    def sample(self, alpha, generator):
+        """A soft sample at the current τ, as SNAS's search network (and its ``infer``) runs."""
+        return self._soft_sample(alpha.detach(), self._seeded_gumbel(alpha, generator))
+
+
+@ACTIVATIONS.register("gumbel_hard")
+class GumbelHard(_GumbelBase):
+    """GDAS (Dong & Yang, CVPR 2019): straight-through one-hot sample, one op run per edge.
+
+    p = softmax((log softmax(α) + G)/τ), k = argmax p, weights h = one_hot(k) − sg(p) + p (value
+    one-hot, gradient of p). Only op k of each edge is executed. τ anneals linearly
+    τ_e = τ_max − (τ_max − τ_min)·e/(E − 1) (AutoDL-Projects GDAS.py) over E = the search's
+    epochs. Evaluation mode uses softmax(α); measurement uses sampled networks
+    (:meth:`sample`).
+
+    Two forms of the edge (AutoDL-Projects ``search_cells.py``):
+
+    * ``gdas`` (default; ``forward_gdas``, the form behind the published NAS-Bench-201 result,
+      93.61 %): h_k·o_k(x) + Σ_{j≠k} h_j. The added h_j are exactly 0 in value but pass a
+      gradient to every p_j, so every α of a sampled edge gets a gradient, even when the
+      sampled op is ``none``.
+    * ``v1`` (``forward_gdas_v1``): h_k·o_k(x) alone; α reaches the loss only through the
+      sampled ops, and an α whose every sampled path is ``none`` gets a zero gradient.
+
+    Args:
+        tau0: initial temperature τ_max (GDAS 10).
+        tau_min: final temperature (GDAS 0.1).
+        anneal_epochs: epochs of the anneal; null = the search's epochs.
+        form: ``gdas`` or ``v1`` (above).
+    """
+
+    FORMS = ("gdas", "v1")
+
+    def __init__(self, tau0: float = 10.0, tau_min: float = 0.1,
+                 anneal_epochs: int | None = None, form: str = "gdas") -> None:
+        super().__init__(tau0, tau_min, anneal_epochs)
+        require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
+        self.form = form
+        self._hard = False  # the last weights() call drew a hard sample (training mode)
+
+    def _fraction(self, epoch, total):
+        return epoch / (total - 1) if total > 1 else 1.0
+
+    def weights(self, alpha, training):
+        self._hard = training
+        if not training:
+            return self.probs(alpha)
+        p = self._soft_sample(alpha)
+        hard = torch.zeros_like(p).scatter_(-1, p.detach().argmax(dim=-1, keepdim=True), 1.0)
+        return hard - p.detach() + p
+
+    def active_ops(self, cell_type, weights, zero_ops):
+        if not self._hard:
+            return super().active_ops(cell_type, weights, zero_ops)  # softmax(α) in eval mode
+        idx = weights.detach().argmax(dim=1).tolist()
+        return [[k] if k not in zero_ops else [] for k in idx]
+
+    def edge_bias(self, weights, active):
+        if self.form != "gdas" or not self._hard:
+            return None
+        # h_j for j ≠ the sampled op: one_hot − sg(p) + p = 0 in value, ∂/∂p_j = 1
+        hard = weights.detach().argmax(dim=1, keepdim=True)
+        others = torch.ones_like(weights).scatter_(1, hard, 0.0)
+        return (weights * others).sum(dim=1)
+
+    @torch.no_grad()
+    def sample(self, alpha, generator):
+        """A one-hot sampled network (argmax of log softmax(α) + G), as GDAS trains it; its
+        search-time validation accuracy is that of such samples (AutoDL-Projects GDAS.py
+        ``search_func``: one fresh sample per validation batch)."""
+        g = self._seeded_gumbel(alpha, generator)
+        k = (torch.log_softmax(alpha.detach(), dim=-1) + g).argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(alpha, dtype=alpha.dtype).scatter_(-1, k, 1.0)

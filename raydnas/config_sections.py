@@ -1,0 +1,142 @@
+"""The sections of an experiment config (``data``, ``model``, ``optim``, ``measure``, ``log``) as
+typed dataclasses, and :func:`build_section`, which validates one raw mapping into one of them.
+
+A field's ``metadata["check"]`` is ``(predicate, what is allowed)``; every problem is one
+:class:`~raydnas.errors.ConfigError` line naming the file, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _pos(v):
+    return v > 0
+
+
+def _nonneg(v):
+    return v >= 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = field(default=0.5, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
+    batch_size: int = field(default=64, metadata={"check": (_pos, "an integer > 0")})
+    num_workers: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0")})
+    augment: bool | None = None
+    image_size: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
+    test_root: str | None = None  # imagefolder: the test images (read by raydnas evaluate only)
+
+
+@dataclass
+class ModelConfig:
+    channels: int | None = field(default=None, metadata={"check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
+    cells: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
+
+
+@dataclass
+class OptimConfig:
+    """Paper defaults (DARTS §1.2 in ALGORITHMS.md)."""
+
+    w_lr: float = field(default=0.025, metadata={"check": (_pos, "a number > 0")})
+    w_lr_min: float = field(default=0.001, metadata={"check": (_nonneg, "a number >= 0")})
+    w_momentum: float = field(default=0.9, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
+    w_nesterov: bool = False
+    w_weight_decay: float = field(default=3e-4, metadata={"check": (_nonneg, "a number >= 0")})
+    w_grad_clip: float = field(default=5.0, metadata={"check": (_pos, "a number > 0")})
+    a_optimizer: str = field(default="adam", metadata={"check": (lambda v: v in ("adam", "sgd"), "adam or sgd")})
+    a_lr: float = field(default=3e-4, metadata={"check": (_pos, "a number > 0")})
+    a_betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={"check": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")})
+    a_weight_decay: float = field(default=1e-3, metadata={"check": (_nonneg, "a number >= 0")})
+
+
+DEFAULT_BN_IMAGES = 512
+
+
+@dataclass
+class MeasureConfig:
+    """How the per-epoch accuracies are measured (:mod:`raydnas.measure`).
+
+    ``bn_images``: search-train images on which BatchNorm statistics are re-estimated before
+    every accuracy is measured (the same fixed images for every method at a given seed; null:
+    ``DEFAULT_BN_IMAGES`` or the whole search-train split if it is smaller).
+    ``samples``: sampled architectures (fixed, seeded Gumbel noise) that ``val_acc`` averages
+    for stochastic activations. ``tune_epochs``: epochs of fine-tuning of the derived network
+    from its inherited weights at the end of the search (``discrete_val_acc_tuned``; 0: off).
+    ``tune_lr``: its initial learning rate (cosine to 0; null: ``optim.w_lr``).
+    """
+
+    bn_images: int | None = field(default=None,
+                                  metadata={"check": (_pos, "an integer > 0 or null")})
+    samples: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
+    tune_epochs: int = field(default=1, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
+    tune_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    histograms: bool = True
+    print_every: int = field(default=20, metadata={"check": (_nonneg, "an integer >= 0 (0: quiet)")})
+
+
+@dataclass
+class AxisConfig:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _type_ok(value: Any, ann: str) -> bool:
+    ann = str(ann)
+    if value is None:
+        return "None" in ann
+    if ann.startswith("bool"):
+        return isinstance(value, bool)
+    if ann.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann.startswith("float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ann.startswith("str"):
+        return isinstance(value, str)
+    if ann.startswith("list"):
+        return isinstance(value, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    return True
+
+
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "list": "a list of numbers"}
+
+
+def build_section(cls, raw: Any, prefix: str, f: str):
+    """Validate the mapping ``raw`` (the section at key ``prefix`` of file ``f``) into ``cls``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f, prefix, raw, "a mapping")
+    fields = {fd.name: fd for fd in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        if k not in fields:
+            raise ConfigError(f, f"{prefix}.{k}", v, f"unknown key; allowed: {', '.join(fields)}")
+        fd = fields[k]
+        if not _type_ok(v, fd.type):
+            word = _TYPE_WORDS.get(str(fd.type).split(" ")[0].split("[")[0], str(fd.type))
+            if "None" in str(fd.type):
+                word += " or null"
+            raise ConfigError(f, f"{prefix}.{k}", v, word)
+        check = fd.metadata.get("check")
+        if check is not None and v is not None and not check[0](v):
+            raise ConfigError(f, f"{prefix}.{k}", v, check[1])
+        if str(fd.type).startswith("float") and isinstance(v, int):
+            v = float(v)
+        kwargs[k] = v
+    return cls(**kwargs)

@@ -1,0 +1,166 @@
+"""One epoch of a search (train, derive, measure, log) and the files written after it."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import Batches, Cycle
+from .genotype import derive
+from .measure import Measurer
+from .metrics import (DECIDED_MARGIN, alpha_entropy, alpha_margins, derived_params,
+                      distance_to_discrete, param_free_ops)
+from .network import from_supernet
+from .search_state import NonFiniteLoss, SearchState, _to, train_step
+
+
+@dataclass
+class Loop:
+    """The batches and the measurer of one run."""
+
+    train: Batches
+    val_eval: Batches  # every val image once (measurement)
+    val: Cycle | None  # the α steps' val batches
+    measurer: Measurer
+    tune: Batches  # fine-tuning of the derived network (discrete_val_acc_tuned)
+    interactive: bool = False  # a progress bar with ETAs instead of step lines (a terminal)
+    started: float = 0.0
+    epochs_run: int = 0
+    genotype: Any = None  # the last epoch's derived genotype and the a(α) it came from
+    probs: dict[str, torch.Tensor] | None = None
+
+
+def _progress(loop: Loop, st: SearchState):
+    """A tqdm bar over the epoch's steps, with the ETA of the epoch and of the whole search."""
+    from tqdm import tqdm
+
+    cfg = st.cfg
+    desc = f"epoch {st.epoch + 1}/{cfg.epochs}"
+    if loop.epochs_run:
+        per = (time.perf_counter() - loop.started) / loop.epochs_run
+        left = per * (cfg.epochs - st.epoch)
+        desc += f" (search ETA {int(left // 60)}:{int(left % 60):02d})"
+    return tqdm(total=len(loop.train), desc=desc, leave=False, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> dict[str, Any]:
+    """Train one epoch, then derive, measure and log it; returns the epoch's metrics."""
+    cfg, model = st.cfg, st.model
+    train_b, val = loop.train, loop.val
+    t0 = time.perf_counter()
+    a0 = st.alpha_steps
+    for part in st.parts.values():
+        part.start_epoch(st)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    every = cfg.log.print_every
+    bar = _progress(loop, st) if loop.interactive else None
+    for i, batch in enumerate(train_b.iterate(st.epoch)):
+        batch = _to(batch, st.device)
+        loss, c = train_step(st, batch, val)
+        loss_sum += loss * len(batch[1])
+        correct += c
+        seen += len(batch[1])
+        if bar is not None:
+            bar.set_postfix_str(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} "
+                                f"α steps {st.alpha_steps}", refresh=False)
+            bar.update(1)
+        elif every and ((i + 1) % every == 0 or i + 1 == len(train_b)):
+            log(f"epoch {st.epoch + 1}/{cfg.epochs} step {i + 1}/{len(train_b)} "
+                f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "
+                f"alpha_steps {st.alpha_steps}")
+    if bar is not None:
+        bar.close()
+    st.lr_scheduler.step()
+    st.epoch += 1
+    probs = {c: p.detach() for c, p in model.op_probs().items()}
+    genotype, masks = derive(probs, st.space)
+    loop.genotype, loop.probs = genotype, probs
+    acc = loop.measurer.supernet(model, masks)
+    val_loss, val_acc, disc_acc = acc["val_loss"], acc["val_acc"], acc["discrete_val_acc"]
+    g = str(genotype)
+    m = {
+        "epoch": st.epoch,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "discrete_val_acc": disc_acc,
+        "discrete_val_loss": acc["discrete_val_loss"],
+        "discretization_gap": val_acc - disc_acc,
+        "distance_to_discrete": distance_to_discrete(probs, masks),
+        "alpha_entropy": alpha_entropy(probs),
+        **_margin_metrics(alpha_margins(probs, masks, tuple(
+            k for k, o in enumerate(st.space.ops) if o in st.space.exclude))),
+        "genotype": g,
+        "genotype_changed": prev_genotype is not None and g != prev_genotype,
+        "arch_params": derived_params(model, masks),
+        "param_free_ops": param_free_ops(genotype),
+        "alpha_steps": st.alpha_steps,
+        "alpha_steps_epoch": st.alpha_steps - a0,
+        "lr": st.lr,
+        "epoch_seconds": time.perf_counter() - t0,
+    }
+    for part in st.parts.values():
+        m.update(part.epoch_metrics(st, genotype, m))
+    if not math.isfinite(m["val_loss"]):
+        raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
+    tuned = ""
+    if cfg.measure.tune_epochs and (st.epoch >= cfg.epochs or m.get("early_stop")):
+        t1 = time.perf_counter()
+        net = from_supernet(model, genotype)
+        m.update(loop.measurer.tuned(net, loop.tune, cfg.measure.tune_epochs,
+                                     cfg.measure.tune_lr or cfg.optim.w_lr, cfg.optim))
+        del net
+        m["tune_seconds"] = time.perf_counter() - t1
+        tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}"
+    log(f"epoch {st.epoch}/{cfg.epochs} val_acc {val_acc:.3f} discrete_val_acc {disc_acc:.3f} "
+        f"gap {m['discretization_gap']:+.3f}{tuned} dist {m['distance_to_discrete']:.3f} "
+        f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
+        f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
+    return m
+
+
+def _margin_metrics(margins: list[float]) -> dict[str, Any]:
+    """``alpha_margin_mean``/``_min`` over the derived cell's edges and ``decided``."""
+    mean = sum(margins) / len(margins) if margins else 0.0
+    return {"alpha_margin_mean": mean, "alpha_margin_min": min(margins, default=0.0),
+            "decided": mean >= DECIDED_MARGIN}
+
+
+def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
+                  probs: dict[str, torch.Tensor]) -> None:
+    """``metrics.jsonl``, ``genotype.txt`` and ``final.json`` of the epoch just finished."""
+    with open(out / "metrics.jsonl.tmp", "w") as f:
+        for m in st.history:
+            f.write(json.dumps(m) + "\n")
+    (out / "metrics.jsonl.tmp").replace(out / "metrics.jsonl")
+    text = f"{genotype.to_darts()}\n"
+    if genotype.inputs == 1:
+        text += f"{genotype.to_nb201()}\n"
+    (out / "genotype.txt").write_text(text)
+    final = {
+        "metrics": metrics,
+        "method": st.cfg.method(),
+        "seed": st.cfg.seed,
+        "space": st.space.name,
+        "ops": list(st.space.ops),
+        "edges": st.space.edges,
+        "genotype": {"darts": genotype.to_darts(),
+                     "nb201": genotype.to_nb201() if genotype.inputs == 1 else None,
+                     "cells": {c: [list(map(list, node)) for node in nodes]
+                               for c, nodes in genotype.cells.items()}},
+        "op_weights": {c: p.detach().cpu().tolist() for c, p in probs.items()},
+        "complete": st.epoch >= st.cfg.epochs or bool(metrics.get("early_stop")),
+        "early_stop": metrics.get("early_stop"),
+    }
+    (out / "final.json.tmp").write_text(json.dumps(final, indent=1))
+    (out / "final.json.tmp").replace(out / "final.json")
