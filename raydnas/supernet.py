@@ -15,7 +15,8 @@ from torch import nn
 
 from .macro import (MacroNetwork, ResNetBasicBlock, cell_output, cell_type,  # noqa: F401
                     preprocess)
-from .ops import OPS, Pool, SharedReLU, Zero, channel_weights, weighted
+from .ops import OPS, Pool, Zero
+from .weighting import SharedReLU, channel_weights, weighted
 from .spaces import SearchSpace
 
 if TYPE_CHECKING:

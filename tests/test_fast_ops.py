@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raydnas.ops import AvgPool3x3, PolyphaseConv2d, SharedReLU
+from raydnas.ops import AvgPool3x3, PolyphaseConv2d
+from raydnas.weighting import SharedReLU
 
 CL = torch.channels_last
 
@@ -162,7 +163,7 @@ def test_scaled_bn_equals_weighted_batch_norm_with_running_stats(size):
     # w·BN(x) for a non-affine BN in training, w folded into the normalisation as a
     # per-channel row: values, input and weight gradients and the running statistics equal
     # the stock BatchNorm's.
-    from raydnas.ops import channel_weights, scaled_bn
+    from raydnas.weighting import channel_weights, scaled_bn
 
     torch.manual_seed(0)
     ours, ref = (torch.nn.BatchNorm2d(8, affine=False).double() for _ in range(2))

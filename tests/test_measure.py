@@ -13,7 +13,7 @@ from raydnas.genotype import derive, parse_genotype
 from raydnas.measure import Measurer, bn_indices, reestimate_bn
 from raydnas.metrics import derived_params
 from raydnas.network import DiscreteNetwork, from_supernet
-from raydnas.ops import scaled_bn
+from raydnas.weighting import scaled_bn
 from raydnas.search import run_search
 from raydnas.spaces import load_space
 from raydnas.supernet import Supernet

@@ -47,7 +47,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from ..sweep.runner import quiet_ray_advice, temporary_env
+        from ..sweep.tune_setup import quiet_ray_advice, temporary_env
 
         quiet_ray_advice()
         root = todo[0].out.parent

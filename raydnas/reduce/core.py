@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .load import AXES, USED, Experiment, Trial, is_uri, load_experiment, not_an_experiment
+from ..axes import AXIS_NAMES
+from .load import USED, Experiment, Trial, load_experiment, not_an_experiment
+from .remote import is_uri
 from .stats import (DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row)
 
 if TYPE_CHECKING:
@@ -85,8 +87,8 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
         label = group_label(t0.method, t0.point, t0.hyperparameters)
         used = sorted((t for t in ts if t.status in USED), key=lambda t: str(t.seed))
         row: dict[str, Any] = {"group": label, "method": t0.method}
-        for a in AXES:
-            row[a] = t0.config.get(a, t0.method.split("/")[AXES.index(a)]
+        for a in AXIS_NAMES:
+            row[a] = t0.config.get(a, t0.method.split("/")[AXIS_NAMES.index(a)]
                                    if t0.method.count("/") == 3 else None)
         row["point"] = t0.point
         for h in hp_names:

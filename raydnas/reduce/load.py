@@ -27,21 +27,16 @@ Only ``complete`` and ``stopped`` trials enter the statistics; the others are li
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..axes import AXIS_NAMES
 from ..errors import ConfigError
+from .remote import fetch_remote, is_uri
 
 USED = ("complete", "stopped")
-AXES = ("activation", "gradient", "schedule", "regularizer")
-# Small text files worth fetching from remote storage (checkpoints and event files are not).
-_FETCH = {"params.json", "result.json", "error.txt", "final.json", "metrics.jsonl",
-          "config.yaml", "genotype.txt"}
-
-
 @dataclass
 class Trial:
     """One trial of the experiment as found on disk."""
@@ -67,7 +62,7 @@ class Trial:
         m = self.config.get("method")
         if m:
             return str(m)
-        names = [str(self.config[a]) for a in AXES if a in self.config]
+        names = [str(self.config[a]) for a in AXIS_NAMES if a in self.config]
         return "/".join(names) if names else "?"
 
     @property
@@ -105,37 +100,6 @@ class Experiment:
 
     def by_status(self, *statuses: str) -> list[Trial]:
         return [t for t in self.trials if t.status in statuses]
-
-
-def is_uri(path: str | Path) -> bool:
-    return "://" in str(path)
-
-
-def fetch_remote(uri: str, dest: Path) -> Path:
-    """Copy the small text files of a remote experiment (``s3://``, ``gs://``, ``file://``...)."""
-    import pyarrow.fs as pafs
-
-    try:
-        fs, root = pafs.FileSystem.from_uri(uri)
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    except Exception as e:  # noqa: BLE001 - any storage error is a user-input problem here
-        raise ConfigError("raydnas reduce", "EXPERIMENT", uri,
-                          f"a readable experiment URI ({e})") from None
-    root = root.rstrip("/")
-    local = dest / Path(root).name
-    local.mkdir(parents=True, exist_ok=True)
-    for info in infos:
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(root):].lstrip("/")
-        name = rel.rsplit("/", 1)[-1]
-        if rel.count("/") > 1 or not (name in _FETCH or name.startswith("experiment_state")):
-            continue
-        target = local / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return local
 
 
 def _read_json(path: Path) -> Any:
@@ -281,10 +245,10 @@ def _single_run(d: Path, source: str) -> Experiment:
     except Exception:  # noqa: BLE001 - an unreadable config only loses the method name
         raw = {}
     config: dict[str, Any] = {}
-    for a in AXES:
+    for a in AXIS_NAMES:
         v = raw.get(a)
         config[a] = v.get("name") if isinstance(v, dict) else (v or "?")
-    config["method"] = "/".join(str(config[a]) for a in AXES)
+    config["method"] = "/".join(str(config[a]) for a in AXIS_NAMES)
     config["seed"] = raw.get("seed")
     rows = _epochs(_read_jsonl(d / "metrics.jsonl"))
     final = _read_json(d / "final.json")

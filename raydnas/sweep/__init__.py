@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .study import Method, OptunaSpec, Param, Study, parse_study
+from .methods import Method
+from .optuna_spec import OptunaSpec, Param
+from .study import Study, parse_study
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
-    from .runner import SweepSummary
+    from .summary import SweepSummary
 
 
 def validate_study(cfg: "ExperimentConfig", **kw: Any) -> Study:

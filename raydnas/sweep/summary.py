@@ -1,0 +1,165 @@
+"""What a sweep did, from Tune's results: :class:`SweepSummary`, and the lines printed at the end."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .study import Study
+
+
+@dataclass
+class SweepSummary:
+    """What a finished (or interrupted) sweep did; ``exit_code`` is what the CLI returns."""
+
+    experiment: str
+    total: int
+    done: int
+    failed: int
+    unfinished: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    wall_seconds: float = 0.0
+    search_seconds: float = 0.0
+    optuna_storage: str | None = None
+    optuna_best: dict[str, Any] = field(default_factory=dict)  # method -> best point (seed mean)
+    report: str | None = None
+    evaluations: dict[str, int] | None = None  # done / failed / unfinished evaluation trials
+
+    @property
+    def exit_code(self) -> int:
+        if self.unfinished:
+            return 130
+        return 1 if self.failed else 0
+
+
+def _reason(error: Any) -> str:
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text[:200]
+
+
+def summarize(results, study: Study, wall: float) -> SweepSummary:
+    """Count Tune's results (search and evaluation trials apart) into a SweepSummary."""
+    done, failed, unfinished = 0, 0, 0
+    reasons: Counter[str] = Counter()
+    best, search_s = None, 0.0
+    evals = Counter()
+    n_search = 0
+    for r in results:
+        m = r.metrics or {}
+        if (r.config or {}).get("kind") == "evaluate":
+            p = study.evaluate.protocol
+            evals["failed" if r.error is not None else
+                  "done" if m.get("epoch") == p.epochs else "unfinished"] += 1
+            if r.error is not None:
+                reasons[_reason(r.error)] += 1
+            continue
+        n_search += 1
+        search_s += _epoch_seconds(r)
+        if r.error is not None:
+            failed += 1
+            reasons[_reason(r.error)] += 1
+            continue
+        cfg = r.config or {}
+        epochs = study.epochs(cfg)
+        if epochs is None or m.get("epoch", 0) < epochs and not m.get("early_stop"):
+            unfinished += 1
+            continue
+        done += 1
+        v = m.get(study.metric)
+        if isinstance(v, (int, float)) and (best is None or (
+                v > best["value"] if study.mode == "max" else v < best["value"])):
+            best = {"value": v, "metric": study.metric, "method": cfg.get("method"),
+                    "seed": cfg.get("seed"), "point": cfg.get("point"),
+                    "genotype": m.get("genotype"), "path": r.path}
+    unfinished += max(0, study.search_trials() - n_search)
+    s = SweepSummary(study.experiment_path, study.search_trials(), done, failed, unfinished,
+                     dict(reasons), best, wall, search_s, study.journal_path())
+    if study.evaluate is not None:
+        expected = done * len(study.evaluate.seeds)
+        evals["unfinished"] = max(evals["unfinished"],
+                                  expected - evals["done"] - evals["failed"])
+        s.evaluations = {k: evals[k] for k in ("done", "failed", "unfinished")}
+        s.unfinished += evals["unfinished"]
+        s.failed += evals["failed"]
+    return s
+
+
+def _epoch_seconds(r) -> float:
+    """Sum of a trial's per-epoch search times, from its metrics history."""
+    try:
+        df = r.metrics_dataframe
+        if df is not None and "epoch_seconds" in df:
+            return float(df.drop_duplicates("epoch", keep="last")["epoch_seconds"].sum())
+    except Exception:
+        pass
+    return 0.0
+
+
+def optuna_best(study: Study) -> dict[str, Any]:
+    """Per method, the best Optuna point so far (its seed aggregate), read from the storage.
+
+    Multi-objective studies give the size of their Pareto front instead.
+    """
+    import optuna
+
+    from .searcher import open_storage
+
+    storage = open_storage(study.journal_path())
+    out: dict[str, Any] = {}
+    for m in study.methods:
+        try:
+            st = optuna.load_study(study_name=study.study_name(m), storage=storage)
+            if len(study.optuna.metrics) > 1:
+                out[m.name] = {"pareto_front": len(st.best_trials)}
+            else:
+                b = st.best_trial
+                out[m.name] = {"point": b.number, "value": b.value, "params": b.params}
+        except (KeyError, ValueError):  # no study yet, or no complete point
+            continue
+    return out
+
+
+def print_summary(s: SweepSummary, study: Study) -> None:
+    """The end-of-sweep lines: counts, failures, best trial, Optuna, where the results are."""
+    p = print
+    p("\n== raydnas sweep ==")
+    p(f"trials: {s.total} total, {s.done} done, {s.failed} failed, {s.unfinished} unfinished"
+      f"   (wall {s.wall_seconds:.0f} s, search time summed over trials {s.search_seconds:.0f} s)")
+    if s.evaluations is not None:
+        e = s.evaluations
+        p(f"evaluations ({study.evaluate.protocol.label}): {e['done']} done, {e['failed']} "
+          f"failed, {e['unfinished']} unfinished")
+    for why, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
+        p(f"  failed x{n}: {why}")
+    if s.best:
+        b = s.best
+        pt = "" if b["point"] is None else f" point {b['point']}"
+        p(f"best {b['metric']} = {b['value']:.4f}: {b['method']} seed {b['seed']}{pt}")
+        if b.get("genotype"):
+            p(f"  genotype {b['genotype']}")
+    if s.optuna_best:
+        agg = study.optuna.aggregate
+        p(f"Optuna, best point per method ({agg} of {study.optuna.metrics[0]} over seeds):")
+        for name, b in s.optuna_best.items():
+            if "pareto_front" in b:
+                p(f"  {name}: {b['pareto_front']} points on the Pareto front")
+            else:
+                ps = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in b["params"].items())
+                p(f"  {name}: {b['value']:.4f} at point {b['point']} ({ps})")
+    p(f"results:     {s.experiment}")
+    p(f"TensorBoard: tensorboard --logdir {s.experiment}")
+    if s.optuna_storage:
+        how = f"optuna-dashboard {s.optuna_storage}"
+        p(f"Optuna:      {s.optuna_storage}   (studies {study.name}/<method>; {how})")
+    if s.report:
+        p(f"report:      {s.report}")
+    else:
+        p(f"report:      raydnas reduce {s.experiment}")
+    if s.unfinished:
+        p("interrupted: run the same command again to continue")
+
+

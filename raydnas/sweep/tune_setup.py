@@ -1,0 +1,146 @@
+"""The Ray Tune pieces a sweep is run with: trial directory names, node capacities, the
+environment Tune reads, quieter Ray advice, the TensorBoard callback and the progress table."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from .study import Study
+
+
+def trial_dirname(trial) -> str:
+    """``<method>_seed<k>[_p<point>]_<id>``: readable trial directories."""
+    c = trial.config
+    m = str(c.get("method", "trial")).replace("/", "-")
+    p = "" if c.get("point") is None else f"_p{c['point']}"
+    if c.get("kind") == "evaluate":
+        return f"eval-{m}_seed{c.get('seed')}{p}_e{c.get('eval_seed')}_{trial.trial_id}"
+    return f"{m}_seed{c.get('seed')}{p}_{trial.trial_id}"
+
+
+def node_capacities() -> list[dict[str, float]]:
+    """Resources of every live node, plus node types an autoscaler may launch (`ray up`)."""
+    import ray
+
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    boot = Path.home() / "ray_bootstrap_config.yaml"  # written on the head node by `ray up`
+    if boot.is_file():
+        import yaml
+
+        try:
+            types = (yaml.safe_load(boot.read_text()) or {}).get("available_node_types", {})
+            nodes += [dict(t.get("resources", {})) for t in types.values()]
+        except Exception:  # an unreadable bootstrap file must not stop the sweep
+            pass
+    return nodes
+
+
+def slots(study: Study, nodes: list[dict[str, float]]) -> int:
+    """How many trials of the study fit on these nodes at once (at least 1)."""
+    n = 0
+    need = study.resources
+    for r in nodes:
+        k = [r.get("CPU", 0.0) / need["cpu"]] if need["cpu"] else []
+        k += [r.get("GPU", 0.0) / need["gpu"]] if need["gpu"] else []
+        n += int(min(k) + 1e-9) if k else 0
+    return max(1, n)
+
+
+@contextlib.contextmanager
+def temporary_env(env: dict[str, str]):
+    """Set environment variables for the block (Tune reads them in this process), then restore
+    what was there."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _RaydnasAdvice(logging.Filter):
+    """Drops Ray's own advice that contradicts or duplicates raydnas's: the token-auth notice
+    of a new local Ray (auth stays on), and "Resume experiment with: Tuner.restore(...)" (the
+    way to continue is running the same raydnas command again, which raydnas says itself)."""
+
+    DROP = ("Token authentication is enabled for this Ray cluster",
+            "Resume experiment with: Tuner.restore", "Resume training with:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(d in msg for d in self.DROP)
+
+
+def quiet_ray_advice() -> None:
+    """Install :class:`_RaydnasAdvice` on the Ray loggers that print such advice (once)."""
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.tune.tune",
+                 "ray.tune.impl.tuner_internal"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _RaydnasAdvice) for f in lg.filters):
+            lg.addFilter(_RaydnasAdvice())
+
+
+def tensorboard_callback():
+    """Tune's TensorBoard logger, except that every trial's HPARAMS entry holds every Optuna
+    key: a key that does not apply to a trial's method is logged as NaN instead of being left
+    out (Tune drops None), so TensorBoard's HPARAMS tab, which takes its columns from one
+    arbitrary trial, shows every tuned parameter."""
+    import math
+
+    from ray.tune.logger import TBXLoggerCallback
+    from ray.tune.utils import flatten_dict
+
+    class Callback(TBXLoggerCallback):
+        def _try_log_hparams(self, trial, result):
+            from tensorboardX.summary import hparams
+
+            params = {k: (math.nan if v is None else v)
+                      for k, v in flatten_dict(trial.evaluated_params).items()
+                      if v is None or isinstance(v, (str, bool, int, float))}
+            try:
+                for tag in hparams(hparam_dict=params, metric_dict=result):
+                    self._trial_writer[trial].file_writer.add_summary(tag)
+            except Exception:  # noqa: BLE001 - never fail a sweep over its TensorBoard hparams
+                logging.getLogger(__name__).warning("could not log hparams of %s", trial)
+
+    return Callback()
+
+
+def reporter(study: Study):
+    """Tune's progress table with the study's metric and parameter columns."""
+    from ray.tune import CLIReporter
+
+    class Reporter(CLIReporter):
+        """Tune's table without its "Result logdir: /tmp/ray/..." staging path (the results
+        are in the experiment directory, printed at the start and in the summary)."""
+
+        def _progress_str(self, *args, **kwargs) -> str:
+            text = super()._progress_str(*args, **kwargs)
+            return "\n".join(ln for ln in text.split("\n")
+                             if not ln.startswith("Result logdir:"))
+
+    metrics = {"epoch": "epoch", "val_acc": "val_acc", "discrete_val_acc": "disc_acc",
+               "discretization_gap": "gap"}
+    if study.evaluate is not None:
+        metrics["test_acc"] = "test_acc"
+    if study.metric not in metrics:
+        metrics[study.metric] = study.metric
+    params = {"method": "method", "seed": "seed"}
+    if study.evaluate is not None:
+        params["eval_seed"] = "eval_seed"
+    if study.optuna is not None:
+        params["point"] = "point"
+        for p in study.optuna.params:
+            params[p.key] = p.key
+    return Reporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
+                    sort_by_metric=True, max_column_length=40,
+                    max_progress_rows=12, max_error_rows=8)
+
+
