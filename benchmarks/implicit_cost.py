@@ -1,4 +1,4 @@
-"""Cost of iDARTS's implicit hypergradient per α step, against K and T (issue 6).
+"""Cost of iDARTS's implicit hypergradient per α step, against K and T.
 
     PYTHONPATH=. python benchmarks/implicit_cost.py --space nb201 --K 0 1 2 5 10 --T 1 4 5 10
 

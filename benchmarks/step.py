@@ -1,9 +1,10 @@
 """Seconds per search step and peak memory, raydnas's step against a plain reference step.
 
-One step is what issue 6's reference table times: a first-order α step (forward, backward,
-Adam) and a weight step (forward, backward, clip 5, SGD), batch 16 of 3×32×32 random images,
-C = 16. "ours" drives the project's real ``SearchState`` and ``train_step`` with the method's
-axes (``--method``: a preset ``configs/NAME.yaml`` or ``axis=name,...``). ``--reference`` also
+One step is what the first speed issue's reference table times: a first-order α step (forward,
+backward, Adam) and a weight step (forward, backward, clip 5, SGD), batch 16 of 3×32×32 random
+images, C = 16. "ours" drives the project's real ``SearchState`` and ``train_step``
+with the method's axes (``--method``: a preset ``configs/NAME.yaml`` or ``axis=name,...``).
+``--reference`` also
 runs ``benchmarks/reference.py``: the plain quark0/darts step (every op, ``none`` included, as
 ``w·op(x)``; α gradient from a full backward; always first order, with the method's op weights).
 ``--also METHOD`` times our step with another method (unrolled against first order) and
@@ -31,7 +32,8 @@ import statistics
 import sys
 import time
 
-#: issue 6's reference table: (implementation, s/step median, peak RSS GB), 2 threads, batch 16
+#: the first speed issue's reference table: (implementation, s/step median, peak RSS GB),
+#: 2 threads, batch 16
 ISSUE_REFERENCE = {
     ("darts", "first_order"): ("quark0/darts", 3.96, 2.63),
     ("nb201", "first_order"): ("AutoDL-Projects DARTS", 0.616, 0.95),

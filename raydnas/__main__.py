@@ -1,3 +1,5 @@
+"""``python -m raydnas``: the command line (:mod:`raydnas.cli`)."""
+
 import sys
 
 from .cli import main

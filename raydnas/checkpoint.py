@@ -18,6 +18,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
+    """The RNG states of torch (CPU and CUDA), numpy and Python, as tensors (weights_only-safe)."""
     np_state = np.random.get_state()
     py_state = random.getstate()
     state = {
@@ -33,6 +34,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"],
@@ -45,6 +47,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -68,6 +71,7 @@ def save(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save`, read with ``weights_only=True``."""
     return torch.load(path, map_location=map_location, weights_only=True)
 
 

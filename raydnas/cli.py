@@ -77,6 +77,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``raydnas`` argument parser with every subcommand."""
     from . import __version__
 
     p = argparse.ArgumentParser(
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``raydnas`` command: exit status 0, 1 (failures), 2 (bad input) or 130."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

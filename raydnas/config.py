@@ -34,8 +34,16 @@ from typing import Any
 import yaml
 
 from .axes import AXES, AXIS_NAMES, DEFAULT_METHOD
-from .config_sections import (DEFAULT_BN_IMAGES, AxisConfig, DataConfig, LogConfig,  # noqa: F401
-                              MeasureConfig, ModelConfig, OptimConfig, build_section)
+from .config_sections import (  # noqa: F401
+    DEFAULT_BN_IMAGES,
+    AxisConfig,
+    DataConfig,
+    LogConfig,
+    MeasureConfig,
+    ModelConfig,
+    OptimConfig,
+    build_section,
+)
 from .errors import ConfigError, one_of
 
 
@@ -101,7 +109,8 @@ def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise ConfigError(f, axis, raw, f"a name ({', '.join(reg.names())}) or a mapping with 'name'")
+        raise ConfigError(f, axis, raw,
+                          f"a name ({', '.join(reg.names())}) or a mapping with 'name'")
     name = raw["name"]
     if name not in reg:
         raise ConfigError(f, f"{axis}.name", name, f"one of {', '.join(reg.names())}")
@@ -112,7 +121,8 @@ def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
     for k, v in params.items():
         if k not in accepted:
             allowed = ", ".join(accepted) if accepted else "none"
-            raise ConfigError(f, f"{axis}.{k}", v, f"unknown hyperparameter of {axis} {name!r}; allowed: {allowed}")
+            raise ConfigError(f, f"{axis}.{k}", v,
+                              f"unknown hyperparameter of {axis} {name!r}; allowed: {allowed}")
     cfg = AxisConfig(name, params)
     return cfg, create_axis(axis, cfg, f)  # the constructor checks the values
 

@@ -25,10 +25,12 @@ def _nonneg(v):
 
 @dataclass
 class DataConfig:
+    """``data:``: the dataset, its split and batches."""
     dataset: str = "digits"
     root: str | None = None
     download: bool = False
-    val_fraction: float = field(default=0.5, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
+    val_fraction: float = field(
+        default=0.5, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
     batch_size: int = field(default=64, metadata={"check": (_pos, "an integer > 0")})
     num_workers: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0")})
     augment: bool | None = None
@@ -38,23 +40,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    channels: int | None = field(default=None, metadata={"check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
+    """``model:``: the supernet's width and depth (null: the space's defaults)."""
+    channels: int | None = field(default=None, metadata={
+        "check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
     cells: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
 
 
 @dataclass
 class OptimConfig:
-    """Paper defaults (DARTS §1.2 in ALGORITHMS.md)."""
+    """``optim:``: the weight and α optimizers, with DARTS's defaults (Liu et al. 2019, §A.1.1)."""
 
     w_lr: float = field(default=0.025, metadata={"check": (_pos, "a number > 0")})
     w_lr_min: float = field(default=0.001, metadata={"check": (_nonneg, "a number >= 0")})
-    w_momentum: float = field(default=0.9, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
+    w_momentum: float = field(
+        default=0.9, metadata={"check": (lambda v: 0 <= v < 1, "a number in [0, 1)")})
     w_nesterov: bool = False
     w_weight_decay: float = field(default=3e-4, metadata={"check": (_nonneg, "a number >= 0")})
     w_grad_clip: float = field(default=5.0, metadata={"check": (_pos, "a number > 0")})
-    a_optimizer: str = field(default="adam", metadata={"check": (lambda v: v in ("adam", "sgd"), "adam or sgd")})
+    a_optimizer: str = field(
+        default="adam", metadata={"check": (lambda v: v in ("adam", "sgd"), "adam or sgd")})
     a_lr: float = field(default=3e-4, metadata={"check": (_pos, "a number > 0")})
-    a_betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={"check": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")})
+    a_betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={
+        "check": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")})
     a_weight_decay: float = field(default=1e-3, metadata={"check": (_nonneg, "a number >= 0")})
 
 
@@ -83,13 +90,16 @@ class MeasureConfig:
 
 @dataclass
 class LogConfig:
+    """``log:``: TensorBoard, histograms and the console."""
     tensorboard: bool = True
     histograms: bool = True
-    print_every: int = field(default=20, metadata={"check": (_nonneg, "an integer >= 0 (0: quiet)")})
+    print_every: int = field(
+        default=20, metadata={"check": (_nonneg, "an integer >= 0 (0: quiet)")})
 
 
 @dataclass
 class AxisConfig:
+    """One axis block: the choice's name and its hyperparameters."""
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -103,7 +113,8 @@ def _type_ok(value: Any, ann: str) -> bool:
     if ann.startswith("int"):
         return isinstance(value, int) and not isinstance(value, bool)
     if ann.startswith("float"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
     if ann.startswith("str"):
         return isinstance(value, str)
     if ann.startswith("list"):

@@ -36,7 +36,8 @@ def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, 
         acc = [0.0]
         counters.append((i, ct, e, k, acc))
         for m in op.modules():
-            hooks.append(m.register_forward_hook(lambda mod, inp, o, acc=acc: hook(mod, inp, o, acc)))
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, o, acc=acc: hook(mod, inp, o, acc)))
     was = model.training
     model.eval()
     try:

@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for i, pl in enumerate(jobs, 1):
         j = pl.job
-        print(f"[{i}/{len(jobs)}] {j.meta.get('search_trial_id')} ({j.meta.get('method')}, search seed "
+        print(f"[{i}/{len(jobs)}] {j.meta.get('search_trial_id')} ({j.meta.get('method')}, "
+              "search seed "
               f"{j.meta.get('search_seed')}) eval seed {j.seed} -> {pl.out}", flush=True)
         m = run_evaluation(j, pl.out, device=args.device, threads=args.threads,
                            log=print if not args.quiet else (lambda s: None))
@@ -106,6 +107,7 @@ def _table(p, rows) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """The ``raydnas evaluate`` subcommand."""
     from .evaluation import KEYS, PROTOCOLS
 
     p = subparsers.add_parser(

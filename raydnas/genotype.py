@@ -123,7 +123,8 @@ class Genotype:
         return self.to_nb201() if self.format == "nb201" else self.to_darts()
 
 
-def derive(weights: dict[str, torch.Tensor], space: SearchSpace) -> tuple[Genotype, dict[str, torch.Tensor]]:
+def derive(weights: dict[str, torch.Tensor],
+           space: SearchSpace) -> tuple[Genotype, dict[str, torch.Tensor]]:
     """Discretize op weights ``{cell type: [edges, ops]}``: the genotype and the binary mask Π."""
     cells, masks = {}, {}
     for ct, w in weights.items():

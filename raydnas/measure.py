@@ -1,6 +1,6 @@
 """How raydnas measures a supernet and the cell derived from it (the per-epoch accuracies).
 
-The protocol, the same for every method (DESIGN.md's metric names):
+The protocol, the same for every method (metric names as in the README's Metrics section):
 
 * **BatchNorm re-estimated.** Every accuracy is measured on a copy of the supernet whose
   BatchNorm running statistics were reset and re-estimated, as a cumulative average
@@ -51,6 +51,7 @@ def bn_indices(train_idx: list[int], n: int, seed: int) -> list[int]:
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that track running statistics."""
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 

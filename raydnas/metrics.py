@@ -1,4 +1,4 @@
-"""Per-epoch discretization metrics (names fixed by DESIGN.md)."""
+"""Per-epoch discretization metrics (their names are listed in the README's Metrics section)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def alpha_margins(probs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
 
 
 def param_free_ops(genotype: Genotype) -> int:
+    """Parameter-free ops (none, skip, pools) in the genotype's cells."""
     return sum(op in PARAM_FREE for op in genotype.ops())
 
 

@@ -21,8 +21,8 @@ from torch import nn
 from .genotype import Genotype
 from .macro import MacroNetwork, cell_output, cell_type, preprocess
 from .ops import OPS, Pool, Zero
-from .weighting import SharedReLU
 from .spaces import SearchSpace
+from .weighting import SharedReLU
 
 
 class DiscreteCell(nn.Module):

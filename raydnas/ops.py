@@ -7,7 +7,8 @@ Ops with ``is_zero = True`` (``none``) output zeros; the mixed op never executes
 Speed (same math, checked against a plain reference by tests/test_speed_exactness.py): the
 mixed op asks each op for ``w · op(x)`` through :func:`raydnas.weighting.weighted`; ops ending
 in a non-affine BatchNorm fold ``w`` into it and ops starting with ReLU or pooling share one
-relu(x) and one pool(x) per node (:mod:`raydnas.weighting`). Strided dilated convs run undilated on the even subimage (:class:`PolyphaseConv2d`),
+relu(x) and one pool(x) per node (:mod:`raydnas.weighting`). Strided dilated convs run
+undilated on the even subimage (:class:`PolyphaseConv2d`),
 3×3 average pooling on large maps as a conv (:class:`AvgPool3x3`).
 """
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import Registry
-from .weighting import SharedReLU, _times, scaled_bn
+from .weighting import _times, scaled_bn
 
 OPS: Registry[nn.Module] = Registry("op")
 
@@ -40,6 +41,7 @@ class Zero(nn.Module):
 
 
 class ReLUConvBN(nn.Sequential):
+    """ReLU → conv → BatchNorm (DARTS's preprocessing and NB201's nor_conv ops)."""
     def __init__(self, C_in, C_out, kernel, stride, padding, dilation=1, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),

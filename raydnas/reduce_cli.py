@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """The ``raydnas reduce`` subcommand."""
     from .reduce.stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD
 
     p = subparsers.add_parser(

@@ -15,8 +15,14 @@ import torch
 from .data import Batches, Cycle
 from .genotype import derive
 from .measure import Measurer
-from .metrics import (DECIDED_MARGIN, alpha_entropy, alpha_margins, derived_params,
-                      distance_to_discrete, param_free_ops)
+from .metrics import (
+    DECIDED_MARGIN,
+    alpha_entropy,
+    alpha_margins,
+    derived_params,
+    distance_to_discrete,
+    param_free_ops,
+)
 from .network import from_supernet
 from .search_state import NonFiniteLoss, SearchState, _to, train_step
 

@@ -45,7 +45,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and (not torch.cuda.is_available()
                                or (dev.index or 0) >= torch.cuda.device_count()):
         raise ConfigError("--device", "device", device,
-                          f"a visible CUDA device ({torch.cuda.device_count()} visible); use cpu or auto")
+                          f"a visible CUDA device ({torch.cuda.device_count()} visible); "
+                          "use cpu or auto")
     return dev
 
 

@@ -73,10 +73,12 @@ _ALLOWED = {
 
 
 def list_spaces() -> list[str]:
+    """The names of the built-in spaces."""
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 
 def resolve_space_path(name_or_path: str) -> Path:
+    """A built-in space's YAML path, or the given path for a ``.yaml`` file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         return p
@@ -124,7 +126,8 @@ def _int(sec: dict, name: str, key: str, f: str, default: Any, lo: int) -> int:
 def _parse(raw: dict, f: str) -> SearchSpace:
     for k in raw:
         if k not in _ALLOWED[""]:
-            raise ConfigError(f, k, raw[k], f"unknown key; allowed: {', '.join(sorted(_ALLOWED['']))}")
+            raise ConfigError(f, k, raw[k],
+                              f"unknown key; allowed: {', '.join(sorted(_ALLOWED['']))}")
     ops = raw.get("ops")
     if not isinstance(ops, list) or not ops:
         raise ConfigError(f, "ops", ops, "a non-empty list of op names")

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .macro import (MacroNetwork, ResNetBasicBlock, cell_output, cell_type,  # noqa: F401
-                    preprocess)
+from .macro import MacroNetwork, ResNetBasicBlock, cell_output, cell_type, preprocess  # noqa: F401
 from .ops import OPS, Pool, Zero
-from .weighting import SharedReLU, channel_weights, weighted
 from .spaces import SearchSpace
+from .weighting import SharedReLU, channel_weights, weighted
 
 if TYPE_CHECKING:
     from .axes.activation import Activation

@@ -16,6 +16,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """The ``raydnas sweep`` subcommand."""
     p = subparsers.add_parser(
         "sweep", help="run every method x seed (and Optuna points) as one Ray Tune experiment",
         description="Run a study config as one Ray Tune experiment. Running the same command "

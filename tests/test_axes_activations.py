@@ -8,15 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import FixedVal, batches, tiny_state
 
 from raydnas.axes.activation import CRB, Sigmoid
-from raydnas.axes.gumbel import Gumbel, GumbelHard
 from raydnas.axes.checks import AxisParamError
+from raydnas.axes.gumbel import Gumbel, GumbelHard
 from raydnas.search import train_step
 from raydnas.supernet import Cell
-
-from _axes_util import FixedVal, batches, tiny_state
-
 
 
 def _at(epoch: int, epochs: int) -> SimpleNamespace:

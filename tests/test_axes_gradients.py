@@ -6,13 +6,12 @@ import contextlib
 
 import pytest
 import torch
+from helpers import FixedVal, batches, tiny_state
 from torch import nn
 from torch.func import functional_call
 
 from raydnas.axes.gradient import Implicit, MixedLevel
 from raydnas.search import train_step
-
-from _axes_util import FixedVal, batches, tiny_state
 
 D = torch.float64
 

@@ -8,14 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import tiny_cfg, tiny_state
 
 from raydnas.axes.checks import AxisParamError
 from raydnas.axes.regularizer import ADMM, Prox, Resource, project
-from raydnas.costs import op_costs
 from raydnas.axes.schedule import Informed, Interval
+from raydnas.costs import op_costs
 from raydnas.errors import ConfigError
-
-from _axes_util import tiny_cfg, tiny_state
 
 
 def _roundtrip(state):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,16 +50,21 @@ def test_aws_cluster_has_cpu_head_and_autoscaling_gpu_workers():
 
 
 def test_validation_catches_mistakes_in_these_files():
+    """Each mistake is rejected by Ray's schema validator itself (not by a KeyError on the way)."""
     raw = load("cluster.yaml")
     bad = copy.deepcopy(raw)
-    bad["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5  # fractional: schema error
-    with pytest.raises(Exception):
+    bad["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5  # fractional
+    with pytest.raises(ValidationError, match="0.5 is not of type 'integer'"):
         check(bad)
     bad = copy.deepcopy(raw)
     bad["setup_comands"] = bad.pop("setup_commands")  # misspelled key
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="'setup_comands' was unexpected"):
         check(bad)
     bad = copy.deepcopy(load("cluster_local.yaml"))
-    del bad["provider"]["type"]
-    with pytest.raises(Exception):
+    bad["auth"]["ssh_usr"] = bad["auth"].pop("ssh_user", "me")  # misspelled key
+    with pytest.raises(ValidationError, match="'ssh_usr' was unexpected"):
+        check(bad)
+    bad = copy.deepcopy(load("cluster_local.yaml"))
+    bad["idle_timeout_minutes"] = -5
+    with pytest.raises(ValidationError, match="less than the minimum"):
         check(bad)

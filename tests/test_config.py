@@ -9,6 +9,7 @@ import pytest
 
 from raydnas.cli import main
 from raydnas.config import apply_overrides, from_dict, load_config
+from raydnas.errors import ConfigError
 
 
 def _cfg(tmp_path, text):
@@ -78,7 +79,7 @@ def test_overrides_reach_typed_config_and_are_validated(tmp_path):
     assert cfg.seed == 7 and cfg.model.channels == 4
     raw = apply_overrides({"regularizer": "none"}, ["regularizer.name=none"])
     assert raw["regularizer"] == {"name": "none"}
-    with pytest.raises(Exception, match="optim.w_momentum"):
+    with pytest.raises(ConfigError, match="optim.w_momentum"):
         load_config(p, ["optim.w_momentum=2"])
 
 
@@ -132,3 +133,47 @@ def test_set_values_are_blamed_on_the_set_and_several_follow_one_set(tmp_path, c
     assert "3 epochs" in capsys.readouterr().out
     assert main(["validate", str(root / "configs" / "maile2021.yaml")]) == 0
     assert "12 method(s) x 3 seed(s) = 36 search trials" in capsys.readouterr().out
+
+
+def test_overrides_merge_as_data_and_optuna_params_keys_stay_literal():
+    from raydnas.config import merge, set_key
+
+    raw = {"regularizer": "admm", "optuna": {"params": {}}}
+    out = merge(raw, {"regularizer.rho": 0.5, "optim.a_betas": [0.9, 0.99],
+                      "optuna.params.regularizer.rho": {"log_uniform": [1e-3, 1.0]}})
+    assert raw == {"regularizer": "admm", "optuna": {"params": {}}}  # a copy, not in place
+    assert out["regularizer"] == {"name": "admm", "rho": 0.5}
+    assert out["optim"] == {"a_betas": [0.9, 0.99]}  # a list stays a list (no YAML text)
+    assert out["optuna"]["params"] == {"regularizer.rho": {"log_uniform": [1e-3, 1.0]}}
+    set_key(out, "regularizer", "prox")  # a new choice drops the old one's hyperparameters
+    assert out["regularizer"] == {"name": "prox"}
+    with pytest.raises(ConfigError, match="optim is not a mapping"):
+        set_key({"optim": 3}, "optim.w_lr", 0.1)
+
+
+def test_set_of_an_optuna_param_reaches_the_study(tmp_path, capsys):
+    p = tmp_path / "study.yaml"
+    p.write_text(textwrap.dedent("""\
+        space: tiny
+        epochs: 1
+        data: {dataset: digits, batch_size: 32}
+        sweep: {grid: {regularizer: [none, admm]}, seeds: 1}
+        optuna: {params: {optim.a_lr: {log_uniform: [1.0e-4, 1.0e-2]}}, n_trials: 2}
+        """))
+    assert main(["validate", str(p), "--set",
+                 "optuna.params.regularizer.rho={log_uniform: [0.001, 1.0]}"]) == 0
+    assert "x up to 2 Optuna points" in capsys.readouterr().out
+    assert main(["validate", str(p), "--set",
+                 "optuna.params.regularizer.rho={log_uniform: [0.001, -1.0]}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "optuna.params.regularizer.rho.log_uniform" in err
+
+
+def test_an_empty_imagefolder_is_one_line(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    p = tmp_path / "c.yaml"
+    p.write_text(f"space: tiny\ndata: {{dataset: imagefolder, root: {tmp_path / 'images'}}}\n")
+    assert main(["search", str(p), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.root" in err and "one subfolder of images per class" in err
+    assert not (tmp_path / "run").exists()

@@ -4,7 +4,14 @@ import json
 
 import torch
 
-from raydnas.data import DIGITS_TEST_EVERY, Batches, Cycle, load_dataset, load_or_make_split, make_split
+from raydnas.data import (
+    DIGITS_TEST_EVERY,
+    Batches,
+    Cycle,
+    load_dataset,
+    load_or_make_split,
+    make_split,
+)
 
 
 def test_digits_are_real_and_exclude_the_test_split():

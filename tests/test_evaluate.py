@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from raydnas.data import DIGITS_TEST_EVERY, load_dataset
 from raydnas.evaluation import plan, resolve_protocol, run_evaluation
 from raydnas.search import run_search
-
-from helpers import tiny_config
 
 TINY = {"epochs": 2, "channels": 4, "cells": 1, "batch_size": 64}
 EVAL_NAMES = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "eval_params",
@@ -149,8 +148,9 @@ def test_protocol_presets_and_overrides():
 def test_report_joins_the_truth(tmp_path):
     """Test accuracies under evaluation/<protocol>/ join their search trials: per-group mean over
     search seeds (eval seeds averaged first), bootstrap ranking, proxy rank correlations."""
-    from raydnas.reduce import reduce
     from reduce_fixtures import ExperimentWriter, flat
+
+    from raydnas.reduce import reduce
 
     g = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|skip_connect~1|none~2|"
     A, B = "softmax/first_order/every/none", "gumbel_hard/first_order/every/none"

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from helpers import _digits, read_final, tiny_config
 from torch import nn
 
 from raydnas.axes import ACTIVATIONS
@@ -13,13 +14,10 @@ from raydnas.genotype import derive, parse_genotype
 from raydnas.measure import Measurer, bn_indices, reestimate_bn
 from raydnas.metrics import derived_params
 from raydnas.network import DiscreteNetwork, from_supernet
-from raydnas.weighting import scaled_bn
 from raydnas.search import run_search
 from raydnas.spaces import load_space
 from raydnas.supernet import Supernet
-
-from _axes_util import _digits
-from helpers import read_final, tiny_config
+from raydnas.weighting import scaled_bn
 
 CPU = torch.device("cpu")
 

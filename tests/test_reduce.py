@@ -10,12 +10,12 @@ import statistics
 import pandas as pd
 import pytest
 from PIL import Image
+from reduce_fixtures import ExperimentWriter, darts, flat
 
 import raydnas
 from raydnas.cli import main
 from raydnas.errors import ConfigError
 from raydnas.reduce import reduce
-from reduce_fixtures import ExperimentWriter, darts, flat
 
 M = "softmax/first_order/every/none"
 G1 = darts([("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
@@ -323,6 +323,7 @@ def test_reduce_a_single_search_run(tmp_path):
     """raydnas reduce on one `raydnas search` directory: its numbers, cell drawing and α plot;
     an evaluation of that run joins as its truth."""
     from helpers import tiny_config
+
     from raydnas.evaluation import plan, run_evaluation
     from raydnas.search import run_search
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import read_final, tiny_config, tiny_raw
 
 from raydnas import checkpoint as ckpt
 from raydnas.search import run_search
-
-from helpers import read_final, tiny_config, tiny_raw
 
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "discrete_val_acc",
            "discretization_gap", "distance_to_discrete", "alpha_entropy", "genotype",
@@ -161,7 +160,7 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     r = _launch(cfg_path, out)
     text = r.communicate(timeout=300)[0]
     assert r.returncode == 0, text
-    assert f"resuming from" in text and f"after epoch {killed_at}/3" in text
+    assert "resuming from" in text and f"after epoch {killed_at}/3" in text
     a, b = read_final(tmp_path / "ref"), read_final(out)
     assert a["genotype"] == b["genotype"]
     for k in METRICS:

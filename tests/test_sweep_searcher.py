@@ -8,11 +8,11 @@ import pickle
 import optuna
 import pytest
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from raydnas.config import from_dict
 from raydnas.sweep import parse_study
 from raydnas.sweep.searcher import StudySearcher, open_storage
-from ray.tune.search import Searcher
 
 BASE = {"space": "tiny", "epochs": 1, "model": {"channels": 4}}
 

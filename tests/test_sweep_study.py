@@ -88,11 +88,15 @@ def test_resource_request_no_node_can_hold_is_refused():
     assert e.value.key == "sweep.resources" and "cpu: 2" in str(e.value)
 
 
-def test_quickstart_configs_validate_and_run_several_methods():
+def test_quickstart_study_configs_hold_several_distinct_methods_and_seeds():
+    """The quickstart studies compare something: distinct methods, each resolved to a valid
+    config once, over several seeds (running them is tests/test_sweep.py's job)."""
     for name in ("quickstart_sweep", "quickstart_optuna"):
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
         s = validate_study(cfg)
-        assert len(s.methods) >= 2 and len(s.seeds) >= 2
+        assert len(s.seeds) >= 2
+        assert len({tuple(sorted(m.choices().items())) for m in s.methods}) == len(s.methods) >= 2
+        assert all(m.epochs == cfg.epochs for m in s.methods)
 
 
 def test_cli_bad_study_exits_2_with_one_line_before_ray_starts(tmp_path):

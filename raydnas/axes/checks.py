@@ -6,6 +6,7 @@ from typing import Any
 
 
 class AxisParamError(ValueError):
+    """A bad hyperparameter of an axis choice (becomes a ConfigError line in config)."""
     def __init__(self, param: str, value: Any, allowed: str) -> None:
         self.param, self.value, self.allowed = param, value, allowed
         super().__init__(f"{param} must be {allowed}, but got {param}={value!r}")

@@ -75,7 +75,8 @@ class Interval(Schedule):
 
 @SCHEDULES.register("informed")
 class Informed(Schedule):
-    """Maile et al. 2021 (DARTS-PRIME "dynamic"/informed schedule; ``train_scheduled_hard_statebn``).
+    """Maile et al. 2021: DARTS-PRIME's "dynamic"/informed schedule
+    (``train_scheduled_hard_statebn``).
 
     F = Σ_p ‖∇_p L_train‖² over all weights, after the backward and before clipping;
     F̄ ← β·F + (1 − β)·F̄ (F̄ = F at the first step). Before each weight step: if 0 < F̄ < τ take an

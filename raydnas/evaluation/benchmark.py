@@ -12,7 +12,8 @@ benchmark measured when NB201 trained that cell with its own protocol (C 16, N 5
 * the same after NB201's 12-epoch schedule (``*_12``) when the file has it (v1_1 does);
 * as fractions in [0, 1], averaged over the benchmark's training seeds.
 
-The file: ``NAS-Bench-201-v1_1-096897.pth`` (4.7 GB; recommended) or ``NAS-Bench-201-v1_0-e61699.pth``
+The file: ``NAS-Bench-201-v1_1-096897.pth`` (4.7 GB; recommended) or
+``NAS-Bench-201-v1_0-e61699.pth``
 (2.2 GB), from the links in the NAS-Bench-201 README (D-X-Y/NAS-Bench-201). The API
 (``pip install nas-bench-201``, the ``benchmark`` extra) unpickles the whole file into memory:
 plan for several times the file size in RAM. Results are cached per cell in a JSON file next to

@@ -75,6 +75,7 @@ def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
 
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
              where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
+    """The evaluation jobs of one search run directory: its found cell, one job per seed."""
     import json
 
     raw = _run_config(run, where)
@@ -136,6 +137,7 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
 def from_genotype(text: str, space_name: str | None, protocol: Protocol, seeds: list[int],
                   data_over: dict[str, Any], out: Path | None,
                   where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
+    """The evaluation jobs of a genotype given as text (DARTS or NB201 string)."""
     try:
         g = parse_genotype(text)
     except (ValueError, SyntaxError) as e:

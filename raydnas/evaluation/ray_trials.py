@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..tune_util import device_and_threads, with_tune_checkpoints
+
 JOBS_FILE = "raydnas_eval_jobs.json"
 
 
@@ -32,8 +34,6 @@ def _done(out: Path) -> bool:
 
 def grid_trial(config: dict[str, Any], jobs: list, resources: dict[str, float]) -> None:
     """Function trainable: evaluation number ``config["job"]``."""
-    from ..sweep.trainable import evaluation_trial
-
     evaluation_trial(config, jobs[config["job"]], resources)
 
 
@@ -47,7 +47,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from ..sweep.tune_setup import quiet_ray_advice, temporary_env
+        from ..tune_util import quiet_ray_advice, temporary_env
 
         quiet_ray_advice()
         root = todo[0].out.parent
@@ -113,3 +113,14 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
         m = json.loads(f.read_text()).get("metrics") if _done(pl.out) else None
         rows.append((pl.job, pl.out, m))
     return rows
+
+
+def evaluation_trial(config: dict[str, Any], job, resources: dict[str, float]) -> None:
+    """One evaluation (raydnas.evaluation.run_evaluation) as a Tune trial: per-epoch
+    checkpoints to Tune, resumed from the last one after a crash, files in the trial directory."""
+    from . import run_evaluation
+
+    device, threads = device_and_threads(resources)
+    with_tune_checkpoints(lambda report, restore, log: run_evaluation(
+        job, Path(os.getcwd()), report=report, resume=False, restore=restore, device=device,
+        threads=threads, log=log))

@@ -82,6 +82,7 @@ IMAGE_SIDE = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "fashion_m
 
 
 def check_cutout(p: Protocol, side: int, dataset: str, where: str = "raydnas evaluate") -> None:
+    """Cutout must be smaller than the images (``side`` pixels); else one ConfigError line."""
     if p.cutout and p.cutout >= side:
         raise ConfigError(where, "cutout", p.cutout,
                           f"less than the {side}-pixel images of {dataset} (or 0 for none; "

@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
 from ..axes import AXIS_NAMES
+from ..errors import ConfigError
 from .load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from .remote import is_uri
-from .stats import (DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row)
+from .stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +34,7 @@ def _fmt_value(v: Any) -> str:
 
 
 def group_label(method: str, point: Any, hps: dict[str, Any]) -> str:
+    """A group's label: the method, its Optuna point and hyperparameters."""
     parts = [method]
     if point is not None:
         parts.append(f"point {point}")
@@ -42,6 +43,7 @@ def group_label(method: str, point: Any, hps: dict[str, Any]) -> str:
 
 
 def sort_columns(df: "pd.DataFrame") -> list[str]:
+    """The columns the report can be sorted by (numeric ones and every metric)."""
     cols = [c for c in df.columns if df[c].dtype.kind in "fiub" and c != "modal_seed"]
     return sorted(set(cols) | set(METRICS))
 
@@ -202,8 +204,14 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
 def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experiment,
                 protocol: str | None) -> None:
     """Test accuracy columns, bootstrap ranking and proxy validity (raydnas.reduce.truth)."""
-    from .truth import (bootstrap, choose_protocol, group_truth, load_evaluations,
-                        per_trial, proxy_validity)
+    from .truth import (
+        bootstrap,
+        choose_protocol,
+        group_truth,
+        load_evaluations,
+        per_trial,
+        proxy_validity,
+    )
 
     evals = load_evaluations(exp.path, exp.evaluations)
     proto = choose_protocol(evals, protocol)

@@ -229,6 +229,7 @@ def _load_trial(trial_id: str, d: Path | None, entry: dict[str, Any]) -> Trial:
 
 
 def not_an_experiment(path: str) -> ConfigError:
+    """The error for a path that holds no experiment and no search run."""
     return ConfigError("raydnas reduce", "EXPERIMENT", path,
                        "a Ray Tune experiment directory (experiment_state-*.json and/or trial "
                        "directories holding params.json) or one search run directory "

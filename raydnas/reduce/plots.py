@@ -37,6 +37,7 @@ def _two_lines(label: str, width: int = 44) -> str:
 
 def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
                gap_threshold: float) -> None:
+    """``acc_vs_gap.png``: discrete accuracy against the discretization gap per seed and group."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     colors = plt.get_cmap("tab10")
@@ -73,6 +74,7 @@ def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
 
 
 def reliability(df: "pd.DataFrame", path: Path) -> None:
+    """``reliability.png``: consensus, collapse rate and gap reliability per group."""
     plt = _plt()
     n = len(df)
     labels = [f"{i + 1}. {_two_lines(g)}" for i, g in enumerate(df["group"])]

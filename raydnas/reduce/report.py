@@ -26,6 +26,7 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def mean_std(row: Any, m: str, digits: int = 3) -> str:
+    """``mean ± std`` of metric ``m`` in a report row (``n/a`` when missing)."""
     mean, std = row[f"{m}_mean"], row[f"{m}_std"]
     if isinstance(mean, float) and math.isnan(mean):
         return "n/a"
@@ -50,10 +51,12 @@ def _clean(v: Any) -> Any:
 
 
 def records(df: "pd.DataFrame") -> list[dict[str, Any]]:
+    """The report's rows as JSON-ready dicts (NaN → None)."""
     return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 
 
 def write_csv(df: "pd.DataFrame", path: Path) -> None:
+    """``report.csv``: one row per group, list columns joined."""
     flat = df.copy()
     for c in LIST_COLUMNS:
         if c in flat.columns:
@@ -62,6 +65,7 @@ def write_csv(df: "pd.DataFrame", path: Path) -> None:
 
 
 def write_json(df: "pd.DataFrame", path: Path) -> None:
+    """``report.json``: the experiment, the sort, counts and every group's row."""
     doc = {
         "experiment": df.attrs.get("experiment"),
         "sort": df.attrs.get("sort"),
@@ -147,6 +151,7 @@ def truth_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
 
 
 def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
+    """``report.md``: the verdict table, the notes and the plots."""
     a = df.attrs
     counts = a.get("counts", {})
     sort = a.get("sort", {})

@@ -135,6 +135,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
+    """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
     union = a | b
     return 1.0 if not union else len(a & b) / len(union)
 

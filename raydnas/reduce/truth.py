@@ -45,7 +45,8 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             return None
         m = f.get("metrics") or {}
-        return {"trial_id": f.get("search_trial_id"), "protocol": (f.get("protocol") or {}).get("name"),
+        return {"trial_id": f.get("search_trial_id"),
+                "protocol": (f.get("protocol") or {}).get("name"),
                 "short": bool((f.get("protocol") or {}).get("short")),
                 "eval_seed": f.get("eval_seed"), "test_acc": m.get("test_acc"),
                 "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
@@ -109,6 +110,7 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
 
 def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
                 partial: Counter) -> dict[str, Any]:
+    """A group's evaluation columns: test accuracy over search seeds, counts and parameters."""
     from .stats import summary
 
     vals = [truth[t.trial_id]["test_acc"] for t in trials if t.trial_id in truth]

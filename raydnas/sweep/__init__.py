@@ -1,4 +1,5 @@
-"""``raydnas sweep``: a study (methods × seeds, optionally Optuna points) as one Ray Tune experiment.
+"""``raydnas sweep``: a study (methods × seeds, optionally Optuna points) as one Ray Tune
+experiment.
 
 Importing this package is cheap (no Ray): ``validate_study`` only parses the study config.
 """
@@ -22,7 +23,7 @@ def validate_study(cfg: "ExperimentConfig", **kw: Any) -> Study:
 
 
 def run_sweep(*args: Any, **kw: Any) -> "SweepSummary":
-    """Run a study config as one Ray Tune experiment (see :func:`raydnas.sweep.runner.run_sweep`)."""
+    """Run a study config as one Ray Tune experiment (:func:`raydnas.sweep.runner.run_sweep`)."""
     from .runner import run_sweep as _run
 
     return _run(*args, **kw)

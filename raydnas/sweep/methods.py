@@ -93,7 +93,8 @@ def expand_methods(cfg: ExperimentConfig, sweep: dict, f: str) -> list[Method]:
                     name = v
                 elif k == "set":
                     if not isinstance(v, dict):
-                        raise ConfigError(f, f"{key}.set", v, "a mapping of dotted config key to value")
+                        raise ConfigError(f, f"{key}.set", v,
+                                          "a mapping of dotted config key to value")
                     sets = dict(v)
                 elif k in AXIS_NAMES:
                     _check_choice(f, f"{key}.{k}", k, v)

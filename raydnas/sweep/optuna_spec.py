@@ -51,6 +51,7 @@ class Param:
 
 @dataclass
 class OptunaSpec:
+    """A validated ``optuna:`` block."""
     params: list[Param]
     n_trials: int = 8
     metrics: list[str] = field(default_factory=lambda: ["discrete_val_acc"])
@@ -75,7 +76,8 @@ def _param(f: str, key: str, spec: Any) -> Param:
             raise ConfigError(f, f"{where}.choice", args, "a non-empty list of values")
         return Param(key, kind, list(args))
     numeric = (lambda x: isinstance(x, int) and not isinstance(x, bool)) if kind.startswith("int") \
-        else (lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x))
+        else (lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+              and math.isfinite(x))
     if not isinstance(args, list) or len(args) != 2 or not all(numeric(x) for x in args):
         what = "integers" if kind.startswith("int") else "numbers"
         raise ConfigError(f, f"{where}.{kind}", args, f"[low, high], two {what}")
@@ -111,7 +113,8 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
     """Validate the ``optuna:`` block against the study's methods (each resolved once more)."""
     for k, v in o.items():
         if k not in OPTUNA_KEYS:
-            raise ConfigError(f, f"optuna.{k}", v, f"unknown key; allowed: {', '.join(OPTUNA_KEYS)}")
+            raise ConfigError(f, f"optuna.{k}", v,
+                              f"unknown key; allowed: {', '.join(OPTUNA_KEYS)}")
     params = o.get("params")
     if not isinstance(params, dict) or not params:
         raise ConfigError(f, "optuna.params", params,
@@ -141,7 +144,8 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
         except ConfigError as e:
             key = next((k for k in reversed(m.params) if _names(k, e.key)), m.params[-1])
             raise ConfigError(f, f"optuna.params.{key}", params[key],
-                              f"not a valid config key for {m.name}: {e.key}: {e.allowed}") from None
+                              f"not a valid config key for {m.name}: {e.key}: "
+                              f"{e.allowed}") from None
     n = _int(f, "optuna.n_trials", o.get("n_trials", 8), 1)
     metrics = o.get("metric", "discrete_val_acc")
     modes = o.get("mode", "max")
@@ -158,7 +162,8 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
         raise ConfigError(f, "optuna.robust_k", k, "a number >= 0 (aggregate robust: mean - k*std)")
     sampler = one_of(f, "optuna.sampler", o.get("sampler", "tpe"), SAMPLERS)
     if sampler == "cmaes" and len(metrics) > 1:
-        raise ConfigError(f, "optuna.sampler", sampler, "a multi-objective sampler (tpe, nsga2, random)")
+        raise ConfigError(f, "optuna.sampler", sampler,
+                          "a multi-objective sampler (tpe, nsga2, random)")
     seed = o.get("seed", 0)
     if seed is not None:
         _int(f, "optuna.seed", seed, 0, "an integer >= 0 or null")

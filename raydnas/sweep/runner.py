@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tune_util import quiet_ray_advice, temporary_env
 from .study import Study, check_fits, parse_study
 from .summary import SweepSummary, optuna_best, print_summary, summarize
-from .tune_setup import (node_capacities, quiet_ray_advice, reporter, slots, temporary_env,
-                         tensorboard_callback, trial_dirname)
+from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
 
 STUDY_FILE = "raydnas_study.json"
 

@@ -62,6 +62,7 @@ def open_storage(spec: str):
 
 
 def make_sampler(name: str, seed: int | None, multi: bool):
+    """The Optuna sampler called ``name``, seeded (multi-objective variants where needed)."""
     import optuna
 
     s = optuna.samplers
@@ -90,7 +91,8 @@ class StudySearcher(Searcher):
         super().__init__(metric=study.metric, mode=study.mode)
         self.study = study
         self._queue: list[dict[str, Any]] = []           # trial configs waiting for a worker
-        self._running: dict[str, tuple[str, int | None, int]] = {}  # trial id -> method, point, seed
+        #: trial id -> (method, point, seed)
+        self._running: dict[str, tuple[str, int | None, int]] = {}
         # method -> point number -> {"params", "values": {seed: [objective...] | None}, "told"}
         self._points: dict[str, dict[int, dict[str, Any]]] = {m.name: {} for m in study.methods}
         self._asked: dict[str, int] = {m.name: 0 for m in study.methods}

@@ -25,6 +25,7 @@ EVALUATE_KEYS = ("protocol", "seeds", "set")
 
 @dataclass
 class EvalStage:
+    """A validated ``evaluate:`` block: protocol, evaluation seeds and data overrides."""
     protocol: Any              # raydnas.evaluation.Protocol
     seeds: list[int]
     data: dict[str, Any] = field(default_factory=dict)  # data.KEY overrides
@@ -44,11 +45,9 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
         if k not in EVALUATE_KEYS:
             raise ConfigError(f, f"evaluate.{k}", v,
                               f"unknown key; allowed: {', '.join(EVALUATE_KEYS)}")
-    from ..evaluation import resolve_protocol
+    from ..evaluation import default_protocol, resolve_protocol
     from ..evaluation.train import IMAGE_SIDE, check_cutout
     from ..spaces import load_space
-
-    from ..evaluation import default_protocol
 
     space = load_space(cfg.space, where=f)
     over0 = block.get("set") or {}

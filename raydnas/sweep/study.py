@@ -1,4 +1,5 @@
-"""The study config: ``sweep:`` and ``optuna:`` blocks of an experiment YAML → a validated :class:`Study`.
+"""The study config: ``sweep:`` and ``optuna:`` blocks of an experiment YAML → a validated
+:class:`Study`.
 
 A study is the set of trials of one Ray Tune experiment: every method × seed, and with
 ``optuna:`` for every method up to ``n_trials`` suggested points, each run on all seeds::
@@ -185,7 +186,8 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     if isinstance(seeds, list):
         if not seeds or len(set(seeds)) != len(seeds) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise ConfigError(f, "sweep.seeds", seeds, "an integer >= 1 or a list of distinct seeds >= 0")
+            raise ConfigError(f, "sweep.seeds", seeds,
+                              "an integer >= 1 or a list of distinct seeds >= 0")
         seed_list = list(seeds)
     else:
         seed_list = list(range(_int(f, "sweep.seeds", seeds, 1,
@@ -199,7 +201,8 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
         raise ConfigError(f, "sweep.storage", st, "a directory or a URI such as s3://bucket/path")
     if "://" not in st:
         st = str(Path(st).expanduser().resolve())
-    nm = name if name is not None else sweep.get("name", Path(f).stem if f != "<config>" else "sweep")
+    default_name = Path(f).stem if f != "<config>" else "sweep"
+    nm = name if name is not None else sweep.get("name", default_name)
     if not isinstance(nm, str) or not NAME_RE.match(nm):
         raise ConfigError(f, "sweep.name", nm, "a name of letters, digits, _ . -")
     base = {k: copy.deepcopy(v) for k, v in cfg.raw.items()

@@ -1,4 +1,5 @@
-"""What a sweep did, from Tune's results: :class:`SweepSummary`, and the lines printed at the end."""
+"""What a sweep did, from Tune's results: :class:`SweepSummary`, and the lines printed at the
+end."""
 
 from __future__ import annotations
 

@@ -3,9 +3,7 @@ environment Tune reads, quieter Ray advice, the TensorBoard callback and the pro
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 
 from .study import Study
@@ -47,44 +45,6 @@ def slots(study: Study, nodes: list[dict[str, float]]) -> int:
         k += [r.get("GPU", 0.0) / need["gpu"]] if need["gpu"] else []
         n += int(min(k) + 1e-9) if k else 0
     return max(1, n)
-
-
-@contextlib.contextmanager
-def temporary_env(env: dict[str, str]):
-    """Set environment variables for the block (Tune reads them in this process), then restore
-    what was there."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class _RaydnasAdvice(logging.Filter):
-    """Drops Ray's own advice that contradicts or duplicates raydnas's: the token-auth notice
-    of a new local Ray (auth stays on), and "Resume experiment with: Tuner.restore(...)" (the
-    way to continue is running the same raydnas command again, which raydnas says itself)."""
-
-    DROP = ("Token authentication is enabled for this Ray cluster",
-            "Resume experiment with: Tuner.restore", "Resume training with:")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not any(d in msg for d in self.DROP)
-
-
-def quiet_ray_advice() -> None:
-    """Install :class:`_RaydnasAdvice` on the Ray loggers that print such advice (once)."""
-    for name in ("ray._private.authentication.authentication_token_setup", "ray.tune.tune",
-                 "ray.tune.impl.tuner_internal"):
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, _RaydnasAdvice) for f in lg.filters):
-            lg.addFilter(_RaydnasAdvice())
 
 
 def tensorboard_callback():

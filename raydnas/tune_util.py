@@ -1,0 +1,102 @@
+"""Ray Tune glue shared by sweeps and evaluations: the trial's device, per-epoch checkpoints to
+Tune, the environment Tune reads, and quieter Ray advice. Ray is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
+    """The device and torch threads of a trial holding ``resources`` ({cpu, gpu}): the first
+    GPU Ray assigned (``cuda:0`` under its CUDA_VISIBLE_DEVICES), else the CPU."""
+    import ray
+    import torch
+
+    threads = max(1, int(resources["cpu"]))
+    gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    if gpus and torch.cuda.is_available():
+        # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPUs: the first one is cuda:0
+        frac = resources["gpu"]
+        if 0 < frac < 1:
+            torch.cuda.set_per_process_memory_fraction(frac, 0)
+        return "cuda:0", threads
+    return "cpu", threads
+
+
+def with_tune_checkpoints(run) -> None:
+    """Run ``run(report, restore, log)`` (a resumable search or evaluation) inside a Tune trial:
+    every epoch's checkpoint goes to Tune with its metrics, a restarted trial continues from the
+    checkpoint Tune hands back, and a trial restored from its final checkpoint reports its
+    final result again (nothing ran)."""
+    import logging
+
+    from ray import tune
+
+    # one "Checkpoint successfully created" line per epoch and trial drowns the progress table
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    reported = []
+
+    def report(metrics: dict, ckpt_path: Path) -> None:
+        reported.append(metrics.get("epoch"))
+        with tempfile.TemporaryDirectory(prefix="raydnas-ckpt-") as d:
+            shutil.copy2(ckpt_path, Path(d) / ckpt_path.name)
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+
+    restore_dir = None
+    ckpt = tune.get_checkpoint()
+    try:
+        if ckpt is not None:
+            restore_dir = tempfile.mkdtemp(prefix="raydnas-restore-")
+            ckpt.to_directory(restore_dir)
+        restore = Path(restore_dir) / "checkpoint.pt" if restore_dir else None
+        verbose = os.environ.get("RAYDNAS_TRIAL_LOG", "0") == "1"
+        last = run(report, restore, print if verbose else (lambda s: None))
+        if not reported and last:
+            tune.report(dict(last))
+    finally:
+        if restore_dir:
+            shutil.rmtree(restore_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_env(env: dict[str, str]):
+    """Set environment variables for the block (Tune reads them in this process), then restore
+    what was there."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _RaydnasAdvice(logging.Filter):
+    """Drops Ray's own advice that contradicts or duplicates raydnas's: the token-auth notice
+    of a new local Ray (auth stays on), and "Resume experiment with: Tuner.restore(...)" (the
+    way to continue is running the same raydnas command again, which raydnas says itself)."""
+
+    DROP = ("Token authentication is enabled for this Ray cluster",
+            "Resume experiment with: Tuner.restore", "Resume training with:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(d in msg for d in self.DROP)
+
+
+def quiet_ray_advice() -> None:
+    """Install :class:`_RaydnasAdvice` on the Ray loggers that print such advice (once)."""
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.tune.tune",
+                 "ray.tune.impl.tuner_internal"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _RaydnasAdvice) for f in lg.filters):
+            lg.addFilter(_RaydnasAdvice())
