@@ -17,6 +17,7 @@ Layout of an experiment YAML (all keys optional but ``space``)::
     optim: {w_lr: 0.025, ...}
     log: {tensorboard: true, print_every: 20}
     measure: {bn_images: null, samples: 4, tune_epochs: 1}   # raydnas.measure
+    speed: {fuse: false}         # never changes results (raydnas.fusion)
     sweep: {...}                 # used by `raydnas sweep` (see raydnas.sweep)
     optuna: {...}
     evaluate: {...}              # the sweep's evaluation stage (raydnas.sweep.study)
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 from .axes import AXES, AXIS_NAMES, DEFAULT_METHOD
-from .config_sections import (  # noqa: F401
+from .config_sections import (  # noqa: F401  (re-exported)
     DEFAULT_BN_IMAGES,
     AxisConfig,
     DataConfig,
@@ -42,6 +43,7 @@ from .config_sections import (  # noqa: F401
     MeasureConfig,
     ModelConfig,
     OptimConfig,
+    SpeedConfig,
     build_section,
 )
 from .errors import ConfigError, one_of
@@ -60,6 +62,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     axes: dict[str, AxisConfig] = field(
         default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
@@ -95,7 +98,7 @@ class ExperimentConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
-             "measure": MeasureConfig}
+             "measure": MeasureConfig, "speed": SpeedConfig}
 _TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep",
         "optuna", "evaluate"}
 #: mappings whose keys are literal (dotted) names, not paths: ``--set optuna.params.a.b=...``

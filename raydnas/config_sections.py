@@ -89,6 +89,16 @@ class MeasureConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """``speed:``: levers that change how fast a search runs, never its numbers (so a run may
+    resume with other values). ``fuse``: ops of one kind on the edges leaving one node run as
+    one wider kernel (:mod:`raydnas.fusion`; off by default: slower on CPU, see
+    benchmarks/README.md)."""
+
+    fuse: bool = False
+
+
+@dataclass
 class LogConfig:
     """``log:``: TensorBoard, histograms and the console."""
     tensorboard: bool = True

@@ -35,7 +35,7 @@ __all__ = ["NonFiniteLoss", "Report", "SearchState", "resolve_device", "run_sear
 def _check_resume(saved: dict, cfg: ExperimentConfig, out_dir: Path) -> None:
     now = cfg.to_dict()
     for k in sorted(set(saved) | set(now)):
-        if k in ("log", "sweep", "optuna", "evaluate", "measure"):  # none changes the search
+        if k in ("log", "sweep", "optuna", "evaluate", "measure", "speed"):  # none changes it
             continue
         if saved.get(k) != now.get(k):
             raise ConfigError(cfg.source, k, now.get(k),

@@ -71,7 +71,7 @@ class SearchState:
         space = load_space(cfg.space)
         self.model = Supernet(space, self.parts["activation"], self.dataset.num_classes,
                               self.dataset.in_channels, cfg.model.channels, cfg.model.cells,
-                              seed=cfg.seed).to(device)
+                              seed=cfg.seed, fuse=cfg.speed.fuse).to(device)
         self.space = self.model.space
         self.criterion = nn.CrossEntropyLoss()
         o = cfg.optim

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .fusion import fusable, run_fused, signature
 from .macro import MacroNetwork, ResNetBasicBlock, cell_output, cell_type, preprocess  # noqa: F401
 from .ops import OPS, Pool, Zero
 from .spaces import SearchSpace
@@ -42,21 +43,31 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, active: list[int],
                 xr: SharedReLU | None = None, wc: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None,
+                done: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """``w``: this edge's ``[ops]`` weights; ``wc``: the same as ``[ops, C_out]``
-        (:func:`~raydnas.ops.channel_weights`, optional); ``xr``: relu(x) shared with the other
-        edges leaving the same node (optional); ``bias``: a scalar added to the edge's output
-        (GDAS's value-zero terms of the ops not run, :meth:`Activation.edge_bias`)."""
+        (:func:`~raydnas.weighting.channel_weights`, optional); ``xr``: relu(x) shared with the
+        other edges leaving the same node (optional); ``bias``: a scalar added to the edge's
+        output (GDAS's value-zero terms of the ops not run, :meth:`Activation.edge_bias`);
+        ``done``: op index → ``w_k · o_k(x)`` already computed (fused with other edges)."""
         if not active:  # every op of this edge is off: the edge contributes zeros
             return self._zero(x) if bias is None else self._zero(x) + bias
         ws = w.unbind(0)
         wcs = wc.unbind(0) if wc is not None else None
         xr = xr if xr is not None else SharedReLU(x)
-        out = None
+        out, own = None, False
         for k in active:
-            y = weighted(self._ops[k], x, ws[k], xr, None if wcs is None else wcs[k])
-            # y is a fresh product (no backward saves it): accumulate in place
-            out = y if out is None else out.add_(y)
+            if done is not None and k in done:
+                y, fresh = done[k], False  # a view of a fused output: never add into it
+            else:
+                y = weighted(self._ops[k], x, ws[k], xr, None if wcs is None else wcs[k])
+                fresh = True  # a fresh product (no backward saves it)
+            if out is None:
+                out, own = y, fresh
+            elif own:
+                out.add_(y)  # accumulate in place into our own sum
+            else:
+                out, own = out + y, True
         return out if bias is None else out + bias
 
 
@@ -64,7 +75,7 @@ class Cell(nn.Module):
     """A searchable cell: node j = Σ_{i<j} MixedOp_{i,j}(x_i), optional node BatchNorm."""
 
     def __init__(self, space: SearchSpace, op_names, C_in: list[int], C: int, reduction: bool,
-                 reduction_prev: bool, node_norm: bool):
+                 reduction_prev: bool, node_norm: bool, fuse: bool = False):
         super().__init__()
         self.reduction = reduction
         self.space = space
@@ -76,6 +87,10 @@ class Cell(nn.Module):
             self.edges.append(MixedOp(op_names, C, C, stride, space.pool_bn))
         self.node_bn = (nn.ModuleList(nn.BatchNorm2d(C, affine=False) for _ in range(space.nodes))
                         if node_norm else None)
+        #: run ops of one kind on edges leaving the same node as one kernel (raydnas.fusion)
+        self.fuse = fuse
+        self._out_edges = [[e for e, (src, _) in enumerate(space.edges) if src == i]
+                           for i in range(space.inputs + space.nodes)]
 
     def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]],
                 bias: torch.Tensor | None = None):
@@ -85,14 +100,19 @@ class Cell(nn.Module):
         relus = [SharedReLU(x) for x in states]
         ws, wcs = w.unbind(0), channel_weights(w, self.C).unbind(0)
         bs = bias.unbind(0) if bias is not None else None
+        done: dict[int, dict[int, torch.Tensor]] = {}
+        if self.fuse:
+            for i in range(len(states)):
+                self._run_fused(i, relus[i], wcs, active, done)
         e = 0
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
                 if active[e] or bs is not None:  # an edge with every op off adds nothing
                     y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e],
-                                      None if bs is None else bs[e])
-                    s = y if s is None else s.add_(y)  # y is a fresh sum: add in place
+                                      None if bs is None else bs[e], done.get(e))
+                    # add in place into a sum of our own, never into a view of a fused output
+                    s = y if s is None else (s + y if s._is_view() else s.add_(y))
                 e += 1
             if s is None:  # every edge into node j is off
                 s = self.edges[e - 1](states[-1], ws[e - 1], [])
@@ -100,7 +120,26 @@ class Cell(nn.Module):
                 s = self.node_bn[j](s)
             states.append(s)
             relus.append(SharedReLU(s))
+            if self.fuse:
+                self._run_fused(len(states) - 1, relus[-1], wcs, active, done)
         return cell_output(self.space, states)
+
+    def _run_fused(self, i: int, xr: SharedReLU, wcs, active, done) -> None:
+        """Ops of one kind on two or more edges leaving node ``i``, as one kernel
+        (:mod:`raydnas.fusion`); their outputs go to ``done[edge][op]``."""
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for e in self._out_edges[i]:
+            for k in active[e]:
+                op = self.edges[e].candidate(k)
+                if fusable(op):
+                    groups.setdefault((k, signature(op)), []).append((e, k))
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            outs = run_fused([self.edges[e].candidate(k) for e, k in members], xr,
+                             [wcs[e][k] for e, k in members])
+            for (e, k), y in zip(members, outs):
+                done.setdefault(e, {})[k] = y
 
 
 class Supernet(MacroNetwork):
@@ -110,7 +149,9 @@ class Supernet(MacroNetwork):
 
     def __init__(self, space: SearchSpace, activation: "Activation", num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, fuse: bool = False):
+        """``fuse``: run ops of one kind on edges leaving one node as one kernel (same math,
+        :mod:`raydnas.fusion`)."""
         super().__init__()
         if activation.drops_ops:
             space = space.without_ops(activation.drops_ops)
@@ -120,7 +161,7 @@ class Supernet(MacroNetwork):
         self.build(space, num_classes, in_channels, channels or space.channels,
                    cells or space.cells,
                    lambda C_in, C, red, red_prev: Cell(space, space.ops, C_in, C, red, red_prev,
-                                                       node_norm))
+                                                       node_norm, fuse))
         # NHWC: oneDNN's depthwise/pointwise convs and pooling run ~2x faster on CPU in this
         # layout (benchmarks/README.md); the input is converted in forward. Same math.
         self.to(memory_format=torch.channels_last)

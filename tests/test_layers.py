@@ -21,7 +21,7 @@ LAYERS = [
     ("spaces", ["spaces", "genotype"]),
     ("data", ["data", "config_sections"]),
     ("axes", ["axes.*"]),
-    ("model", ["macro", "supernet", "network", "metrics", "measure"]),
+    ("model", ["fusion", "macro", "supernet", "network", "metrics", "measure"]),
     ("config", ["config"]),
     ("search", ["search_state", "search_epoch", "search"]),
     ("tune glue", ["tune_util"]),
