@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import torch
 
+from .images import PICKLES, TensorImages, has_pickles, read_pickles
+
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "fashion_mnist", "imagefolder")
 TORCHVISION = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN",
                "fashion_mnist": "FashionMNIST"}
@@ -72,7 +74,9 @@ class Dataset:
     """The searchable (training) part of a dataset."""
 
     name: str
-    data: Any  # a torch Dataset, or an (x, y) pair of tensors held in memory
+    #: an (x, y) pair of float tensors (digits), TensorImages (uint8 images augmented per
+    #: batch: CIFAR, SVHN, FashionMNIST), or a torch Dataset (imagefolder, resized images)
+    data: Any
     num_classes: int
     in_channels: int
 
@@ -100,6 +104,11 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
         keep = held_out if test else ~held_out
         x, y = (x[keep] - mean) / std, y[keep]
         return Dataset("digits", (x.contiguous(), y), 10, 1)
+    if augment is None:
+        augment = name in ("cifar10", "cifar100")
+    if name != "imagefolder" and not image_size:
+        ds = _tensor_images(name, root, download, augment, test)
+        return Dataset(name, ds, 100 if name == "cifar100" else 10, ds.x.shape[1])
     import torchvision
     from torchvision import transforms as T
 
@@ -107,8 +116,6 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
     tf = []
     if image_size:
         tf.append(T.Resize(image_size))
-    if augment is None:
-        augment = name in ("cifar10", "cifar100")
     if augment and not test:
         size = image_size or 32
         tf += [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
@@ -127,15 +134,20 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
                               f"({str(e).splitlines()[0][:120]})") from None
         return Dataset(name, ds, len(ds.classes), 3)
     tf += [T.ToTensor(), T.Normalize(mean, std)]
+    ds = _torchvision(name, root, download, test, T.Compose(tf))
+    return Dataset(name, ds, 10 if name == "svhn" else len(ds.classes), len(mean))
+
+
+def _torchvision(name: str, root: str | None, download: bool, test: bool, transform=None):
+    """torchvision's dataset object; a missing or broken dataset is one ConfigError line."""
+    import torchvision
+
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     try:
         if name == "svhn":
-            ds = cls(root, split="test" if test else "train", download=download,
-                     transform=T.Compose(tf))
-            classes = 10
-        else:
-            ds = cls(root, train=not test, download=download, transform=T.Compose(tf))
-            classes = len(ds.classes)
+            return cls(root, split="test" if test else "train", download=download,
+                       transform=transform)
+        return cls(root, train=not test, download=download, transform=transform)
     except (OSError, RuntimeError) as e:  # no network, no files, a broken archive
         from .errors import ConfigError
 
@@ -146,7 +158,23 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
                           f"{name} could not be {'downloaded' if download else 'read'} into "
                           f"{root} ({why}); put the dataset's files there (and set "
                           "data.download: false) or run where the network reaches it") from None
-    return Dataset(name, ds, classes, len(mean))
+
+
+def _tensor_images(name: str, root: str | None, download: bool, augment: bool,
+                   test: bool) -> TensorImages:
+    """The whole split as one uint8 tensor (:mod:`raydnas.images`): CIFAR read from its
+    pickles, SVHN and FashionMNIST from the arrays torchvision decodes."""
+    mean, std = _STATS[name]
+    if name in PICKLES:
+        if not has_pickles(name, root):
+            _torchvision(name, root, download, test)  # downloads, or says what is missing
+        x, y = read_pickles(name, root, test)
+    else:
+        ds = _torchvision(name, root, download, test)
+        x = torch.as_tensor(ds.data, dtype=torch.uint8)
+        x = x.unsqueeze(1) if x.dim() == 3 else x
+        y = torch.as_tensor(ds.labels if name == "svhn" else ds.targets, dtype=torch.long)
+    return TensorImages(x.contiguous(), y, mean, std, augment and not test)
 
 
 def make_split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
@@ -201,6 +229,12 @@ class Batches:
             for b in range(0, len(idx), self.batch_size):
                 sel = idx[b:b + self.batch_size]
                 yield x[sel], y[sel]
+        elif isinstance(self.ds.data, TensorImages):
+            for i, b in enumerate(range(0, len(idx), self.batch_size), start):
+                # augmentation drawn from the batch's position: the same after a resume
+                g = torch.Generator().manual_seed(
+                    (self.seed * 1_000_003 + pass_no) * 1_000_033 + i)
+                yield self.ds.data.batch(idx[b:b + self.batch_size], g)
         else:
             loader = torch.utils.data.DataLoader(
                 self.ds.data, batch_size=self.batch_size, sampler=idx.tolist(),
@@ -214,6 +248,9 @@ class Batches:
             for b in range(0, len(self.indices), self.batch_size):
                 sel = self.indices[b:b + self.batch_size]
                 yield x[sel], y[sel]
+        elif isinstance(self.ds.data, TensorImages):
+            for b in range(0, len(self.indices), self.batch_size):
+                yield self.ds.data.batch(self.indices[b:b + self.batch_size])
         else:
             yield from torch.utils.data.DataLoader(
                 torch.utils.data.Subset(self.ds.data, self.indices.tolist()),

@@ -26,6 +26,7 @@ from .axes import AXIS_NAMES, AxisChoice
 from .config import ExperimentConfig, create_axis
 from .data import Cycle, Dataset, load_dataset
 from .errors import ConfigError
+from .images import TensorImages
 from .spaces import load_space
 from .supernet import Supernet
 
@@ -66,6 +67,8 @@ class SearchState:
                                                    d.image_size)
         except ConfigError as e:  # name the config file the data settings came from
             raise ConfigError(cfg.source, e.key, e.value, e.allowed) from None
+        if isinstance(self.dataset.data, TensorImages):  # batches are cut on the device
+            self.dataset.data.to(device)
         self.parts: dict[str, AxisChoice] = {
             a: create_axis(a, cfg.axes[a], cfg.source) for a in AXIS_NAMES}
         space = load_space(cfg.space)

@@ -19,7 +19,7 @@ LAYERS = [
                      "costs"]),
     ("ops", ["ops"]),
     ("spaces", ["spaces", "genotype"]),
-    ("data", ["data", "config_sections"]),
+    ("data", ["images", "data", "config_sections"]),
     ("axes", ["axes.*"]),
     ("model", ["fusion", "macro", "supernet", "network", "metrics", "measure"]),
     ("config", ["config"]),

@@ -25,6 +25,7 @@ from ..config_sections import DataConfig
 from ..data import Batches, Dataset, load_dataset
 from ..errors import ConfigError
 from ..genotype import Genotype
+from ..images import TensorImages
 from ..measure import evaluate
 from ..network import DiscreteNetwork
 from ..spaces import SearchSpace
@@ -151,6 +152,9 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     check_job(job)
     dev = resolve_device(device)
     train_ds, test_ds = load_data(job)
+    for ds in (train_ds, test_ds):
+        if isinstance(ds.data, TensorImages):  # batches are cut on the device
+            ds.data.to(dev)
     p = job.protocol
     check_cutout(p, _image_side(train_ds), job.data.dataset)
     out = Path(out_dir)
