@@ -22,7 +22,7 @@ LAYERS = [
     ("data", ["images", "data", "config_sections"]),
     ("axes", ["axes.*"]),
     ("model", ["fusion", "macro", "supernet", "network", "metrics", "measure"]),
-    ("config", ["config"]),
+    ("config", ["overrides", "config"]),
     ("search", ["search_state", "search_epoch", "search"]),
     ("tune glue", ["tune_util"]),
     ("reduce", ["reduce.*"]),
