@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from step import Feeder, _cpu_name, build_state, make_config, synthetic_data  # noqa: E402
 
+from raydnas.axes.schedule import Schedule  # noqa: E402
 from raydnas.search import train_step  # noqa: E402
 
 
@@ -98,10 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     return line
 
 
-class _Never:
+class _Never(Schedule):
     """A schedule that never steps α (to time the weight step alone)."""
-
-    needs_grad_norm = False
 
     def wants_step(self, st) -> bool:
         return False

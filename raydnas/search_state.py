@@ -107,6 +107,12 @@ class SearchState:
             return parts[name]
         raise AttributeError(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in AXIS_NAMES and "parts" in self.__dict__:  # st.schedule = ... swaps the part
+            self.parts[name] = value
+        else:
+            super().__setattr__(name, value)
+
     # -- the SearchContext ----------------------------------------------------------------------
     @property
     def lr(self) -> float:

@@ -131,3 +131,21 @@ def test_the_loop_calls_every_hook_of_every_part(tmp_path):
     assert steps > 0 and calls["setup"] == 1 and calls["start_epoch"] == 2
     assert calls["after_arch_step"] == steps  # an α step before every weight step
     assert calls["epoch_metrics"] == 2 and calls["state_dict"] == 2
+
+
+def test_swapping_a_part_on_the_state_reaches_the_loop():
+    """``st.schedule = other`` replaces the part the loop calls (no silently ignored copy)."""
+    from raydnas.axes.schedule import Schedule
+
+    class Never(Schedule):
+        """Never an α step."""
+
+        def wants_step(self, ctx):
+            return False
+
+    st = tiny_state()
+    st.schedule = Never()
+    assert st.parts["schedule"] is st.schedule
+    train, val = batches(st)
+    train_step(st, train, FixedVal(val))
+    assert st.step == 1 and st.alpha_steps == 0
