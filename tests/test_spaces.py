@@ -39,9 +39,18 @@ def test_alphas_are_parameters_kept_apart_from_weights():
     assert all(isinstance(p, torch.nn.Parameter) for p in m.arch_parameters())
     assert not arch & {id(p) for p in m.weight_parameters()}
     assert {n for n in m.state_dict() if n.startswith("alphas.")} == {"alphas.normal", "alphas.reduce"}
-    total = sum(p.numel() for p in m.parameters())
-    assert total == sum(p.numel() for p in m.weight_parameters()) + sum(
-        p.numel() for p in m.arch_parameters())
+    # the two optimizers of a search touch only their own group
+    torch.manual_seed(0)
+    torch.nn.functional.cross_entropy(m(torch.randn(2, 1, 8, 8)), torch.tensor([0, 1])).backward()
+    alphas = [a.detach().clone() for a in m.arch_parameters()]
+    weights = [w.detach().clone() for w in m.weight_parameters()]
+    torch.optim.SGD(m.weight_parameters(), lr=0.1).step()
+    assert all(torch.equal(a, b) for a, b in zip(alphas, m.arch_parameters()))
+    assert any(not torch.equal(w, v) for w, v in zip(weights, m.weight_parameters()))
+    weights = [w.detach().clone() for w in m.weight_parameters()]
+    torch.optim.Adam(m.arch_parameters(), lr=0.1).step()
+    assert all(torch.equal(w, v) for w, v in zip(weights, m.weight_parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(alphas, m.arch_parameters()))
 
 
 @pytest.mark.parametrize("space", list_spaces())
