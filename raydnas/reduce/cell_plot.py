@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 
-def _plt():
+def pyplot():
     """pyplot on the Agg backend (matplotlib is imported only when a report draws)."""
     import matplotlib
 
@@ -57,7 +57,7 @@ OP_COLORS = {"none": "#bbbbbb", "skip_connect": "#d62728", "max_pool_3x3": "#ff7
 def cell_diagram(genotype, title: str, path: Path) -> None:
     """Nodes left to right, one labelled arrow per chosen (input, op); param-free ops in warm
     colours, ops with weights in blue; dotted arrows into the output for concatenated nodes."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.patches import FancyArrowPatch
 
     cts = list(genotype.cells)

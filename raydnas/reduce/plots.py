@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cell_plot import _plt, cell_diagram
+from .cell_plot import cell_diagram, pyplot
 from .load import USED, Trial
 from .stats import trial_genotype, trial_values
 
@@ -38,7 +38,7 @@ def _two_lines(label: str, width: int = 44) -> str:
 def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
                gap_threshold: float) -> None:
     """``acc_vs_gap.png``: discrete accuracy against the discretization gap per seed and group."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     colors = plt.get_cmap("tab10")
     for i, r in df.iterrows():
@@ -75,7 +75,7 @@ def acc_vs_gap(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Path,
 
 def reliability(df: "pd.DataFrame", path: Path) -> None:
     """``reliability.png``: consensus, collapse rate and gap reliability per group."""
-    plt = _plt()
+    plt = pyplot()
     n = len(df)
     labels = [f"{i + 1}. {_two_lines(g)}" for i, g in enumerate(df["group"])]
     lines = max(lab.count("\n") + 1 for lab in labels) if labels else 1
@@ -111,7 +111,7 @@ def alpha_heatmap(final: dict[str, Any], genotype, title: str, path: Path) -> bo
     edges = [tuple(e) for e in final.get("edges") or []]
     if not weights or not ops:
         return False
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     cts = list(weights)
@@ -164,7 +164,7 @@ def proxy_vs_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], path: Pa
     if not truth_attrs.get("evaluations"):
         return False
     truth = truth_attrs.get("per_trial") or {}
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
     colors = plt.get_cmap("tab10")
     for i, r in df.iterrows():
