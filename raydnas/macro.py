@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .layout import dense_grad
 from .ops import ReLUConvBN
 from .spaces import SearchSpace
 
@@ -60,7 +61,9 @@ def cell_output(space: SearchSpace, states: list[torch.Tensor]) -> torch.Tensor:
     """A cell's output from its node states: the concatenation of the intermediate nodes
     (``output: concat``) or the last node (``last``)."""
     if space.output == "concat":
-        return torch.cat(states[space.inputs:], dim=1)
+        # each node's gradient is a channel slice of the concatenation's: made dense once per
+        # node before it reaches the node's BatchNorms (raydnas.layout)
+        return torch.cat([dense_grad(s) for s in states[space.inputs:]], dim=1)
     return states[-1]
 
 

@@ -15,7 +15,7 @@ ROOT = Path(raydnas.__file__).parent
 #: bottom to top; a module may import its own layer and the ones below. A name ending in ``.*``
 #: is a whole package.
 LAYERS = [
-    ("foundations", ["errors", "registry", "allocator", "weighting", "tblog", "checkpoint",
+    ("foundations", ["errors", "registry", "allocator", "layout", "weighting", "tblog", "checkpoint",
                      "costs"]),
     ("ops", ["ops"]),
     ("spaces", ["spaces", "genotype"]),
