@@ -5,6 +5,8 @@ raydnas :class:`~raydnas.supernet.Supernet`, so that it does not depend on any s
 ``raydnas.ops`` / ``raydnas.supernet``:
 
 - every mixed op computes ``Σ_k w_k · o_k(x)`` over *all* ops, ``none`` included (as ``x·0``);
+  with ``one_op`` (GDAS's hard sample) only the sampled op k runs, as AutoDL-Projects'
+  ``forward_gdas`` does: ``Σ_j (w_j · o_j(x) if j == k else w_j)``;
 - the first-order α step takes α's gradient from a full ``loss.backward()`` (which also builds
   the weight gradients and throws them away), then Adam;
 - the weight step is forward, backward, clip to 5, SGD.
@@ -67,18 +69,22 @@ def plain(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"no plain evaluation for {type(m).__name__}")
 
 
-def _mixed(m: MixedOp, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _mixed(m: MixedOp, x: torch.Tensor, w: torch.Tensor, one_op: bool) -> torch.Tensor:
+    if one_op:  # AutoDL-Projects' forward_gdas: the other ops' weights (0) carry gradients
+        k = int(w.detach().argmax())
+        return sum(w[j] * plain(op, x) if j == k else w[j] for j, op in enumerate(m._ops))
     return sum(w[k] * plain(op, x) for k, op in enumerate(m._ops))
 
 
-def _cell(cell: Cell, inputs: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+def _cell(cell: Cell, inputs: list[torch.Tensor], w: torch.Tensor,
+          one_op: bool = False) -> torch.Tensor:
     states = [plain(p, x) for p, x in zip(cell.pre, inputs)] if cell.pre is not None \
         else list(inputs)
     e = 0
     for j in range(cell.space.nodes):
         s = 0
         for i in range(len(states)):
-            s = s + _mixed(cell.edges[e], states[i], w[e])
+            s = s + _mixed(cell.edges[e], states[i], w[e], one_op)
             e += 1
         if cell.node_bn is not None:
             s = _bn(cell.node_bn[j], s)
@@ -89,9 +95,11 @@ def _cell(cell: Cell, inputs: list[torch.Tensor], w: torch.Tensor) -> torch.Tens
 
 
 def plain_forward(model: Supernet, x: torch.Tensor,
-                  op_weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                  op_weights: dict[str, torch.Tensor] | None = None,
+                  one_op: bool = False) -> torch.Tensor:
     """``model(x, op_weights)`` with every op of every edge computed and weighted (quark0/darts
-    style), ``none`` and zero-weight ops included."""
+    style), ``none`` and zero-weight ops included; ``one_op``: only each edge's largest-weight
+    op, the others' weights added as scalars (AutoDL-Projects' GDAS)."""
     weights = model.op_weights() if op_weights is None else \
         {ct: w.to(x.dtype) for ct, w in op_weights.items()}
     s = plain(model.stem, x)
@@ -100,7 +108,7 @@ def plain_forward(model: Supernet, x: torch.Tensor,
         if isinstance(cell, Cell):
             w = weights["reduce" if cell.reduction else "normal"]
             inputs = prev if model.space.macro == "darts" else [prev[1]]
-            out = _cell(cell, inputs, w)
+            out = _cell(cell, inputs, w, one_op)
         else:
             out = plain(cell, prev[1])
         prev = [prev[1], out]
@@ -109,19 +117,20 @@ def plain_forward(model: Supernet, x: torch.Tensor,
     return F.linear(out, model.classifier.weight, model.classifier.bias)
 
 
-def reference_step(st, batch, val) -> float:
+def reference_step(st, batch, val, one_op: bool = False) -> float:
     """One quark0/darts-style search step on a :class:`raydnas.search.SearchState`:
-    first-order α step (full backward, Adam), then the weight step (backward, clip, SGD)."""
+    first-order α step (full backward, Adam), then the weight step (backward, clip, SGD).
+    ``one_op``: AutoDL-Projects' GDAS forward (only the sampled op of each edge runs)."""
     model = st.model
     xv, yv = val.next()
     xv, yv = xv.to(st.device), yv.to(st.device)
     st.a_optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(plain_forward(model, xv), yv)
+    loss = F.cross_entropy(plain_forward(model, xv, one_op=one_op), yv)
     loss.backward()  # α and (discarded) weight gradients
     st.a_optimizer.step()
     x, y = batch
     st.w_optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(plain_forward(model, x), y)
+    loss = F.cross_entropy(plain_forward(model, x, one_op=one_op), y)
     loss.backward()
     nn.utils.clip_grad_norm_(model.weight_parameters(), st.cfg.optim.w_grad_clip)
     st.w_optimizer.step()

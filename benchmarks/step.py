@@ -6,7 +6,8 @@ images, C = 16. "ours" drives the project's real ``SearchState`` and ``train_ste
 with the method's axes (``--method``: a preset ``configs/NAME.yaml`` or ``axis=name,...``).
 ``--reference`` also
 runs ``benchmarks/reference.py``: the plain quark0/darts step (every op, ``none`` included, as
-``w·op(x)``; α gradient from a full backward; always first order, with the method's op weights).
+``w·op(x)``; α gradient from a full backward; always first order, with the method's op weights;
+for ``gumbel_hard`` only the sampled op per edge, as AutoDL-Projects' GDAS).
 ``--also METHOD`` times our step with another method (unrolled against first order) and
 ``--baseline DIR`` our step from another checkout (the effect of a change).
 
@@ -153,7 +154,13 @@ def _worker(conn, kind: str, args: dict) -> None:
     feed = Feeder(data, args["batch"], dev)
     if kind == "reference":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from reference import reference_step as step
+        from reference import reference_step
+
+        # GDAS's plain implementation (AutoDL-Projects) runs only the sampled op of each edge
+        one_op = cfg.axes["activation"].name == "gumbel_hard"
+
+        def step(st, batch, val):
+            return reference_step(st, batch, val, one_op=one_op)
 
         # the plain implementations (quark0/darts, AutoDL) run NCHW
         st.model.to(memory_format=torch.contiguous_format)

@@ -37,7 +37,12 @@ class Zero(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         s = self.stride
-        return x.new_zeros(n, self.C_out, (h + s - 1) // s, (w + s - 1) // s)
+        # in x's layout: an NCHW node among channels-last ones would put every op reading it
+        # (and their gradients) on the slow paths
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        return torch.empty(n, self.C_out, (h + s - 1) // s, (w + s - 1) // s, dtype=x.dtype,
+                           device=x.device, memory_format=fmt).zero_()
 
 
 class ReLUConvBN(nn.Sequential):

@@ -150,3 +150,19 @@ def test_index_free_max_pool_matches_torch_to_second_order(stride: int) -> None:
     g = torch.randn_like(ref)
     assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
     assert torch.autograd.gradgradcheck(pool, (x,))
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_gdas_step_matches_autodl_style_reference(space: str) -> None:
+    # GDAS runs one sampled op per edge plus the others' zero weights as scalars; the reference
+    # is AutoDL-Projects' forward_gdas written plainly. Same samples, same numbers.
+    (ours, ref), data = _pair(space, "gdas")
+    f_ours, f_ref = Feeder(data, 4, torch.device("cpu")), Feeder(data, 4, torch.device("cpu"))
+    alpha0 = [a.detach().clone() for a in ours.model.arch_parameters()]
+    for step in range(3):
+        rng = torch.get_rng_state()  # the Gumbel noise comes from the global generator
+        train_step(ours, f_ours.train_batch(), f_ours)
+        torch.set_rng_state(rng)
+        reference_step(ref, f_ref.train_batch(), f_ref, one_op=True)
+        _assert_same(ours, ref, f"after step {step + 1}")
+    assert any(not torch.equal(a0, a) for a0, a in zip(alpha0, ours.model.arch_parameters()))
