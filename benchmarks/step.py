@@ -178,6 +178,8 @@ def _worker(conn, kind: str, args: dict) -> None:
             step(st, batch, feed)
             sync()
             conn.send((time.perf_counter() - t, time.process_time() - c))
+        elif cmd == "profile":
+            conn.send(_profile(step, st, feed, args["profile"]))
         else:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
             cuda = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
@@ -186,6 +188,31 @@ def _worker(conn, kind: str, args: dict) -> None:
                        "build_s": round(build_s, 2)})
             conn.close()
             return
+
+
+#: kernels whose time is a floor for any exact implementation of the step: the convolutions
+#: (same arithmetic in every implementation) and BatchNorm (memory-bound passes)
+KERNELS = {
+    "conv": ("aten::mkldnn_convolution", "aten::convolution_backward",
+             "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward"),
+    "batch_norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward",
+                   "aten::_batch_norm_with_update", "aten::batch_norm_backward"),
+}
+
+
+def _profile(step, st, feed, steps: int) -> dict:
+    """Seconds per step inside the convolution and BatchNorm kernels (``torch.profiler``
+    self CPU time, CPU only), and in all kernels together, over ``steps`` more steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step(st, feed.train_batch(), feed)
+    events = prof.key_averages()
+    out = {k: sum(e.self_cpu_time_total for e in events if e.key in names) / 1e6 / steps
+           for k, names in KERNELS.items()}
+    out["all_kernels"] = sum(e.self_cpu_time_total for e in events) / 1e6 / steps
+    return {"steps": steps, **{k: round(v, 4) for k, v in out.items()}}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -218,6 +245,9 @@ def run(args: argparse.Namespace) -> dict:
                   flush=True)
     out = {}
     for k in kinds:
+        if args.profile:
+            conns[k].send("profile")
+            out.setdefault("profile", {})[k] = conns[k].recv()
         conns[k].send("stats")
         stats = conns[k].recv()
         procs[k].join(timeout=30)
@@ -226,7 +256,8 @@ def run(args: argparse.Namespace) -> dict:
                   "mean_s": round(statistics.mean(times[k]), 4),
                   "min_s": round(min(times[k]), 4),
                   "cpu_median_s": round(statistics.median(cpu[k]), 4),
-                  **stats}
+                  **stats, **({"kernels_s": out["profile"][k]} if args.profile else {})}
+    out.pop("profile", None)
     return out
 
 
@@ -264,6 +295,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--baseline", metavar="DIR",
                     help="also time train_step of the raydnas package found in DIR (e.g. an "
                          "older checkout), interleaved: the effect of a change")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, profile STEPS more steps of each (CPU): seconds per "
+                         "step in the convolution and BatchNorm kernels (kernels_s), and "
+                         "their share of the reference step (floor_ratio)")
     ap.add_argument("--also", metavar="METHOD", action="append", default=[],
                     help="also time our step with this method, interleaved (e.g. --method "
                          "darts_v2 --also darts_v1: unrolled against first order); repeatable")
@@ -286,6 +321,13 @@ def main(argv: list[str] | None = None) -> dict:
         line["ratio_cpu"] = round(res["ours"]["cpu_median_s"]
                                   / res["reference"]["cpu_median_s"], 3)
         line["ratio_rss"] = round(res["ours"]["peak_rss_gb"] / res["reference"]["peak_rss_gb"], 3)
+        if args.profile:
+            # ours ÷ reference if everything but the convolution and BatchNorm kernels were free
+            k = res["ours"]["kernels_s"]
+            line["floor_ratio"] = {
+                "conv": round(k["conv"] / res["reference"]["median_s"], 3),
+                "conv_and_batch_norm": round((k["conv"] + k["batch_norm"])
+                                             / res["reference"]["median_s"], 3)}
     if "baseline" in res:
         line["baseline_dir"] = args.baseline
         line["ratio_to_baseline"] = round(res["ours"]["median_s"] / res["baseline"]["median_s"], 3)
@@ -297,16 +339,15 @@ def main(argv: list[str] | None = None) -> dict:
         line[f"ratio_to_also{i}"] = round(res["ours"]["median_s"]
                                           / res[f"also{i}"]["median_s"], 3)
     ref = ISSUE_REFERENCE.get((args.space, key))
-    plain_ref = ISSUE_REFERENCE.get((args.space, "first_order"))
     if ref and args.batch == 16 and args.channels == 16 and args.cells is None \
             and args.device == "cpu":
         line["issue_reference"] = {"impl": ref[0], "s": ref[1], "rss_gb": ref[2]}
         line["ratio_to_issue"] = round(res["ours"]["median_s"] / ref[1], 3)
         if "reference" in res:
-            # The plain reference path stands in for the table's plain first-order step on this
-            # (shared, loaded) machine: slowdown = plain path here / table figure, and the ratio
-            # to the table corrected by it. Assumes the plain path unloaded ~ the table's figure.
-            slow = res["reference"]["median_s"] / plain_ref[1]
+            # The plain reference path stands in for the table's implementation of the method on
+            # this (shared, loaded) machine: slowdown = plain path here / table figure, and the
+            # ratio to the table corrected by it. Assumes the plain path unloaded ~ the table.
+            slow = res["reference"]["median_s"] / ref[1]
             line["machine_slowdown"] = round(slow, 3)
             line["ratio_to_issue_calibrated"] = round(res["ours"]["median_s"] / slow / ref[1], 3)
     line.update(torch=torch.__version__, python=platform.python_version(),
