@@ -169,6 +169,7 @@ def _worker(conn, kind: str, args: dict) -> None:
     build_s = time.perf_counter() - t0
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     conn.send(("ready", build_s))
+    rss = None
     while True:
         cmd = conn.recv()
         if cmd == "step":
@@ -178,10 +179,12 @@ def _worker(conn, kind: str, args: dict) -> None:
             step(st, batch, feed)
             sync()
             conn.send((time.perf_counter() - t, time.process_time() - c))
-        elif cmd == "profile":
+        elif cmd == "profile":  # the profiler's own memory must not count: peak taken first
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
             conn.send(_profile(step, st, feed, args["profile"]))
         else:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+            if rss is None:
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             cuda = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
             conn.send({"peak_rss_gb": round(rss / 1e9, 3),
                        "peak_cuda_gb": None if cuda is None else round(cuda / 1e9, 3),
