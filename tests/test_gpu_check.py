@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +30,22 @@ def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     assert a["bitwise_equal"] is True and a["max_abs_diff"] == 0.0  # CPU against CPU
     assert {k: v["done"] for k, v in res["packing"].items()} == {"1": 1, "2": 2}
     assert res["wall_s"] < 240
+
+
+def test_step_benchmark_profiles_kernels_and_times_the_autodl_gdas_reference():
+    # benchmarks/step.py as a user runs it, tiny: one JSON line with both paths timed, the
+    # kernel seconds of each, the floor ratio, and a peak RSS taken before the profiler ran.
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step.py"), "--space", "tiny",
+                        "--method", "gdas", "--reference", "--steps", "2", "--warmup", "1",
+                        "--batch", "4", "--channels", "4", "--profile", "1"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert line["method"]["activation"] == "gumbel_hard"
+    for side in ("ours", "reference"):
+        k = line[side]["kernels_s"]
+        assert k["steps"] == 1 and 0 < k["conv"] < k["all_kernels"] and k["batch_norm"] > 0
+        assert line[side]["timed_steps"] == 2 and line[side]["peak_rss_gb"] > 0
+    f = line["floor_ratio"]
+    assert 0 < f["conv"] < f["conv_and_batch_norm"]
