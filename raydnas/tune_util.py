@@ -1,12 +1,15 @@
 """Ray Tune glue shared by sweeps and evaluations: the trial's device, per-epoch checkpoints to
-Tune, the environment Tune reads, and quieter Ray advice. Ray is imported inside the functions.
+Tune, the checkpoints a killed driver left unnamed, the environment Tune reads, and quieter Ray
+advice. Ray is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,6 +65,43 @@ def with_tune_checkpoints(run) -> None:
     finally:
         if restore_dir:
             shutil.rmtree(restore_dir, ignore_errors=True)
+
+
+def repair_lost_checkpoints(experiment: Path) -> list[str]:
+    """Call before ``Tuner.restore(experiment)``; returns the trial directories repaired.
+
+    Tune deletes a trial's older checkpoint (``num_to_keep``) as soon as a newer one is
+    reported, but saves the experiment state only every few seconds. A driver killed in between
+    leaves a state whose trial resumes from a checkpoint directory that is gone, and Tune then
+    fails the trial ("Could not recover from checkpoint as it does not exist on storage
+    anymore"). Such a trial's newest checkpoint directory is renamed to the name the state
+    expects: the trial resumes from its latest epoch instead of failing. Local storage only."""
+    states = sorted(experiment.glob("experiment_state-*.json"))  # Tune takes the newest name
+    if not states:
+        return []
+    try:
+        trials = json.loads(states[-1].read_text()).get("trial_data", [])
+    except (OSError, ValueError):
+        return []  # not a state this function understands: Tune reports on it
+    repaired = []
+    for entry in trials:
+        try:
+            trial, runtime = (json.loads(part) for part in entry)
+            name = (runtime.get("last_result") or {}).get("checkpoint_dir_name")
+            rel = trial.get("relative_logdir")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if not name or not rel:
+            continue
+        tdir = experiment / rel
+        if (tdir / name).exists() or not tdir.is_dir():
+            continue
+        found = sorted(p for p in tdir.iterdir() if p.is_dir()
+                       and re.fullmatch(r"checkpoint_\d+", p.name))
+        if found:
+            found[-1].rename(tdir / name)
+            repaired.append(rel)
+    return repaired
 
 
 @contextlib.contextmanager

@@ -148,3 +148,61 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
     doc = json.loads((exp / "report" / "report.json").read_text())
     assert doc["truth"]["protocol"] == "darts_cpu" and doc["truth"]["evaluations"] == 4
     assert all(g["n_evaluated"] == 2 for g in doc["groups"])
+
+
+def _epoch_trainable(config: dict) -> None:
+    """Reports a Tune checkpoint per epoch (its epoch inside); crashes once at epoch 2."""
+    import tempfile
+
+    from ray import tune
+
+    start, ck = 0, tune.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            start = json.loads((Path(d) / "state.json").read_text())["epoch"] + 1
+    for epoch in range(start, 4):
+        crash = Path(config["crash_file"])
+        if epoch == 2 and not crash.exists():
+            crash.write_text("crashed once")
+            raise RuntimeError("crash once at epoch 2")
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report({"epoch": epoch, "resumed_from": start},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(ray_local, tmp_path):
+    """Tune deletes the older checkpoint (num_to_keep=1) as soon as a newer one is reported but
+    snapshots the experiment every few seconds; a driver killed in between leaves a snapshot
+    that names a deleted checkpoint. Without repair Tune fails the trial on restore; with
+    ``repair_lost_checkpoints`` it resumes from the trial's newest checkpoint."""
+    import shutil
+
+    import ray.cloudpickle
+    from ray import tune
+
+    from raydnas.tune_util import repair_lost_checkpoints
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    run = tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0,
+                         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    tune.Tuner(_epoch_trainable, param_space={"crash_file": str(tmp_path / "crashed")},
+               run_config=run).fit()  # epochs 0 and 1 reported, then the crash
+    (trial,) = [d for d in (tmp_path / "exp").iterdir() if d.is_dir()]
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000001"]
+    # the race: a newer checkpoint registered (the snapshot's one deleted), then the kill
+    (trial / "checkpoint_000001").rename(trial / "checkpoint_000002")
+    for name in ("bare", "repaired"):
+        shutil.copytree(tmp_path / "exp", tmp_path / name)
+
+    bare = tune.Tuner.restore(str(tmp_path / "bare"), _epoch_trainable,
+                              resume_errored=True).fit()
+    assert "does not exist on storage anymore" in str(bare.errors[0])  # what the repair is for
+
+    exp = tmp_path / "repaired"
+    assert repair_lost_checkpoints(exp) == [trial.name]
+    assert repair_lost_checkpoints(exp) == []  # nothing left to repair
+    res = tune.Tuner.restore(str(exp), _epoch_trainable, resume_errored=True).fit()
+    assert not res.errors
+    last = res[0].metrics
+    assert last["epoch"] == 3 and last["resumed_from"] == 2  # from epoch 1's checkpoint

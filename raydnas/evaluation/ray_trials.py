@@ -47,7 +47,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from ..tune_util import quiet_ray_advice, temporary_env
+        from ..tune_util import quiet_ray_advice, repair_lost_checkpoints, temporary_env
 
         quiet_ray_advice()
         root = todo[0].out.parent
@@ -73,6 +73,9 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
             same = saved.is_file() and json.loads(saved.read_text()) == json.loads(json.dumps(fp))
             if same and tune.Tuner.can_restore(str(root)):
                 print(f"continuing the evaluation experiment in {root}", flush=True)
+                for rel in repair_lost_checkpoints(root):
+                    print(f"note: {rel}: the checkpoint Tune's last snapshot names was deleted "
+                          "before the kill; resuming from the trial's newest one", flush=True)
                 tuner = tune.Tuner.restore(str(root), trainable, resume_unfinished=True,
                                            resume_errored=True)
             else:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tune_util import quiet_ray_advice, temporary_env
+from ..tune_util import quiet_ray_advice, repair_lost_checkpoints, temporary_env
 from .study import Study, check_fits, parse_study
 from .summary import SweepSummary, optuna_best, print_summary, summarize
 from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
@@ -138,6 +138,10 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     with temporary_env(env):
         if can:
             print(f"continuing the experiment in {exp}", flush=True)
+            if "://" not in exp:
+                for rel in repair_lost_checkpoints(Path(exp)):
+                    print(f"note: {rel}: the checkpoint Tune's last snapshot names was deleted "
+                          "before the kill; resuming from the trial's newest one", flush=True)
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True,
                                        resume_errored=retry_failed)
         else:
