@@ -26,11 +26,15 @@ class _DenseGrad(torch.autograd.Function):
         return g.contiguous(memory_format=ctx.fmt), None
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``x``'s layout: channels-last for a 4-D channels-last tensor, else contiguous."""
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+
+
 def dense_grad(x: torch.Tensor) -> torch.Tensor:
     """``x``, whose gradient will arrive contiguous in ``x``'s own layout (channels-last when
     ``x`` is). Same values and gradients; ``x`` itself when no gradient will flow to it."""
     if x.dim() != 4 or not x.requires_grad or not torch.is_grad_enabled():
         return x
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    return _DenseGrad.apply(x, fmt)
+    return _DenseGrad.apply(x, memory_format(x))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import memory_format
 from .registry import Registry
 from .weighting import _times, scaled_bn
 
@@ -39,10 +40,8 @@ class Zero(nn.Module):
         s = self.stride
         # in x's layout: an NCHW node among channels-last ones would put every op reading it
         # (and their gradients) on the slow paths
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
         return torch.empty(n, self.C_out, (h + s - 1) // s, (w + s - 1) // s, dtype=x.dtype,
-                           device=x.device, memory_format=fmt).zero_()
+                           device=x.device, memory_format=memory_format(x)).zero_()
 
 
 class ReLUConvBN(nn.Sequential):

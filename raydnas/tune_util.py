@@ -67,8 +67,9 @@ def with_tune_checkpoints(run) -> None:
             shutil.rmtree(restore_dir, ignore_errors=True)
 
 
-def repair_lost_checkpoints(experiment: Path) -> list[str]:
-    """Call before ``Tuner.restore(experiment)``; returns the trial directories repaired.
+def repair_lost_checkpoints(experiment: Path, log=print) -> list[str]:
+    """Call before ``Tuner.restore(experiment)``; returns the trial directories repaired, each
+    also said in one ``log`` line.
 
     Tune deletes a trial's older checkpoint (``num_to_keep``) as soon as a newer one is
     reported, but saves the experiment state only every few seconds. A driver killed in between
@@ -101,6 +102,8 @@ def repair_lost_checkpoints(experiment: Path) -> list[str]:
         if found:
             found[-1].rename(tdir / name)
             repaired.append(rel)
+            log(f"note: {rel}: the checkpoint Tune's last snapshot names was deleted before the "
+                "kill; resuming from the trial's newest one")
     return repaired
 
 

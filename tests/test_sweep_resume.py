@@ -200,7 +200,9 @@ def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(ray_loca
     assert "does not exist on storage anymore" in str(bare.errors[0])  # what the repair is for
 
     exp = tmp_path / "repaired"
-    assert repair_lost_checkpoints(exp) == [trial.name]
+    said = []
+    assert repair_lost_checkpoints(exp, log=said.append) == [trial.name]
+    assert len(said) == 1 and said[0].startswith(f"note: {trial.name}:")
     assert repair_lost_checkpoints(exp) == []  # nothing left to repair
     res = tune.Tuner.restore(str(exp), _epoch_trainable, resume_errored=True).fit()
     assert not res.errors

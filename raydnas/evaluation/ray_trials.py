@@ -73,9 +73,7 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
             same = saved.is_file() and json.loads(saved.read_text()) == json.loads(json.dumps(fp))
             if same and tune.Tuner.can_restore(str(root)):
                 print(f"continuing the evaluation experiment in {root}", flush=True)
-                for rel in repair_lost_checkpoints(root):
-                    print(f"note: {rel}: the checkpoint Tune's last snapshot names was deleted "
-                          "before the kill; resuming from the trial's newest one", flush=True)
+                repair_lost_checkpoints(root, log=lambda m: print(m, flush=True))
                 tuner = tune.Tuner.restore(str(root), trainable, resume_unfinished=True,
                                            resume_errored=True)
             else:

@@ -139,9 +139,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
         if can:
             print(f"continuing the experiment in {exp}", flush=True)
             if "://" not in exp:
-                for rel in repair_lost_checkpoints(Path(exp)):
-                    print(f"note: {rel}: the checkpoint Tune's last snapshot names was deleted "
-                          "before the kill; resuming from the trial's newest one", flush=True)
+                repair_lost_checkpoints(Path(exp), log=lambda m: print(m, flush=True))
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True,
                                        resume_errored=retry_failed)
         else:
