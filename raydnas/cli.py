@@ -72,6 +72,10 @@ def _validate(args: argparse.Namespace) -> int:
         if st.evaluate is not None:
             line += (f"; + {st.search_trials() * len(st.evaluate.seeds)} evaluation trials "
                      f"({st.evaluate.protocol.label})")
+            if st.baseline_trials():
+                line += (f" + {st.baseline_trials()} of the baseline ({st.evaluate.random} "
+                         f"random cells" + (", the reference cells" if st.evaluate.calibrate
+                                            else "") + ")")
     print(line)
     return 0
 

@@ -40,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     jobs, skipped = plan(args.source, genotype=args.genotype, space=args.space,
                          protocol=args.protocol, seeds=_seeds(args.seeds),
                          overrides=_overrides(args.set), out=args.out,
-                         train=not args.benchmark)
+                         train=not args.benchmark, random=_random(args.random),
+                         calibrate=args.calibrate)
     for line in skipped:
         print(f"  skipped: {line}")
     if not jobs:
@@ -75,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
                                      address=args.address, num_cpus=args.num_cpus,
                                      quiet=args.quiet)
         _table(p, rows)
+        _verdicts(rows)
         return 0 if all(m is not None for _, _, m in rows) else 1
     rows = []
     for i, pl in enumerate(jobs, 1):
@@ -86,7 +88,51 @@ def _run(args: argparse.Namespace) -> int:
                            log=print if not args.quiet else (lambda s: None))
         rows.append((j, pl.out, m))
     _table(p, rows)
+    _verdicts(rows)
     return 0
+
+
+def _random(n: int) -> int:
+    if n < 0:
+        raise ConfigError("raydnas evaluate", "--random", n, "an integer >= 1 (random cells)")
+    return n
+
+
+def _verdicts(rows) -> None:
+    """The calibration and random-baseline verdicts of what just ran (also written next to
+    the evaluations as calibration.json)."""
+    import json
+
+    from .reduce.baseline import calibration, cell_value, random_summary
+
+    by: dict[tuple, list] = {}
+    info: dict[tuple, dict] = {}
+    for j, out, m in rows:
+        role = j.meta.get("role")
+        if role and m is not None:
+            key = (role, j.meta.get("reference") or j.meta["search_trial_id"])
+            by.setdefault(key, []).append(m["test_acc"])
+            info[key] = {"what": j.meta.get("reference_what"), "genotype": str(j.genotype),
+                         "dead": bool(j.meta.get("cell_dead")), "test_n": m.get("test_n"),
+                         "root": out.parent}
+    cells = {k: {**cell_value(v, info[k]["test_n"]), **{a: b for a, b in info[k].items()
+                                                        if a != "root"}}
+             for k, v in by.items()}
+    refs = {k[1]: v for k, v in cells.items() if k[0] == "reference"}
+    rand = {k[1]: v for k, v in cells.items() if k[0] == "random"}
+    doc = {}
+    if refs:
+        doc["calibration"] = calibration(refs)
+        print("\n" + doc["calibration"]["sentence"].replace("**", ""))
+    if rand:
+        doc["baseline"] = random_summary(rand)
+        b = doc["baseline"]
+        print(f"random baseline: {b['n']} cells, test_acc min {b['min']:.4f} median "
+              f"{b['median']:.4f} max {b['max']:.4f}. " + b["sentence"].replace("**", ""))
+    if doc:
+        root = next(iter(info.values()))["root"]
+        (root / "calibration.json").write_text(json.dumps(doc, indent=1, default=str))
+        print(f"(written to {root / 'calibration.json'}; raydnas reduce shows it in the report)")
 
 
 def _is_experiment(source: str | None) -> bool:
@@ -144,6 +190,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=None, metavar="FILE",
                    help="look NAS-Bench-201-space cells up in this NAS-Bench-201 file through "
                         "the official API (pip install 'raydnas[benchmark]') instead of training")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="also train N cells drawn uniformly from the space (the random "
+                        "baseline: the report gives each found cell its percentile among them)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also train the space's reference cells (the best known conv cell, "
+                        "all-pool, all-skip, one path) and say whether the protocol tells them "
+                        "apart on this data")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=_run)
     return p

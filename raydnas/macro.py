@@ -42,6 +42,27 @@ class ResNetBasicBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.downsample(x)
 
 
+class LightReduction(nn.Module):
+    """A light stride-2 block between stages: the residual block's shortcut alone (2×2 average
+    pooling and a 1×1 conv that doubles the channels) and a BatchNorm, with no nonlinearity.
+    With it the cells carry all of the network's nonlinear capacity, so an evaluation protocol
+    tells cells apart (``reduction: light``); NAS-Bench-201's own block is
+    :class:`ResNetBasicBlock`."""
+
+    def __init__(self, C_in: int, C_out: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(2, 2)
+        self.conv = nn.Conv2d(C_in, C_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(C_out)
+
+    def forward(self, x):
+        return self.bn(self.conv(self.pool(x)))
+
+
+#: the blocks between the stages of the nb201 macro, by protocol name
+REDUCTIONS = {"residual": ResNetBasicBlock, "light": LightReduction}
+
+
 def preprocess(space: SearchSpace, C_in: list[int], C: int, reduction_prev: bool,
                affine: bool) -> nn.ModuleList | None:
     """A DARTS cell's input preprocessing: c_{k-2} through a FactorizedReduce after a reduction
@@ -76,7 +97,9 @@ class MacroNetwork(nn.Module):
     """Stem → cells → head → classifier of ``space.macro``; see the module docstring."""
 
     def build(self, space: SearchSpace, num_classes: int, in_channels: int, C: int, L: int,
-              make_cell: CellFactory) -> None:
+              make_cell: CellFactory, reduction: str = "residual") -> None:
+        """Build the modules; ``reduction`` names the nb201 macro's block between stages
+        (:data:`REDUCTIONS`)."""
         self.space, self.C, self.L = space, C, L
         self.cells = nn.ModuleList()
         if space.macro == "darts":
@@ -101,7 +124,7 @@ class MacroNetwork(nn.Module):
             C_cur = C
             for s in range(space.stages):
                 if s > 0:
-                    self.cells.append(ResNetBasicBlock(C_cur, 2 * C_cur))
+                    self.cells.append(REDUCTIONS[reduction](C_cur, 2 * C_cur))
                     C_cur *= 2
                 for _ in range(L):
                     self.cells.append(make_cell([C_cur], C_cur, False, False))
@@ -116,7 +139,7 @@ class MacroNetwork(nn.Module):
         prev = [s, s]
         darts = self.space.macro == "darts"
         for cell in self.cells:
-            if isinstance(cell, ResNetBasicBlock):
+            if isinstance(cell, (ResNetBasicBlock, LightReduction)):
                 out = cell(prev[1])
             else:
                 out = call(cell, prev if darts else [prev[1]])

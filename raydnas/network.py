@@ -139,6 +139,8 @@ class DiscreteNetwork(MacroNetwork):
             has; DARTS's evaluation network has none).
         auxiliary: DARTS's auxiliary head after cell 2L/3 (darts macro only); ``forward``
             then returns ``(logits, aux_logits)`` in training mode.
+        reduction: the nb201 macro's block between stages: ``residual`` (NAS-Bench-201's) or
+            ``light`` (:class:`raydnas.macro.LightReduction`).
 
     ``drop_path_prob`` (attribute, default 0): DARTS's drop-path probability for the ops of
     every cell, used in training mode.
@@ -147,7 +149,7 @@ class DiscreteNetwork(MacroNetwork):
     def __init__(self, space: SearchSpace, genotype: Genotype, num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
                  node_norm: bool = False, affine: bool = True, pool_bn: bool | None = None,
-                 auxiliary: bool = False) -> None:
+                 auxiliary: bool = False, reduction: str = "residual") -> None:
         super().__init__()
         missing = [ct for ct in space.cell_types if ct not in genotype.cells]
         if missing:
@@ -164,7 +166,7 @@ class DiscreteNetwork(MacroNetwork):
                                 affine, pool_bn)
 
         self.build(space, num_classes, in_channels, channels or space.channels,
-                   cells or space.cells, make)
+                   cells or space.cells, make, reduction)
         self.aux_index = 2 * len(self.cells) // 3 if auxiliary else None
         if auxiliary:
             if space.macro != "darts":

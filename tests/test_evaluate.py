@@ -309,3 +309,37 @@ def test_bootstrap_ranks_share_ties():
     assert close[0]["test_rank"] == 1 and close[1]["test_rank"] == 2
     assert (close[1]["test_rank_ci_low"], close[1]["test_rank_ci_high"]) == (1, 2)
     assert close[0]["test_acc_ci_low"] == pytest.approx(0.95)
+
+
+def test_evaluate_with_random_cells_and_calibration_writes_the_verdict(search_run, tmp_path,
+                                                                       capsys):
+    from raydnas.cli import main
+
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("evaluation"))
+    args = ["evaluate", str(run), "--no-ray", "--quiet", "--random", "2", "--calibrate",
+            "--protocol", "nb201_short"] + [f"--set={k}={v}" for k, v in
+                                            dict(TINY, epochs=1).items()]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Calibration: the conv cell scores" in out and "random baseline: 2 cells" in out
+    root = run / "evaluation" / "nb201_short"
+    doc = json.loads((root / "calibration.json").read_text())
+    assert set(doc["calibration"]["cells"]) == {"conv", "one_path", "all_pool", "all_skip"}
+    assert doc["baseline"]["n"] == 2
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert names == ["random-0_seed0", "random-1_seed0", "reference-all_pool_seed0",
+                     "reference-all_skip_seed0", "reference-conv_seed0",
+                     "reference-one_path_seed0", "seed0"]
+    final = json.loads((root / "reference-all_pool_seed0" / "final.json").read_text())
+    assert final["role"] == "reference" and final["cell_dead"] is False
+    assert 0 <= final["metrics"]["eval_val_acc"] <= 1 and final["metrics"]["test_n"] > 0
+    # the one search run's report: the truth first, its cell placed among the random cells
+    from raydnas.reduce import reduce
+
+    df = reduce(run, plots=False)
+    assert df.attrs["truth"]["baseline"]["n"] == 2 and df.attrs["truth"]["calibration"]
+    assert 0 <= df.iloc[0]["random_percentile_mean"] <= 100
+    assert main(["evaluate", str(run), "--no-ray", "--random", "-1"]) == 2

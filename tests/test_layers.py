@@ -21,7 +21,7 @@ LAYERS = [
     ("spaces", ["spaces", "genotype"]),
     ("data", ["images", "data", "config_sections"]),
     ("axes", ["axes.*"]),
-    ("model", ["fusion", "macro", "supernet", "network", "metrics", "measure"]),
+    ("model", ["fusion", "macro", "supernet", "network", "metrics", "measure", "cells"]),
     ("config", ["overrides", "config"]),
     ("search", ["search_state", "search_epoch", "search"]),
     ("tune glue", ["tune_util"]),

@@ -256,8 +256,10 @@ def test_dead_cells_are_flagged_per_seed_and_group(tmp_path):
     df = reduce(w.finish(), plots=False)
     r = _row(df, B)
     assert r["dead_rate"] == pytest.approx(2 / 3) and sorted(r["dead_seeds"]) == [0, 2]
-    # DEAD: 4 of 6 none -> also collapsed by the skip/none rule; N2 is not
-    assert r["collapse_rate"] == pytest.approx(2 / 3)
+    # DEAD: 4 of 6 none -> collapsed by the old skip/none rule; its live ops are convs, so
+    # not by the parameter-free rule; N2 is neither
+    assert r["collapse_rate_skip_none"] == pytest.approx(2 / 3)
+    assert r["collapse_rate"] == 0.0
     md = (tmp_path / "exp" / "report" / "report.md").read_text()
     assert "| dead |" in md and "0.67 (2/3)" in md
 

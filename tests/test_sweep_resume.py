@@ -99,13 +99,14 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
 
 
 EVAL = ["--set", "evaluate.set.cutout=0", "--set", "evaluate.set.epochs=4",
-        "--set", "evaluate.set.channels=8", "--set", "evaluate.set.cells=5"]
+        "--set", "evaluate.set.channels=8", "--set", "evaluate.set.cells=5",
+        "--set", "sweep.baseline.random=2"]
 
 
 def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
-    """One command runs the searches and their evaluations; killed while evaluations run, the
-    same command finishes every one of them without starting any trial twice, and the report
-    joins the test accuracies."""
+    """One command runs the searches, their evaluations and the random baseline; killed while
+    evaluations run, the same command finishes every one of them without starting any trial
+    twice, and the report joins the test accuracies and the random cells."""
     exp = tmp_path / "qse"
     cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
            "--storage", str(tmp_path), "--name", "qse", "--num-cpus", "2", "--quiet", *EVAL]
@@ -131,23 +132,26 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
         _kill_tree(tree if "tree" in locals() else [])
         log.close()
     evals_before = [d for d in exp.glob("eval-*") if _complete(d)]
-    assert len(evals_before) < 4, "kill should land while evaluations run"
+    assert len(evals_before) < 6, "kill should land while evaluations run"
 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "evaluations (darts_cpu (4 epochs, SHORT budget)): 4 done, 0 failed" in r.stdout
+    assert "evaluations (darts_cpu (4 epochs, SHORT budget)): 6 done, 0 failed" in r.stdout
     searches = [d for d in exp.glob("softmax-*_seed*") if d.is_dir()]
     evals = [d for d in exp.glob("eval-*") if d.is_dir()]
-    assert len(searches) == 4 and len(evals) == 4
+    assert len(searches) == 4 and len(evals) == 6
     keys = {json.loads((d / "params.json").read_text())["search_trial_id"] for d in evals}
-    assert len(keys) == 4  # one evaluation per search, none twice
+    assert len(keys) == 6  # one evaluation per search and random cell, none twice
+    assert {k for k in keys if k.startswith("random-")} == {"random-0", "random-1"}
     for d in evals:
         lines = (d / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3, 4] and _complete(d)
         assert 0 <= json.loads(lines[-1])["test_acc"] <= 1
     doc = json.loads((exp / "report" / "report.json").read_text())
     assert doc["truth"]["protocol"] == "darts_cpu" and doc["truth"]["evaluations"] == 4
-    assert all(g["n_evaluated"] == 2 for g in doc["groups"])
+    assert doc["truth"]["baseline"]["n"] == 2
+    assert all(g["n_evaluated"] == 2 and g["random_percentile_mean"] is not None
+               for g in doc["groups"])
 
 
 def _epoch_trainable(config: dict) -> None:

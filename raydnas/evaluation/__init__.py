@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .jobs import Planned, from_experiment, from_genotype, from_run
+from .jobs import Planned, from_baseline, from_experiment, from_genotype, from_run
 from .protocol import KEYS, PROTOCOLS, Protocol, default_protocol
 from .protocol import resolve as resolve_protocol
 from .train import EvalJob, build_network, count_params, run_evaluation
@@ -23,13 +23,35 @@ __all__ = ["EvalJob", "KEYS", "PROTOCOLS", "Planned", "Protocol", "build_network
 def plan(source: str | None, *, genotype: str | None = None, space: str | None = None,
          protocol: str = "nb201_short", seeds: list[int] | None = None,
          overrides: dict[str, Any] | None = None, out: str | None = None,
-         where: str = "raydnas evaluate", train: bool = True
-         ) -> tuple[list[Planned], list[str]]:
+         where: str = "raydnas evaluate", train: bool = True, random: int = 0,
+         calibrate: bool = False) -> tuple[list[Planned], list[str]]:
     """Every job of an evaluation, checked before anything runs.
 
     ``overrides``: protocol keys (``epochs``) and ``data.KEY`` entries (``data.root``).
     ``train=False``: jobs for a benchmark lookup (no training checks).
+    ``random``: also ``random`` cells drawn uniformly from the space, and ``calibrate``: the
+    space's reference cells (:mod:`raydnas.cells`), trained under the same protocol, seeds and
+    data beside the found cells (``<cell id>_seed<k>``).
     Returns the jobs and a line for each trial of an experiment that is left out."""
+    if isinstance(random, bool) or not isinstance(random, int) or random < 0:
+        raise ConfigError(where, "--random", random, "an integer >= 1 (random cells)")
+    jobs, skipped = _plan(source, genotype, space, protocol, seeds, overrides, out, where, train)
+    if (random or calibrate) and jobs:
+        first = jobs[0]
+        if calibrate:
+            from ..cells import reference_cells
+
+            reference_cells(first.job.space, where=where, key="--calibrate")
+        root = first.out.parent if source is not None else \
+            (Path(out) if out else Path("runs") / "evaluate" / first.job.protocol.name) / "baseline"
+        jobs += from_baseline(first.job.space, first.job.data, first.job.protocol,
+                              seeds if seeds is not None else [0], root, random, calibrate,
+                              where, train)
+    return jobs, skipped
+
+
+def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train):
+    """The found cells' jobs (see :func:`plan`)."""
     overrides = dict(overrides or {})
     data_over = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
                  if k.startswith("data.")}

@@ -163,3 +163,42 @@ def _plan(g, space, data, protocol, seed, meta, out, where, bench_out=None,
     if check:
         check_job(job, where)
     return Planned(job, Path(out), bench_out, bench_cache)
+
+
+def baseline_cells(space, random: int, calibrate: bool) -> list[dict[str, Any]]:
+    """The random cells (``random`` of them) and, with ``calibrate``, the reference cells of
+    ``space`` (:mod:`raydnas.cells`): one dict per cell with ``role``, ``method``, ``seed`` (the
+    cell's number), ``search_trial_id``, ``genotype``, ``cell_dead`` and, for reference cells,
+    ``reference`` (its name) and ``reference_what``."""
+    from ..cells import random_cell, reference_cells
+
+    out = []
+    for k in range(random):
+        g = random_cell(space, k)
+        out.append({"role": "random", "method": "random_cells", "seed": k,
+                    "search_trial_id": f"random-{k}", "genotype": str(g),
+                    "cell_dead": bool(g.dead_cells())})
+    if calibrate:
+        for k, (name, (what, g)) in enumerate(reference_cells(space).items()):
+            out.append({"role": "reference", "method": "reference_cells", "seed": k,
+                        "search_trial_id": f"reference-{name}", "genotype": str(g),
+                        "reference": name, "reference_what": what,
+                        "cell_dead": bool(g.dead_cells())})
+    return out
+
+
+def from_baseline(space, data: DataConfig, protocol: Protocol, seeds: list[int], root: Path,
+                  random: int, calibrate: bool, where: str = "raydnas evaluate",
+                  check: bool = True) -> list[Planned]:
+    """Jobs of the random and reference cells, results in ``root/<cell id>_seed<k>/``."""
+    plans = []
+    for c in baseline_cells(space, random, calibrate):
+        g = parse_genotype(c["genotype"], nodes=space.nodes)
+        meta = {"search_trial_id": c["search_trial_id"], "method": c["method"],
+                "search_seed": c["seed"],
+                **{k: c[k] for k in ("role", "reference", "reference_what", "cell_dead")
+                   if k in c}}
+        for s in seeds:
+            plans.append(_plan(g, space, data, protocol, s, meta,
+                               root / f"{c['search_trial_id']}_seed{s}", where, check=check))
+    return plans

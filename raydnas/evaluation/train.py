@@ -6,7 +6,9 @@ a finished evaluation just returns its result. Output directory: ``job.json`` (w
 ``checkpoint.pt``, ``metrics.jsonl`` (one line per epoch), ``final.json`` and ``tb/``.
 
 This is the only code in raydnas that reads a dataset's test split. The network trains on the
-whole training split (search-train and search-val together, as DARTS's ``train.py`` does).
+whole training split (search-train and search-val together, as DARTS's ``train.py`` does), less
+the protocol's fixed validation part (``val_fraction``: the same images for every cell and seed,
+drawn with :data:`VAL_SEED`), on which it reports ``eval_val_acc`` every epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..spaces import SearchSpace
 from .protocol import Protocol
 
 Report = Callable[[dict, Path], None]
+#: the seed of the protocol's validation part: fixed, so every cell is scored on the same images
+VAL_SEED = 20_201
 
 
 @dataclass
@@ -96,7 +100,8 @@ def build_network(job: EvalJob, num_classes: int, in_channels: int) -> DiscreteN
     p = job.protocol
     return DiscreteNetwork(job.space, job.genotype, num_classes, in_channels,
                            channels=p.channels, cells=p.cells, affine=True, pool_bn=False,
-                           auxiliary=p.auxiliary_weight > 0 and p.macro == "darts")
+                           auxiliary=p.auxiliary_weight > 0 and p.macro == "darts",
+                           reduction=p.reduction)
 
 
 def count_params(net: nn.Module) -> int:
@@ -167,8 +172,14 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum,
                           nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=p.lr_min)
-    train_b = Batches(train_ds, list(range(len(train_ds))), p.batch_size, job.seed, False,
+    from ..data import make_split
+
+    split = make_split(len(train_ds), p.val_fraction, VAL_SEED) if p.val_fraction else \
+        {"train": list(range(len(train_ds))), "val": []}
+    train_b = Batches(train_ds, split["train"], p.batch_size, job.seed, False,
                       job.data.num_workers)
+    val_b = Batches(train_ds, split["val"], p.batch_size, job.seed, False,
+                    job.data.num_workers) if split["val"] else None
     test_b = Batches(test_ds, list(range(len(test_ds))), p.batch_size, job.seed, False,
                      job.data.num_workers)
     gen = torch.Generator().manual_seed(job.seed * 1_000_003 + 5)
@@ -226,9 +237,13 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
             epoch += 1
             net.eval()
             test_loss, test_acc = evaluate(net, test_b.sequential(), dev)
+            val = evaluate(net, val_b.sequential(), dev) if val_b is not None else None
             metrics = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                        "train_acc": correct / max(seen, 1), "test_loss": test_loss,
-                       "test_acc": test_acc, "eval_params": n_params, "lr": lr,
+                       "test_acc": test_acc, "test_n": len(test_ds),
+                       "eval_val_loss": val[0] if val else None,
+                       "eval_val_acc": val[1] if val else None,
+                       "eval_val_n": len(split["val"]), "eval_params": n_params, "lr": lr,
                        "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
                        "protocol_short": p.short, "eval_seed": job.seed,
                        **{k: v for k, v in job.meta.items() if not isinstance(v, (dict, list))}}
@@ -239,8 +254,10 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
                        "rng": ckpt.rng_state()}, ckpt_path)
             _write_outputs(out, job, history, complete=epoch >= p.epochs)
             if tb is not None:
-                for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-                    tb.add_scalar(f"evaluate/{k}", metrics[k], epoch)
+                for k in ("train_loss", "train_acc", "eval_val_acc", "test_loss", "test_acc",
+                          "lr"):
+                    if metrics[k] is not None:
+                        tb.add_scalar(f"evaluate/{k}", metrics[k], epoch)
                 tb.flush()
             log(f"[{p.label}] epoch {epoch}/{p.epochs} train_acc {metrics['train_acc']:.3f} "
                 f"test_acc {test_acc:.4f} ({metrics['epoch_seconds']:.1f}s)")

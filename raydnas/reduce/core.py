@@ -22,8 +22,13 @@ HIGHER_IS_BETTER = {"val_acc_mean", "discrete_val_acc_mean", "consensus", "modal
                     "gap_reliability", "n", "val_acc_min", "discrete_val_acc_min",
                     "val_acc_max", "discrete_val_acc_max", "discrete_val_acc_tuned_mean",
                     "discrete_val_acc_tuned_min", "discrete_val_acc_tuned_max",
-                    "test_acc_mean", "test_acc_min", "test_acc_max", "n_evaluated"}
-DEFAULT_SORT = "discrete_val_acc"
+                    "test_acc_mean", "test_acc_min", "test_acc_max", "n_evaluated",
+                    "eval_val_acc_mean", "random_percentile_mean"}
+#: with finished evaluations the report is sorted by the truth, else by the search's proxy
+DEFAULT_SORT = "auto"
+TRUTH_SORT, PROXY_SORT = "test_acc", "discrete_val_acc"
+#: sort keys that need finished evaluations
+TRUTH_KEYS = ("test_acc", "eval_val_acc", "random_percentile", "test_rank")
 STATUSES = ("complete", "stopped", "failed", "running", "missing")
 
 
@@ -49,11 +54,21 @@ def sort_columns(df: "pd.DataFrame") -> list[str]:
 
 
 def resolve_sort(key: str, df: "pd.DataFrame") -> tuple[str, bool]:
-    """``KEY``, ``+KEY`` (ascending) or ``-KEY`` (descending); a bare metric means its mean."""
+    """``KEY``, ``+KEY`` (ascending) or ``-KEY`` (descending); a bare metric means its mean;
+    ``auto``: ``test_acc`` when evaluations finished, else ``discrete_val_acc``."""
+    evaluated = "n_evaluated" in df.columns and bool((df["n_evaluated"] > 0).any())
+    if key == "auto":
+        key = TRUTH_SORT if evaluated else PROXY_SORT
     direction = None
     if key[:1] in "+-":
         direction, key = key[0], key[1:]
-    col = f"{key}_mean" if key in METRICS else key
+    if not evaluated and any(key.startswith(k) for k in TRUTH_KEYS):
+        raise ConfigError("raydnas reduce", "--sort", key,
+                          "a search metric or column: no evaluation of this experiment has "
+                          "finished, so there is no truth to sort by (run raydnas evaluate "
+                          "EXPERIMENT first)")
+    col = f"{key}_mean" if key in METRICS or key in ("test_acc", "eval_val_acc",
+                                                     "random_percentile") else key
     allowed = sort_columns(df)
     if col not in allowed or col not in df.columns or df[col].dtype.kind not in "fiub":
         raise ConfigError("raydnas reduce", "--sort", key,
@@ -105,7 +120,9 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
             row.update({"n": 0, "seeds": [], "n_stopped": 0, "consensus": math.nan,
                         "distinct_genotypes": 0, "modal_count": 0, "modal_genotype": None,
                         "modal_genotype_nb201": None, "modal_trial": None, "modal_seed": None,
-                        "collapse_rate": math.nan, "dead_rate": math.nan, "dead_seeds": [],
+                        "collapse_rate": math.nan, "collapse_rate_skip_none": math.nan,
+                        "param_free_rate": math.nan, "param_free_seeds": [],
+                        "dead_rate": math.nan, "dead_seeds": [],
                         "stabilization_n": 0, "gap_reliability": math.nan,
                         "undecided_rate": math.nan})
             for m in METRICS:
@@ -136,13 +153,16 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
             (``consensus``, ``collapse_rate``, ``discretization_gap_std``, ...); ``+``/``-``
             prefix forces ascending/descending. Default: ``discrete_val_acc``, best first.
         collapse_threshold: a seed has collapsed when at least this fraction of its normal
-            cell's chosen ops is skip_connect or none (default 0.5).
+            cell's live ops is parameter-free: skip_connect or a pool (default 0.5).
         gap_threshold: a seed's discretization is reliable when its gap is below this
             (default 0.05).
         plots: also draw the PNGs (matplotlib, Agg backend).
         write: write the files (``False``: only return the table).
         protocol: the evaluation protocol whose test accuracies join the table (default: the
             one with the most finished evaluations under ``<experiment>/evaluation/``).
+
+    With finished evaluations the default sort (``auto``) is the truth, ``test_acc``; without
+    them ``discrete_val_acc``, and the report says that it makes no claim on cell quality.
 
     Returns:
         One row per group (method + Optuna point + hyperparameters), sorted. ``df.attrs`` holds
@@ -221,6 +241,14 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
                           + (": " + ", ".join(sorted({str(e['protocol']) for e in evals}))
                              if evals else " (none there; run raydnas evaluate first)"))
     truth, partial = per_trial(evals, proto)
+    from .baseline import calibration, percentile, random_summary
+    from .truth import role_cells
+
+    randoms = role_cells(evals, proto, "random")
+    pool = [c["test_acc"] for c in randoms.values()]
+    for v in truth.values():
+        v["random_percentile"] = percentile(v["test_acc"], pool)
+    refs = role_cells(evals, proto, "reference")
     used = {label: [t for t in ts if t.status in USED] for label, ts in members.items()}
     rows = [group_truth(used[g], truth, partial) for g in df["group"]]
     for r, b in zip(rows, bootstrap([r.pop("_test_values") for r in rows])):
@@ -231,7 +259,10 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     df.attrs["truth"] = {
         "protocol": proto,
         "short": any(e["short"] for e in evals if e["protocol"] == proto),
-        "evaluations": sum(1 for e in evals if e["protocol"] == proto and e["complete"]),
+        "evaluations": sum(1 for e in evals if e["protocol"] == proto and e["complete"]
+                           and not e.get("role")),
+        "baseline": {**random_summary(randoms), "cells": randoms} if randoms else None,
+        "calibration": calibration(refs) if refs else None,
         "partial": sum(partial.values()),
         "protocols": sorted({str(e["protocol"]) for e in evals}),
         "per_trial": truth,

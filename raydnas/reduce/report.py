@@ -12,7 +12,7 @@ from .load import Trial
 if TYPE_CHECKING:
     import pandas as pd
 
-LIST_COLUMNS = ("seeds",)
+LIST_COLUMNS = ("seeds", "dead_seeds", "param_free_seeds")
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -93,6 +93,7 @@ TABLE = [  # (header, function of row)
     ("distinct", lambda r: str(r["distinct_genotypes"])),
     ("modal", lambda r: f"{r['modal_count']}/{r['n']}"),
     ("collapse", lambda r: _share(r["collapse_rate"], r["n"])),
+    ("param-free", lambda r: _share(r["param_free_rate"], r["n"])),
     ("dead", lambda r: _share(r["dead_rate"], r["n"])),
     ("undecided", lambda r: _share(r["undecided_rate"], r["n"])),
     ("α margin", lambda r: mean_std(r, "alpha_margin_mean")),
@@ -106,25 +107,64 @@ TABLE = [  # (header, function of row)
 ]
 
 
-def truth_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
-    """Test accuracy of the retrained cells, the ranking and the proxy validity."""
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
+
+
+def validity_lines(df: "pd.DataFrame") -> list[str]:
+    """Each proxy's validity on this study in one line, and a plain sentence when the proxy
+    the table is sorted by fails (Spearman ≤ 0 or p > 0.1)."""
+    pv = df.attrs.get("proxy_validity") or {}
+    col = (df.attrs.get("sort") or {}).get("column", "")
+    out = []
+    parts = [f"`{k}` ρ = {_num(v['spearman'], 2)} (n = {v['n']}, p = {_num(v['spearman_p'], 3)})"
+             for k, v in pv.items() if v["n"]]
+    if parts:
+        out.append("Proxy validity on this study (Spearman rank correlation with the retrained "
+                   "test accuracy over the evaluated search trials): " + "; ".join(parts) + ".")
+    for k, v in pv.items():
+        if col == f"{k}_mean" and k != "eval_val_acc":
+            fails = not v["n"] or math.isnan(v["spearman"]) or v["spearman"] <= 0 \
+                or v["spearman_p"] > 0.1
+            if fails:
+                out.append(f"**The table below is sorted by `{k}`, a proxy that fails on this "
+                           f"study (ρ = {_num(v['spearman'], 2)}, p = "
+                           f"{_num(v['spearman_p'], 3)}): its order says nothing about which "
+                           "cells are good.** Sort by `test_acc` (the default) instead.")
+    return out
+
+
+def verdict_section(df: "pd.DataFrame") -> list[str]:
+    """The report's first section: the truth (retrained test accuracy, percentile among random
+    cells, calibration) or, without evaluations, that no claim on cell quality is made."""
     t = df.attrs.get("truth") or {}
-    lines = ["## Against the truth: retrained test accuracy", ""]
+    lines = ["## Verdict: the truth", ""]
     if not t.get("evaluations"):
-        lines += ["No finished evaluation under `evaluation/` (run `raydnas evaluate "
-                  "EXPERIMENT`, or add an `evaluate:` block to the study)."
-                  + (f" {t['partial']} evaluation(s) still running." if t.get("partial") else ""),
-                  ""]
+        lines += ["**No claim on cell quality is made.** No found cell of this experiment has "
+                  "been trained from scratch, and the search's own numbers are proxies: "
+                  "`discrete_val_acc` (inherited weights) scores parameter-free cells (pools, "
+                  "skips) highest because they need no trained weights, so it can rank a "
+                  "collapsed method first. Run `raydnas evaluate "
+                  f"{df.attrs.get('experiment')} --random 10 --calibrate` (or add an "
+                  "`evaluate:` block and `sweep.baseline` to the study), then reduce again."
+                  + (f" {t['partial']} evaluation(s) still running." if t.get("partial")
+                     else ""), ""]
+        lines += _baseline_lines(t)
         return lines
     label = f"`{t['protocol']}`" + (" — **SHORT budget: a first ranking, not the paper's "
                                     "protocol**" if t.get("short") else "")
-    lines += [f"Protocol {label}; {t['evaluations']} finished evaluation(s)"
+    lines += [f"Protocol {label}; {t['evaluations']} finished evaluation(s) of found cells"
               + (f", {t['partial']} unfinished (partial: not in the numbers)"
-                 if t.get("partial") else "") + ". Per group: mean ± std over search seeds of "
-              "the test accuracy (evaluation seeds averaged first), a 95 % bootstrap interval of "
-              "the mean, and the rank (1 = best) with its 95 % bootstrap interval.", "",
-              "| rank | group | evaluated | test_acc | 95 % CI | rank CI | eval params |",
-              "|---:|---|---:|---:|---|---|---:|"]
+                 if t.get("partial") else "") + ". Per group: the retrained cells' test "
+              "accuracy, mean ± std over search seeds (evaluation seeds averaged first), its 95 % "
+              "bootstrap interval, the rank (1 = best) with its 95 % bootstrap interval, the "
+              "mean percentile of its cells among the random cells, and the retrained cells' "
+              "accuracy on the protocol's fixed validation part (what selection may use).", ""]
+    lines += validity_lines(df) + [""]
+    lines += _baseline_lines(t)
+    lines += ["| rank | group | evaluated | test_acc | 95 % CI | rank CI | percentile among "
+              "random | eval_val_acc | collapsed | param-free | dead | eval params |",
+              "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     order = sorted(range(len(df)), key=lambda i: (math.isnan(df.iloc[i]["test_rank"]),
                                                    df.iloc[i]["test_rank"]))
     for i in order:
@@ -136,14 +176,57 @@ def truth_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
         rank = "n/a" if math.isnan(r["test_rank"]) else str(int(r["test_rank"]))
         lines.append(f"| {rank} | {r['group']} | {r['n_evaluated']}/{r['n']} | "
                      f"{mean_std(r, 'test_acc')} | {ci} | {rci} | "
-                     f"{_num(r['eval_params_mean'], 0)} |")
-    lines += ["", "Proxy validity: rank correlation between each proxy (last search epoch) and "
-              "the test accuracy, over every evaluated search trial.", "",
-              "| proxy | n | Spearman | p | Kendall | p |", "|---|---:|---:|---:|---:|---:|"]
+                     f"{_pct(r.get('random_percentile_mean'))} | "
+                     f"{_num(r.get('eval_val_acc_mean'))} | "
+                     f"{_share(r['collapse_rate'], r['n'])} | "
+                     f"{_share(r['param_free_rate'], r['n'])} | "
+                     f"{_share(r['dead_rate'], r['n'])} | {_num(r['eval_params_mean'], 0)} |")
+    lines.append("")
+    return lines
+
+
+def _baseline_lines(t: dict[str, Any]) -> list[str]:
+    """The calibration and random-baseline sentences and tables."""
+    lines = []
+    cal = t.get("calibration")
+    if cal:
+        lines += [cal["sentence"], "", "| reference cell | what | eval seeds | test_acc | "
+                  "noise (se) | below conv by | told apart |", "|---|---|---:|---:|---:|---:|---|"]
+        for name, c in cal["cells"].items():
+            cmp = cal["comparisons"].get(name)
+            lines.append(f"| {name} | {c.get('what') or ''} | {c['eval_seeds']} | "
+                         f"{_num(c['test_acc'], 4)} | {_num(c['se'], 4)} | "
+                         + (f"{_num(cmp['diff'], 4)} (threshold {_num(cmp['threshold'], 4)}) | "
+                            f"{'yes' if cmp['told_apart'] else '**no**'} |" if cmp else "— | — |"))
+        lines.append("")
+    b = t.get("baseline")
+    if b and b.get("n"):
+        lines += [f"Random baseline: {b['n']} cells drawn uniformly from the space "
+                  f"({b['n_dead']} dead), test_acc min {_num(b['min'], 4)}, median "
+                  f"{_num(b['median'], 4)}, max {_num(b['max'], 4)}. {b['sentence']}", ""]
+    elif t.get("evaluations"):
+        lines += ["No random baseline: percentiles are n/a (add `sweep.baseline: {random: N}` "
+                  "or run `raydnas evaluate EXPERIMENT --random N`).", ""]
+    return lines
+
+
+def proxy_validity_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
+    """Every proxy's rank correlation with the truth, as a table."""
+    t = df.attrs.get("truth") or {}
+    if not t.get("evaluations"):
+        return []
+    lines = ["## Proxy validity", "", "Rank correlation between each proxy (last search epoch; "
+             "`eval_val_acc`: the retrained cell on the protocol's validation part) and the test "
+             "accuracy, over every evaluated search trial. A proxy with ρ ≤ 0 or p > 0.1 does "
+             "not order cells the way the truth does on this study.", "",
+             "| proxy | n | Spearman | p | Kendall | p | verdict |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
+        ok = v["n"] and not math.isnan(v["spearman"]) and v["spearman"] > 0 \
+            and v["spearman_p"] <= 0.1
         lines.append(f"| {proxy} | {v['n']} | {_num(v['spearman'], 2)} | "
                      f"{_num(v['spearman_p'], 3)} | {_num(v['kendall'], 2)} | "
-                     f"{_num(v['kendall_p'], 3)} |")
+                     f"{_num(v['kendall_p'], 3)} | {'holds' if ok else '**fails**'} |")
     lines.append("")
     if "proxy_vs_truth" in plots:
         lines += [f"![proxy_vs_truth]({plots['proxy_vs_truth']})", ""]
@@ -151,7 +234,7 @@ def truth_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[str]:
 
 
 def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
-    """``report.md``: the verdict table, the notes and the plots."""
+    """``report.md``: the verdict from the truth first, then the proxies, notes and plots."""
     a = df.attrs
     counts = a.get("counts", {})
     sort = a.get("sort", {})
@@ -159,18 +242,25 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
              f"Experiment: `{a.get('experiment')}`  ",
              "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "  ",
              f"Sorted by `{sort.get('column')}` "
-             f"({'ascending' if sort.get('ascending') else 'descending'}); "
-             f"collapse = at least {a.get('collapse_threshold'):g} of the normal cell's ops "
-             f"skip_connect/none; dead = a cell whose output no non-none path reaches; "
-             f"undecided = mean α margin (chosen op − runner-up) below 0.05; "
-             f"gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
-             "", "Values are mean ± sample std over seeds at each trial's last epoch "
-             "(std n/a with one seed). consensus = mean pairwise Jaccard index of the seeds' "
-             "chosen (edge, op) sets, intermediate nodes relabelled to a canonical order (1.0 = "
-             "every seed found the same cell). Accuracies: inherited weights, BatchNorm "
-             "re-estimated on fixed search-train images; tuned = the derived network after a "
-             "short fine-tuning; neither is the retrained accuracy. stable from epoch: trials "
-             "that ran every epoch only.", ""]
+             f"({'ascending' if sort.get('ascending') else 'descending'}).", ""]
+    lines += verdict_section(df)
+    lines += ["## Proxies: what the search itself measured (not the truth)", "",
+              f"collapsed = at least {a.get('collapse_threshold'):g} of the normal cell's live "
+              "ops are parameter-free (skip_connect, pools; `none` is a missing edge); "
+              "param-free = a live normal cell with no path through an op with weights; "
+              "dead = a cell whose output no non-none path reaches; "
+              "undecided = mean α margin (chosen op − runner-up) below 0.05; "
+              f"gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
+              "", "Values are mean ± sample std over seeds at each trial's last epoch "
+              "(std n/a with one seed). consensus = mean pairwise Jaccard index of the seeds' "
+              "chosen (edge, op) sets, intermediate nodes relabelled to a canonical order (1.0 = "
+              "every seed found the same cell). Accuracies: inherited weights, BatchNorm "
+              "re-estimated on fixed search-train images; tuned = the derived network after a "
+              "short fine-tuning; neither is the retrained accuracy, and inherited-weight "
+              "accuracy favours parameter-free cells. stable from epoch: trials "
+              "that ran every epoch only.", ""]
+    if not (a.get("truth") or {}).get("evaluations"):
+        lines += validity_lines(df)
     head = ["#", "group"] + [h for h, _ in TABLE]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(head))) + "|")
@@ -181,7 +271,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
     for name in ("acc_vs_gap", "reliability"):
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
-    lines += truth_section(df, plots)
+    lines += proxy_validity_section(df, plots)
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.iterrows():
         lines.append(f"### {i + 1}. {r['group']}")

@@ -20,12 +20,17 @@ Definitions (each one is a column of the report):
 * ``modal_genotype`` / ``modal_count``: the most frequent canonical cell and how many seeds
   found it. Ties go to the cell whose best seed has the highest ``discrete_val_acc``. The
   ``modal_trial`` is that best seed among the modal cell's seeds.
-* ``collapse_rate``: the share of seeds whose **normal** cell is dominated by ``skip_connect``
-  and ``none``: at least ``collapse_threshold`` (default 0.5) of its chosen ops (``none``
-  included where the rule keeps it, as NAS-Bench-201's ``argmax_per_edge`` does). NAS-Bench-201's
-  all-skip cell found by DARTS (Dong & Yang, 2020; Zela et al., 2020) is the textbook case;
-  DARTS's own published cells, whose reduction cells are all pooling and skip, are not
-  collapsed (their normal cells have 3 and 2 skips of 8).
+* ``collapse_rate``: the share of seeds whose **normal** cell has collapsed onto parameter-free
+  ops: at least ``collapse_threshold`` (default 0.5) of its *live* ops (``none`` is a missing
+  edge, not an op) are ``skip_connect`` or pools (ops without weights,
+  ``raydnas.cells.live_param_free_share``). NAS-Bench-201's all-skip and all-pool cells are
+  collapsed; DARTS's published DARTS_V1/V2 (normal cells with 3 and 2 skips of 8) are not, and
+  neither is a sparse cell whose live edges are convs.
+  ``collapse_rate_skip_none``: raydnas 0.1's rule, kept as a named variant: at least the
+  threshold of the normal cell's chosen ops are ``skip_connect`` or ``none``.
+* ``param_free_rate``, ``param_free_seeds``: seeds whose normal cell is live but no path from
+  an input to the output passes an op with weights (``raydnas.cells.param_free_cell``): the
+  cell is a fixed function (pools and skips) and the network's weights sit elsewhere.
 * ``dead_rate``: the share of seeds whose cell is dead: a cell type whose output no path of
   non-``none`` edges connects to its inputs (``Genotype.dead_cells()``), so that the network
   outputs a constant and cannot learn. Reported apart from collapse; ``dead_cell`` per seed.
@@ -149,6 +154,13 @@ def consensus(edge_sets: list[frozenset]) -> float:
 
 
 def collapse_fraction(g: Genotype) -> float:
+    """The share of the normal cell's live ops that have no weights (skips, pools)."""
+    from ..cells import live_param_free_share
+
+    return live_param_free_share(g, "normal")
+
+
+def skip_none_fraction(g: Genotype) -> float:
     """The share of the normal cell's chosen ops that are ``skip_connect`` or ``none``."""
     ops = [op for node in g.cells.get("normal", ()) for op, _ in node]
     return sum(op in COLLAPSE_OPS for op in ops) / len(ops) if ops else math.nan
@@ -186,17 +198,25 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
         row["modal_genotype_nb201"] = g_best.to_nb201() if g_best.inputs == 1 else None
         row["modal_trial"] = t_best.trial_id
         row["modal_seed"] = t_best.seed
-        fracs = [collapse_fraction(g) for _, g, _ in known]
-        fracs = [f for f in fracs if not math.isnan(f)]
-        row["collapse_rate"] = (sum(f >= collapse_threshold for f in fracs) / len(fracs)
-                                if fracs else math.nan)
+        from ..cells import param_free_cell
+
+        for col, fn in (("collapse_rate", collapse_fraction),
+                        ("collapse_rate_skip_none", skip_none_fraction)):
+            fracs = [fn(g) for _, g, _ in known]
+            fracs = [f for f in fracs if not math.isnan(f)]
+            row[col] = (sum(f >= collapse_threshold for f in fracs) / len(fracs)
+                        if fracs else math.nan)
+        free = [param_free_cell(g, "normal") for _, g, _ in known]
+        row["param_free_rate"] = sum(free) / len(free)
+        row["param_free_seeds"] = [t.seed for (t, _, _), f in zip(known, free) if f]
         dead = [bool(g.dead_cells()) for _, g, _ in known]
         row["dead_rate"] = sum(dead) / len(dead)
         row["dead_seeds"] = [t.seed for (t, _, _), d in zip(known, dead) if d]
     else:
         row.update(modal_count=0, modal_genotype=None, modal_genotype_nb201=None,
                    modal_trial=None, modal_seed=None, collapse_rate=math.nan,
-                   dead_rate=math.nan, dead_seeds=[])
+                   collapse_rate_skip_none=math.nan, param_free_rate=math.nan,
+                   param_free_seeds=[], dead_rate=math.nan, dead_seeds=[])
     row["stabilization_n"] = sum(not math.isnan(v["stabilization_epoch"]) for v in vals)
     decided = [t.last.get("decided") for t in trials if isinstance(t.last.get("decided"), bool)]
     row["undecided_rate"] = (sum(not d for d in decided) / len(decided)) if decided else math.nan

@@ -19,6 +19,16 @@ Definitions (columns of the report):
   (``discrete_val_acc``, ``val_acc``, ``discrete_val_acc_tuned``) at the trial's last epoch and
   its test accuracy. Does the cheap number order cells the way the truth does?
 
+* ``random_percentile`` (per evaluated search trial) and ``random_percentile_mean`` (per group,
+  over its evaluated seeds): the cell's percentile among the study's random cells
+  (``sweep.baseline``), evaluated under the same protocol (``raydnas.reduce.baseline``).
+* ``eval_val_acc_mean``: the retrained cell's accuracy on the protocol's fixed validation part
+  (the validation truth a study may select on).
+
+Evaluations of random cells (``role: random``) and of reference cells (``role: reference``)
+belong to no search trial: they form the baseline and the calibration
+(``df.attrs["truth"]["baseline"]`` / ``["calibration"]``).
+
 Test accuracy is only ever reported here; no part of raydnas selects or tunes on it.
 """
 
@@ -33,7 +43,7 @@ from typing import Any
 
 from .load import Trial
 
-PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned")
+PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned", "eval_val_acc")
 BOOTSTRAP = 2000
 
 
@@ -49,8 +59,11 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
                 "protocol": (f.get("protocol") or {}).get("name"),
                 "short": bool((f.get("protocol") or {}).get("short")),
                 "eval_seed": f.get("eval_seed"), "test_acc": m.get("test_acc"),
+                "eval_val_acc": m.get("eval_val_acc"), "test_n": m.get("test_n"),
                 "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
-                "complete": bool(f.get("complete")), "dir": str(d)}
+                "complete": bool(f.get("complete")), "dir": str(d), "role": f.get("role"),
+                "reference": f.get("reference"), "what": f.get("reference_what"),
+                "genotype": f.get("genotype"), "dead": f.get("cell_dead")}
     return None
 
 
@@ -73,8 +86,11 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
             c = t.config
             out.append({"trial_id": c.get("search_trial_id"), "protocol": c.get("protocol"),
                         "short": False, "eval_seed": c.get("eval_seed"), "test_acc": None,
+                        "eval_val_acc": None, "test_n": None,
                         "eval_params": None, "epoch": t.last.get("epoch"), "complete": False,
-                        "dir": str(t.path)})
+                        "dir": str(t.path), "role": c.get("role"),
+                        "reference": c.get("reference"), "what": None,
+                        "genotype": c.get("genotype"), "dead": None})
     return out
 
 
@@ -92,9 +108,10 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
     number of unfinished evaluations per trial."""
     acc: dict[str, list[float]] = {}
     params: dict[str, list[float]] = {}
+    vals: dict[str, list[float]] = {}
     partial: Counter = Counter()
     for e in evals:
-        if e["protocol"] != protocol or e["trial_id"] is None:
+        if e["protocol"] != protocol or e["trial_id"] is None or e.get("role"):
             continue
         if not e["complete"] or not isinstance(e["test_acc"], (int, float)):
             partial[e["trial_id"]] += 1
@@ -102,10 +119,33 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
         acc.setdefault(e["trial_id"], []).append(float(e["test_acc"]))
         if isinstance(e["eval_params"], (int, float)):
             params.setdefault(e["trial_id"], []).append(float(e["eval_params"]))
+        if isinstance(e.get("eval_val_acc"), (int, float)):
+            vals.setdefault(e["trial_id"], []).append(float(e["eval_val_acc"]))
     out = {t: {"test_acc": sum(v) / len(v), "eval_seeds": len(v),
-               "eval_params": (sum(params[t]) / len(params[t])) if params.get(t) else math.nan}
+               "eval_params": (sum(params[t]) / len(params[t])) if params.get(t) else math.nan,
+               "eval_val_acc": (sum(vals[t]) / len(vals[t])) if vals.get(t) else math.nan}
            for t, v in acc.items()}
     return out, partial
+
+
+def role_cells(evals: list[dict[str, Any]], protocol: str | None, role: str
+               ) -> dict[str, dict[str, Any]]:
+    """The finished random (``role="random"``) or reference (``"reference"``) cells of a
+    protocol: id (the reference's name for reference cells) -> ``cell_value`` plus the
+    genotype, ``dead`` and (reference cells) ``what``."""
+    from .baseline import cell_value
+
+    acc: dict[str, list[float]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for e in evals:
+        if e["protocol"] != protocol or e.get("role") != role or not e["complete"] \
+                or not isinstance(e["test_acc"], (int, float)):
+            continue
+        key = e.get("reference") if role == "reference" else e["trial_id"]
+        acc.setdefault(key, []).append(float(e["test_acc"]))
+        info[key] = {"genotype": e.get("genotype"), "dead": bool(e.get("dead")),
+                     "what": e.get("what"), "test_n": e.get("test_n")}
+    return {k: {**cell_value(v, info[k]["test_n"]), **info[k]} for k, v in sorted(acc.items())}
 
 
 def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
@@ -117,6 +157,11 @@ def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
     row = {f"test_acc_{k}": v for k, v in summary(vals).items()}
     params = [truth[t.trial_id]["eval_params"] for t in trials if t.trial_id in truth]
     row["eval_params_mean"] = summary(params)["mean"]
+    ev = [truth[t.trial_id].get("eval_val_acc", math.nan) for t in trials if t.trial_id in truth]
+    row["eval_val_acc_mean"] = summary(ev)["mean"]
+    pct = [truth[t.trial_id].get("random_percentile", math.nan) for t in trials
+           if t.trial_id in truth]
+    row["random_percentile_mean"] = summary(pct)["mean"]
     row["n_evaluated"] = len(vals)
     row["n_eval_partial"] = sum(partial.get(t.trial_id, 0) for t in trials)
     row["_test_values"] = vals
@@ -161,14 +206,17 @@ def bootstrap(rows: list[list[float]], seed: int = 0, reps: int = BOOTSTRAP
 
 
 def proxy_validity(trials: list[Trial], truth: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Spearman and Kendall correlations of every proxy with the test accuracy."""
+    """Spearman and Kendall correlations of every proxy with the test accuracy
+    (``eval_val_acc``, the retrained cell's validation accuracy, is the selection truth's own
+    check: it should agree with the test accuracy)."""
     from scipy.stats import kendalltau, spearmanr
 
     out: dict[str, Any] = {}
     for proxy in PROXIES:
         xs, ys = [], []
         for t in trials:
-            v = t.last.get(proxy)
+            v = truth.get(t.trial_id, {}).get(proxy) if proxy == "eval_val_acc" \
+                else t.last.get(proxy)
             if t.trial_id in truth and isinstance(v, (int, float)) and not isinstance(v, bool) \
                     and math.isfinite(v):
                 xs.append(float(v))

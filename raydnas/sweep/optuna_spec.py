@@ -22,6 +22,10 @@ DISTRIBUTIONS = {
     "choice": "one of a list of values",
 }
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2", "qmc")
+#: objectives that come from a point's evaluation trials (the retrained cells), not its searches
+EVAL_METRICS = ("eval_val_acc",)
+#: objectives that are never allowed: selection on the test split
+TEST_METRICS = ("test_acc", "test_loss")
 AGGREGATES = ("mean", "median", "min", "max", "robust")
 MODES = ("max", "min")
 
@@ -153,6 +157,20 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
     modes = modes if isinstance(modes, list) else [modes] * len(metrics)
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
         raise ConfigError(f, "optuna.metric", o.get("metric"), "a metric name or a list of them")
+    for m in metrics:
+        if m in TEST_METRICS:
+            raise ConfigError(f, "optuna.metric", m, "a validation metric (eval_val_acc, or a "
+                              "search metric such as discrete_val_acc): selecting on the test "
+                              "split makes its accuracy no longer a test accuracy")
+        if m in EVAL_METRICS and study.evaluate is None:
+            raise ConfigError(f, "optuna.metric", m, "a search metric (discrete_val_acc, "
+                              "val_acc, ...), or add an evaluate: block: eval_val_acc is the "
+                              "retrained cells' validation accuracy")
+        if m in EVAL_METRICS and not study.evaluate.protocol.val_fraction:
+            raise ConfigError(f, "optuna.metric", m, "a search metric, or an evaluate: "
+                              f"protocol with val_fraction > 0 (protocol "
+                              f"{study.evaluate.protocol.name} holds out no validation part; "
+                              "evaluate: {set: {val_fraction: 0.2}})")
     if len(modes) != len(metrics) or any(m not in MODES for m in modes):
         raise ConfigError(f, "optuna.mode", o.get("mode"),
                           "max or min, or a list of them as long as optuna.metric")

@@ -12,7 +12,12 @@ one Optuna study per method and drives them through Optuna's ask/tell interface:
   queued, runs that point on every seed, and tells the study the aggregate (mean by default) of
   the objective over seeds once all of them finished. A point with a failed seed is told FAIL
   (a setting that diverges on one seed is not a reliable setting). Methods take turns, so every
-  study advances and the cluster stays busy.
+  study advances and the cluster stays busy;
+* with ``optuna.metric: eval_val_acc`` (the retrained cells' validation accuracy) a point is told
+  only once the evaluations of all its seeds finished, the mean over each seed's evaluation
+  seeds; a seed whose search or evaluation failed makes the point FAIL;
+* the random and reference cells of the stage (``sweep.baseline``, ``evaluate.calibrate``) are
+  queued first: they need no search.
 
 Studies live in an Optuna storage on disk (a ``JournalStorage`` file by default, which
 ``optuna-dashboard`` opens). The searcher's own state (queue, points, seed results) is saved with
@@ -99,6 +104,13 @@ class StudySearcher(Searcher):
         self._rr = 0                                      # round-robin pointer over methods
         self._configs: dict[str, dict[str, Any]] = {}     # running trial id -> its config
         self._studies: dict[str, Any] | None = None       # optuna studies (not pickled)
+        if study.evaluate is not None and (study.evaluate.random or study.evaluate.calibrate):
+            from ..spaces import load_space
+            from .stage import baseline_configs
+
+            extra = {p.key: None for p in study.optuna.params} if study.optuna else {}
+            self._queue += baseline_configs(study.evaluate, load_space(study.base["space"]),
+                                            extra)
         if study.optuna is None:
             for seed in study.seeds:
                 for m in study.methods:
@@ -127,12 +139,16 @@ class StudySearcher(Searcher):
         where = self._running.pop(trial_id, None)
         cfg = self._configs.pop(trial_id, None)
         if cfg is not None and cfg.get("kind") == "evaluate":
+            if not cfg.get("role") and self._eval_metrics():
+                self._record_eval(cfg, None if error else result)
             return
+        queued = []
         if cfg is not None and not error and result:
             from .stage import eval_configs
 
             # the evaluation stage: this search's cell, trained from scratch, queued first
-            self._queue[:0] = eval_configs(self.study.evaluate, cfg, trial_id, result)
+            queued = eval_configs(self.study.evaluate, cfg, trial_id, result)
+            self._queue[:0] = queued
         if where is None or self.study.optuna is None:
             return
         method, point, seed = where
@@ -141,12 +157,58 @@ class StudySearcher(Searcher):
             return
         values = None
         if not error and result:
-            got = [result.get(k) for k in self.study.optuna.metrics]
-            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in got):
+            got = [math.nan if k in self._eval_metrics() else result.get(k)
+                   for k in self.study.optuna.metrics]
+            if all(isinstance(v, (int, float)) for v in got) and \
+                    all(math.isfinite(v) for k, v in zip(self.study.optuna.metrics, got)
+                        if k not in self._eval_metrics()):
                 values = [float(v) for v in got]
+        if values is not None and self._eval_metrics() and not queued:
+            values = None  # no cell to evaluate: the point cannot be scored
         rec["values"][seed] = values
-        if len(rec["values"]) == len(self.study.seeds) and not rec["told"]:
-            self._tell(method, point, rec)
+        self._maybe_tell(method, point, rec)
+
+    def _eval_metrics(self) -> list[str]:
+        """The Optuna objectives that come from evaluation trials."""
+        from .optuna_spec import EVAL_METRICS
+
+        o = self.study.optuna
+        return [m for m in o.metrics if m in EVAL_METRICS] if o is not None else []
+
+    def _record_eval(self, cfg: dict[str, Any], result: dict | None) -> None:
+        """An evaluation of a point's seed finished: keep its objective values."""
+        rec = self._points.get(cfg["method"], {}).get(cfg.get("point"))
+        if rec is None:
+            return
+        got = [(result or {}).get(k) for k in self._eval_metrics()]
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in got)
+        rec.setdefault("evals", {}).setdefault(cfg["seed"], {})[cfg["eval_seed"]] = \
+            [float(v) for v in got] if ok else None
+        self._maybe_tell(cfg["method"], cfg.get("point"), rec)
+
+    def _maybe_tell(self, method: str, point: int, rec: dict) -> None:
+        """Tell the point once every seed (and, for evaluation objectives, every evaluation
+        seed of every seed) has finished."""
+        if rec["told"] or len(rec["values"]) < len(self.study.seeds):
+            return
+        em = self._eval_metrics()
+        if em:
+            n_eval = len(self.study.evaluate.seeds)
+            evals = rec.get("evals", {})
+            for seed, v in rec["values"].items():
+                if v is None:
+                    continue
+                got = evals.get(seed, {})
+                if len(got) < n_eval:
+                    return  # evaluations still running
+                if any(g is None for g in got.values()):
+                    rec["values"][seed] = None
+                    continue
+                for i, k in enumerate(self.study.optuna.metrics):
+                    if k in em:
+                        j = em.index(k)
+                        v[i] = statistics.fmean(g[j] for g in got.values())
+        self._tell(method, point, rec)
 
     # -- Optuna -----------------------------------------------------------------------------
     def studies(self) -> dict[str, Any]:

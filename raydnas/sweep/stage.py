@@ -6,6 +6,13 @@ finishes, the training of its found cell from scratch, in the same Ray Tune expe
                                 # the short one of the space's macro; darts_cpu on digits)
       seeds: 1                  # evaluation seeds per found cell (or a list)
       set: {epochs: 12}         # protocol keys and data.KEY overrides
+      calibrate: false          # also train the space's reference cells (raydnas.cells)
+
+With ``sweep.baseline: {random: N}`` the stage also trains N cells drawn uniformly from the
+space (``role: random``, ``method: random_cells``), and with ``calibrate: true`` the space's
+reference cells (``role: reference``, ``method: reference_cells``), under the same protocol and
+evaluation seeds, as trials of the same experiment: the random baseline and the calibration of
+the report (raydnas.reduce.baseline).
 
 Evaluation trials are the search trials' config keys (method, seed, point, Optuna values) plus
 ``kind: evaluate``, ``search_trial_id``, ``eval_seed``, ``protocol`` and the found ``genotype``;
@@ -20,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-EVALUATE_KEYS = ("protocol", "seeds", "set")
+EVALUATE_KEYS = ("protocol", "seeds", "set", "calibrate")
 
 
 @dataclass
@@ -30,9 +37,12 @@ class EvalStage:
     seeds: list[int]
     data: dict[str, Any] = field(default_factory=dict)  # data.KEY overrides
     raw: dict[str, Any] = field(default_factory=dict)
+    calibrate: bool = False
+    random: int = 0             # sweep.baseline.random: random cells to evaluate
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"protocol": self.protocol.to_dict(), "seeds": self.seeds, "data": self.data}
+        return {"protocol": self.protocol.to_dict(), "seeds": self.seeds, "data": self.data,
+                "calibrate": self.calibrate, "random": self.random}
 
 
 def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
@@ -82,7 +92,40 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
     if not seed_list:
         raise ConfigError(f, "evaluate.seeds", seeds,
                           "an integer >= 1 or a list of distinct seeds >= 0")
-    return EvalStage(p, seed_list, data, dict(block))
+    cal = block.get("calibrate", False)
+    if not isinstance(cal, bool):
+        raise ConfigError(f, "evaluate.calibrate", cal, "true or false")
+    if cal:
+        from ..cells import reference_cells
+
+        reference_cells(space, where=f, key="evaluate.calibrate")
+    return EvalStage(p, seed_list, data, dict(block), calibrate=cal)
+
+
+def parse_baseline(block: Any, stage: EvalStage | None, f: str) -> int:
+    """``sweep.baseline: {random: N}``: the number of random cells (0 without the block)."""
+    if block is None:
+        return 0
+    if not isinstance(block, dict) or set(block) != {"random"}:
+        raise ConfigError(f, "sweep.baseline", block, "a mapping {random: N}")
+    n = block["random"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f, "sweep.baseline.random", n, "an integer >= 1 (random cells)")
+    if stage is None:
+        raise ConfigError(f, "sweep.baseline", block,
+                          "an evaluate: block too: the random cells are trained with its "
+                          "protocol, like the found cells")
+    return n
+
+
+def baseline_configs(stage: EvalStage, space, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluation trials of the random and reference cells (``extra``: keys every trial
+    config has, e.g. the Optuna keys as None)."""
+    from ..evaluation.jobs import baseline_cells
+
+    return [dict(extra, kind="evaluate", point=None, eval_seed=s,
+                 protocol=stage.protocol.name, **c)
+            for c in baseline_cells(space, stage.random, stage.calibrate) for s in stage.seeds]
 
 
 def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_id: str,
@@ -105,9 +148,13 @@ def job_of(config: dict[str, Any], study) -> Any:
     from ..genotype import parse_genotype
     from ..spaces import load_space
 
-    method = next(m for m in study.methods if m.name == config["method"])
-    params = {k: config[k] for k in method.params if config.get(k) is not None}
-    cfg = study.trial_config(method, config["seed"], params)
+    role = config.get("role")
+    if role:  # a random or reference cell: the study's base data and space
+        cfg = study.base_config()
+    else:
+        method = next(m for m in study.methods if m.name == config["method"])
+        params = {k: config[k] for k in method.params if config.get(k) is not None}
+        cfg = study.trial_config(method, config["seed"], params)
     space = load_space(cfg.space)
     g = parse_genotype(config["genotype"], nodes=space.nodes)
     data = cfg.data
@@ -116,4 +163,7 @@ def job_of(config: dict[str, Any], study) -> Any:
                               "data", study.source)
     meta = {"search_trial_id": config["search_trial_id"], "method": config["method"],
             "search_seed": config["seed"], "point": config.get("point")}
+    if role:
+        meta.update({k: config[k] for k in ("role", "reference", "reference_what", "cell_dead")
+                     if config.get(k) is not None})
     return EvalJob(g, space, data, study.evaluate.protocol, int(config["eval_seed"]), meta)

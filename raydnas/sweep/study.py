@@ -18,6 +18,7 @@ A study is the set of trials of one Ray Tune experiment: every method × seed, a
       max_failures: 2              # retries of a crashed trial from its last checkpoint
       storage: runs/sweeps         # a local directory or a URI (s3://bucket/path, gs://...)
       name: maile2021              # default: the config file's stem
+      baseline: {random: 10}       # also train 10 random cells of the space (needs evaluate:)
     optuna:
       params:
         regularizer.rho: {log_uniform: [1.0e-4, 1.0]}
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from .optuna_spec import OptunaSpec
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
-              "storage", "name")
+              "storage", "name", "baseline")
 
 
 @dataclass
@@ -104,10 +105,26 @@ class Study:
             return len(self.methods) * len(self.seeds)
         return sum(self.points(m) for m in self.methods) * len(self.seeds)
 
+    def baseline_trials(self) -> int:
+        """Evaluation trials of the random and reference cells."""
+        if self.evaluate is None:
+            return 0
+        from ..cells import REFERENCE_NAMES
+
+        cells = self.evaluate.random + (len(REFERENCE_NAMES) if self.evaluate.calibrate else 0)
+        return cells * len(self.evaluate.seeds)
+
     def total_trials(self) -> int:
-        """Search trials, plus one evaluation trial per finished search and evaluation seed."""
+        """Search trials, plus one evaluation trial per finished search and evaluation seed,
+        plus the baseline's."""
         n = self.search_trials()
-        return n * (1 + len(self.evaluate.seeds)) if self.evaluate is not None else n
+        if self.evaluate is None:
+            return n
+        return n * (1 + len(self.evaluate.seeds)) + self.baseline_trials()
+
+    def base_config(self) -> ExperimentConfig:
+        """The study's base experiment (no method of its own), validated."""
+        return from_dict(copy.deepcopy(self.base), self.source)
 
     def points(self, method: Method) -> int:
         """Optuna points for a method: ``n_trials``, or 1 if no parameter applies to it."""
@@ -219,13 +236,16 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     study.methods = expand_methods(cfg, sweep, f)
     for m in study.methods:  # every method must be a valid experiment on its own: resolve once
         m.epochs = study.trial_config(m, seed_list[0]).epochs
+    from .stage import parse_baseline, parse_stage
+
+    study.evaluate = parse_stage(cfg.evaluate, cfg, f)
+    n_random = parse_baseline(sweep.get("baseline"), study.evaluate, f)
+    if study.evaluate is not None:
+        study.evaluate.random = n_random
     if cfg.optuna is not None:
         from .optuna_spec import parse_optuna
 
         study.optuna = parse_optuna(study, cfg.optuna, f)
-    from .stage import parse_stage
-
-    study.evaluate = parse_stage(cfg.evaluate, cfg, f)
     return study
 
 

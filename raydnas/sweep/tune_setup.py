@@ -47,6 +47,13 @@ def slots(study: Study, nodes: list[dict[str, float]]) -> int:
     return max(1, n)
 
 
+class _DropNaNNotice(logging.Filter):
+    """Drops tensorboardX's "NaN or Inf found in input tensor." (the value is still logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NaN or Inf found in input tensor" not in record.getMessage()
+
+
 def tensorboard_callback():
     """Tune's TensorBoard logger, except that every trial's HPARAMS entry holds every Optuna
     key: a key that does not apply to a trial's method is logged as NaN instead of being left
@@ -55,6 +62,10 @@ def tensorboard_callback():
     import math
 
     from ray.tune.logger import TBXLoggerCallback
+
+    # metrics that are NaN by design (a std with one seed, an Optuna key that does not apply)
+    # are logged as NaN; tensorboardX warns about each one, which is noise
+    logging.getLogger("tensorboardX.x2num").addFilter(_DropNaNNotice())
     from ray.tune.utils import flatten_dict
 
     class Callback(TBXLoggerCallback):
