@@ -9,7 +9,9 @@ reference cells that calibrate an evaluation protocol; and which cells are param
   edge an op uniform over the ops outside ``exclude`` (DARTS: 2 inputs, no ``none``).
 * :func:`reference_cells`: per space, the cells a protocol must tell apart: ``all_skip`` (every
   edge ``skip_connect``), ``all_pool`` (every edge the space's first pooling op), ``one_path``
-  (``none`` everywhere but one conv edge per node's path from the input to the output), and the
+  (``none`` everywhere but one conv edge from the last input into the first output node),
+  ``skip_path`` (the same with ``skip_connect``: the identity cell, so the network is its stem,
+  reductions and head alone), and the
   best known conv cell: NAS-Bench-201's best CIFAR-10 cell for NB201-style spaces
   (``|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|``),
   DARTS_V2 (quark0/darts ``genotypes.py``) for the DARTS space, and for any other space every
@@ -40,7 +42,9 @@ DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_co
             "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
             "reduce_concat=[2, 3, 4, 5])")
 #: the reference cells' names, in the order the calibration table lists them
-REFERENCE_NAMES = ("conv", "one_path", "all_pool", "all_skip")
+REFERENCE_NAMES = ("conv", "one_path", "skip_path", "all_pool", "all_skip")
+#: the parameter-free reference cells the conv cell must beat for a protocol to discriminate
+PARAM_FREE_REFERENCES = ("skip_path", "all_pool", "all_skip")
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,6 +114,22 @@ def _uniform(space: SearchSpace, op: dict[str, str]) -> Genotype:
     return Genotype(cells, space.inputs, space.output, space.genotype_format)
 
 
+def _one_edge(space: SearchSpace, op: str) -> Genotype:
+    """``op`` on one edge from the last input into the first output node, ``none`` elsewhere."""
+    cells = {}
+    first_out = space.nodes - 1 if space.output == "last" else 0
+    for ct in space.cell_types:
+        nodes = []
+        for j in range(space.nodes):
+            n_in = space.inputs + j
+            srcs = list(range(n_in)) if space.rule != "top_k_edges" else \
+                list(range(n_in))[-space.k:]
+            nodes.append(tuple((op if j == first_out and i == space.inputs - 1 else "none", i)
+                               for i in srcs))
+        cells[ct] = tuple(nodes)
+    return Genotype(cells, space.inputs, space.output, space.genotype_format)
+
+
 def _conv_reference(space: SearchSpace, convs: list[str]) -> tuple[str, Genotype]:
     """The space's best known conv cell and its name (module docstring)."""
     from .genotype import parse_genotype
@@ -143,21 +163,11 @@ def reference_cells(space: SearchSpace, where: str = "calibrate", key: str = "ca
                           f"a space with skip_connect, a pooling op and a conv op (space "
                           f"{space.name!r} has {', '.join(space.ops)}), or calibrate: false")
     path_op = next((o for o in ("nor_conv_3x3", "sep_conv_3x3") if o in convs), convs[0])
-    cells = {}
-    for ct in space.cell_types:  # one conv edge from the last input into the first output node
-        first_out = space.nodes - 1 if space.output == "last" else 0
-        nodes = []
-        for j in range(space.nodes):
-            n_in = space.inputs + j
-            srcs = list(range(n_in)) if space.rule != "top_k_edges" else \
-                list(range(n_in))[-space.k:]
-            nodes.append(tuple((path_op if j == first_out and i == space.inputs - 1 else "none",
-                                i) for i in srcs))
-        cells[ct] = tuple(nodes)
     return {
         "conv": _conv_reference(space, convs),
-        "one_path": (f"one {path_op} edge, none elsewhere",
-                     Genotype(cells, space.inputs, space.output, space.genotype_format)),
+        "one_path": (f"one {path_op} edge, none elsewhere", _one_edge(space, path_op)),
+        "skip_path": ("one skip_connect edge, none elsewhere (the identity cell)",
+                      _one_edge(space, "skip_connect")),
         "all_pool": (f"every edge {pools[0]}",
                      _uniform(space, {ct: pools[0] for ct in space.cell_types})),
         "all_skip": ("every edge skip_connect",

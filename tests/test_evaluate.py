@@ -136,8 +136,20 @@ def test_protocol_presets_and_overrides():
     assert (q.channels, q.cells, q.batch_size, q.epochs, q.lr, q.nesterov, q.weight_decay) == \
         (16, 5, 256, 200, 0.1, True, 5e-4)
     assert resolve_protocol("nb201_short").short and not q.short
+    # the short protocols hold out a validation part and are made to tell cells apart
+    assert (q.val_fraction, q.reduction) == (0.0, "residual")
+    assert (resolve_protocol("nb201_short").val_fraction,
+            resolve_protocol("nb201_short").reduction) == (0.2, "light")
+    c = resolve_protocol("darts_cpu")
+    assert (c.channels, c.cells, c.auxiliary_weight, c.val_fraction) == (4, 3, 0.0, 0.2)
     assert resolve_protocol("nb201", {"epochs": 3, "lr": 1}).lr == 1.0
     from raydnas.errors import ConfigError
+
+    for bad in ({"val_fraction": 0.7}, {"reduction": "pool"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            resolve_protocol("nb201_short", bad)
+    with pytest.raises(ConfigError, match="reduction"):
+        resolve_protocol("darts_cpu", {"reduction": "light"})
 
     with pytest.raises(ConfigError, match="momentum"):
         resolve_protocol("darts", {"momentum": 1.5})
@@ -327,12 +339,12 @@ def test_evaluate_with_random_cells_and_calibration_writes_the_verdict(search_ru
     assert "Calibration: the conv cell scores" in out and "random baseline: 2 cells" in out
     root = run / "evaluation" / "nb201_short"
     doc = json.loads((root / "calibration.json").read_text())
-    assert set(doc["calibration"]["cells"]) == {"conv", "one_path", "all_pool", "all_skip"}
+    assert set(doc["calibration"]["cells"]) == {"conv", "one_path", "skip_path", "all_pool", "all_skip"}
     assert doc["baseline"]["n"] == 2
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert names == ["random-0_seed0", "random-1_seed0", "reference-all_pool_seed0",
                      "reference-all_skip_seed0", "reference-conv_seed0",
-                     "reference-one_path_seed0", "seed0"]
+                     "reference-one_path_seed0", "reference-skip_path_seed0", "seed0"]
     final = json.loads((root / "reference-all_pool_seed0" / "final.json").read_text())
     assert final["role"] == "reference" and final["cell_dead"] is False
     assert 0 <= final["metrics"]["eval_val_acc"] <= 1 and final["metrics"]["test_n"] > 0

@@ -8,9 +8,9 @@ import math
 from collections import Counter
 
 import pytest
+from test_reduce import DARTS_V1, DARTS_V2  # the published cells, copied independently
 
 from raydnas.cells import (
-    DARTS_V2,
     NB201_BEST,
     param_free_cell,
     random_cell,
@@ -22,12 +22,6 @@ from raydnas.reduce.baseline import calibration, cell_value, percentile, random_
 from raydnas.reduce.stats import collapse_fraction, skip_none_fraction
 from raydnas.spaces import load_space
 
-DARTS_V1 = ("Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), "
-            "('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
-            "('skip_connect', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
-            "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "
-            "('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], "
-            "reduce_concat=[2, 3, 4, 5])")
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 ALL_POOL = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"
 SPARSE = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
@@ -75,10 +69,13 @@ def test_random_nb201_cells_give_every_edge_an_op_uniform_over_all_ops_none_incl
 
 def test_reference_cells_of_the_published_spaces_and_a_space_without_them():
     nb = reference_cells(load_space("nb201"))
-    assert list(nb) == ["conv", "one_path", "all_pool", "all_skip"]
+    assert list(nb) == ["conv", "one_path", "skip_path", "all_pool", "all_skip"]
     assert nb["conv"] == ("nb201_best", parse_genotype(NB201_BEST))
     assert nb["all_skip"][1].to_nb201() == ALL_SKIP and nb["all_pool"][1].to_nb201() == ALL_POOL
     assert nb["one_path"][1].to_nb201() == "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|"
+    identity = nb["skip_path"][1]
+    assert identity.to_nb201() == "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    assert param_free_cell(identity) and not identity.dead_cells()
     d = reference_cells(load_space("darts"))
     assert d["conv"][0] == "darts_v2" and d["conv"][1] == parse_genotype(DARTS_V2)
     for name, (_, g) in d.items():  # top-2 per node, like every cell the rule derives
@@ -122,6 +119,10 @@ def test_calibration_verdict_follows_the_noise_of_the_reference_cells():
            "all_skip": cell_value([0.80, 0.81, 0.79], 360)}
     v = calibration(far)
     assert v["discriminates"] is True and "discriminates cells" in v["sentence"]
+    # the identity cell within noise of the conv cell: the protocol does not discriminate
+    ident = dict(far, skip_path=cell_value([0.983, 0.98, 0.986], 360))
+    assert calibration(ident)["discriminates"] is False
+    assert list(calibration(ident)["cells"]) == ["conv", "skip_path", "all_pool", "all_skip"]
     near = dict(far, all_pool=cell_value([0.975, 0.97, 0.98], 360))
     v = calibration(near)
     assert v["discriminates"] is False and v["comparisons"]["all_pool"]["told_apart"] is False

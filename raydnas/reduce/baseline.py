@@ -16,7 +16,8 @@ Definitions (every evaluation here is one cell trained from scratch under one pr
   protocol **cannot separate cells** when that spread is below twice the median noise of those
   cells: the random cells differ less than one cell's measurement varies;
 * the **calibration** passes when the ``conv`` reference cell is told apart from, and above,
-  both the ``all_pool`` and the ``all_skip`` cell.
+  every parameter-free reference cell that was evaluated: ``skip_path`` (the identity cell),
+  ``all_pool`` and ``all_skip``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def random_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def calibration(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The calibration verdict from the reference cells' values (name -> cell_value(...) plus
     ``what`` and ``genotype``)."""
-    from ..cells import REFERENCE_NAMES
+    from ..cells import PARAM_FREE_REFERENCES, REFERENCE_NAMES
 
     refs = {k: refs[k] for k in sorted(refs, key=lambda k: (
         REFERENCE_NAMES.index(k) if k in REFERENCE_NAMES else len(REFERENCE_NAMES), k))}
@@ -93,12 +94,12 @@ def calibration(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return out
     ok = True
     parts = []
-    for other in ("all_pool", "all_skip", "one_path"):
-        if other not in refs:
+    for other in refs:
+        if other == "conv":
             continue
         diff, thr, apart = told_apart(conv, refs[other])
         out["comparisons"][other] = {"diff": diff, "threshold": thr, "told_apart": apart}
-        if other != "one_path":
+        if other in PARAM_FREE_REFERENCES:
             ok = ok and apart
             parts.append(f"{other} {refs[other]['test_acc']:.4f} ({diff:+.4f} below, "
                          f"threshold {thr:.4f}: {'told apart' if apart else 'NOT told apart'})")
