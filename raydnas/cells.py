@@ -16,14 +16,13 @@ reference cells that calibrate an evaluation protocol; and which cells are param
   (``|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|``),
   DARTS_V2 (quark0/darts ``genotypes.py``) for the DARTS space, and for any other space every
   edge its conv op with the most weights (``all_conv``).
-* :func:`param_free_ops` / :func:`param_free_cell`: an op is parameter-free when its stride-1
-  module has no weights (``none``, ``skip_connect``, pools); a cell is parameter-free when it is
-  live but no path from an input to the output passes an op with weights.
+* :func:`param_free_cell`: an op is parameter-free when it is in ``raydnas.ops.PARAM_FREE``
+  (``none``, ``skip_connect``, pools; the set ``param_free_ops`` counts); a cell is
+  parameter-free when it is live but no path from an input to the output passes an op with
+  weights.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -47,17 +46,11 @@ REFERENCE_NAMES = ("conv", "one_path", "skip_path", "all_pool", "all_skip")
 PARAM_FREE_REFERENCES = ("skip_path", "all_pool", "all_skip")
 
 
-@functools.lru_cache(maxsize=None)
 def op_has_weights(name: str) -> bool:
-    """Whether the registered op ``name`` has weights at stride 1 (affine BatchNorms)."""
-    from .ops import OPS
+    """Whether op ``name`` has weights: every op outside :data:`raydnas.ops.PARAM_FREE`."""
+    from .ops import PARAM_FREE
 
-    return any(p.numel() for p in OPS.create(name, 4, 4, 1, True).parameters())
-
-
-def param_free_ops(space: SearchSpace) -> tuple[str, ...]:
-    """The space's ops without weights, ``none`` left out (a missing edge, not an op)."""
-    return tuple(o for o in space.ops if o != "none" and not op_has_weights(o))
+    return name not in PARAM_FREE
 
 
 def param_free_cell(g: Genotype, cell: str = "normal") -> bool:

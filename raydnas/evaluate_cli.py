@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     jobs, skipped = plan(args.source, genotype=args.genotype, space=args.space,
                          protocol=args.protocol, seeds=_seeds(args.seeds),
                          overrides=_overrides(args.set), out=args.out,
-                         train=not args.benchmark, random=_random(args.random),
+                         train=not args.benchmark, random=args.random,
                          calibrate=args.calibrate)
     for line in skipped:
         print(f"  skipped: {line}")
@@ -90,12 +90,6 @@ def _run(args: argparse.Namespace) -> int:
     _table(p, rows)
     _verdicts(rows)
     return 0
-
-
-def _random(n: int) -> int:
-    if n < 0:
-        raise ConfigError("raydnas evaluate", "--random", n, "an integer >= 1 (random cells)")
-    return n
 
 
 def _verdicts(rows) -> None:
