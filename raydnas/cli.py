@@ -16,7 +16,7 @@ def _search(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, args.set)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    out = Path(args.out).expanduser() if args.out else Path("runs") / Path(args.config).stem
     if args.fresh:
         from .checkpoint import previous
 

@@ -223,7 +223,7 @@ def _check_sizes(cfg: ExperimentConfig) -> None:
 
 def read_yaml(path: str | Path) -> dict:
     """The parsed YAML file (an empty file is ``{}``); a missing or broken file is one line."""
-    p = Path(path)
+    p = Path(path).expanduser()  # '~/…' as typed in a quoted ray job entrypoint
     if not p.is_file():
         raise ConfigError(str(path), "<file>", str(path), "an existing YAML file")
     try:

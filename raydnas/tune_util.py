@@ -15,21 +15,39 @@ import tempfile
 from pathlib import Path
 
 
+class GPUUnusable(RuntimeError):
+    """Ray assigned the trial a GPU, but this node's CUDA cannot be used (wrong torch build for
+    the driver, no driver, a GPU that is only a scheduling resource): the same on every retry."""
+
+
 def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
     """The device and torch threads of a trial holding ``resources`` ({cpu, gpu}): the first
-    GPU Ray assigned (``cuda:0`` under its CUDA_VISIBLE_DEVICES), else the CPU."""
+    GPU Ray assigned (``cuda:0`` under its CUDA_VISIBLE_DEVICES), else the CPU.
+
+    A trial that holds GPUs on a node whose CUDA is unusable raises :class:`GPUUnusable` with
+    one line, instead of silently training on the CPU (or a CUDA traceback deep in the first
+    step). ``RAYDNAS_DEVICE=cpu`` in the trials' environment computes on the CPU whatever Ray
+    assigned: for clusters whose GPUs are resources only (Ray's fake multi-node provider)."""
     import ray
     import torch
 
     threads = max(1, int(resources["cpu"]))
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-    if gpus and torch.cuda.is_available():
-        # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPUs: the first one is cuda:0
-        frac = resources["gpu"]
-        if 0 < frac < 1:
-            torch.cuda.set_per_process_memory_fraction(frac, 0)
-        return "cuda:0", threads
-    return "cpu", threads
+    if not gpus or os.environ.get("RAYDNAS_DEVICE", "").lower() == "cpu":
+        return "cpu", threads
+    if not torch.cuda.is_available():
+        node = ray.util.get_node_ip_address()
+        raise GPUUnusable(
+            f"node {node}: Ray assigned this trial GPU {[str(g) for g in gpus]} "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but "
+            f"torch {torch.__version__} cannot use CUDA there (torch.cuda.is_available() is "
+            "False): install the torch build for that node's driver, or set "
+            "sweep.resources.gpu: 0 (RAYDNAS_DEVICE=cpu if its GPUs are not real)")
+    # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPUs: the first one is cuda:0
+    frac = resources["gpu"]
+    if 0 < frac < 1:
+        torch.cuda.set_per_process_memory_fraction(frac, 0)
+    return "cuda:0", threads
 
 
 def with_tune_checkpoints(run) -> None:

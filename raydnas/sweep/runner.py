@@ -105,6 +105,7 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
 
 def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce: bool,
          quiet: bool) -> SweepSummary:
+    import ray
     from ray import tune
 
     from .searcher import StudySearcher
@@ -112,9 +113,10 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
 
     nodes = node_capacities()
     check_fits(study, nodes)
-    if "://" not in study.storage and len(nodes) > 1:
-        print(f"note: {len(nodes)} nodes and a local storage path ({study.storage}); on a real "
-              "cluster use storage every node reaches (s3://..., gs://..., or an NFS path)",
+    live = sum(1 for n in ray.nodes() if n.get("Alive"))  # nodes also lists launchable types
+    if "://" not in study.storage and (live > 1 or len(nodes) > live):
+        print(f"note: a cluster ({live} nodes now) and a local storage path ({study.storage}); "
+              "on a real cluster use storage every node reaches (s3://..., gs://..., or NFS)",
               flush=True)
     exp = study.experiment_path
     can = tune.Tuner.can_restore(exp)

@@ -1,0 +1,164 @@
+"""``ray up`` for real: cluster_local.yaml brought up over SSH on this machine, a study submitted
+as a Ray job, stopped mid-run and continued by the same submit command, reduced, torn down.
+
+The "machine" is a real sshd on 127.0.0.1:22 (``tests/sshbox.py``). The YAML is the file a user
+gets with only what must differ changed: the IPs, the SSH user and key, and the one-box edit its
+header documents (no workers, so the head runs the trials). Every other command is the README's
+cluster section as written, run by Ray's own CLI from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sshbox import HOST, USER, SSHBox, control_dir, kill_matching, missing
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+EPOCHS = 2
+DASH = "http://127.0.0.1:8266"  # the README's forwarded port (8265 is the head's own, here)
+
+
+def one_box_yaml(box: SSHBox, dest: Path) -> Path:
+    raw = yaml.safe_load((ROOT / "cluster_local.yaml").read_text())
+    raw["provider"].update(head_ip=HOST, worker_ips=[])
+    raw["auth"] = {"ssh_user": USER, "ssh_private_key": str(box.key)}
+    raw["min_workers"] = raw["max_workers"] = 0
+    raw["head_start_ray_commands"] = [c.replace(" --num-cpus=0", "")
+                                      for c in raw["head_start_ray_commands"]]
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
+
+
+class Steps:
+    """Runs CLI commands from the repository root and records how long each took."""
+
+    def __init__(self, env: dict):
+        self.env, self.took = env, {}
+
+    def run(self, step: str, cmd: list[str], timeout: float = 300, check: bool = True):
+        t = time.monotonic()
+        r = subprocess.run(cmd, cwd=ROOT, env=self.env, capture_output=True, text=True,
+                           timeout=timeout)
+        self.took[step] = round(time.monotonic() - t, 1)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{step}: {' '.join(cmd)} exited {r.returncode}\n"
+                                 f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        return r
+
+
+def results(exp: Path) -> dict[str, list[int]]:
+    """Epochs reported so far, per trial directory."""
+    out = {}
+    for d in sorted(exp.glob("*_seed*")):
+        try:
+            lines = (d / "result.json").read_text().splitlines()
+        except OSError:
+            lines = []
+        out[d.name] = [json.loads(x)["epoch"] for x in lines if x.strip()]
+    return out
+
+
+def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
+    why = missing()
+    if why:
+        pytest.fail(why)
+    bindir = str(Path(sys.executable).parent)
+    laptop = tmp_path / "laptop"  # the user's home on the machine that runs `ray up`
+    laptop.mkdir()
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", RAY_USAGE_STATS_ENABLED="0",
+               HOME=str(laptop))
+    env.pop("RAY_ADDRESS", None)
+    storage = tmp_path / "sweeps"  # on one box the head's disk is the shared storage
+    exp = storage / "quickstart_optuna"
+    dashboard = None
+    # the box's home holds the remote Ray's sockets: keep it short (AF_UNIX paths <= 107 bytes)
+    with SSHBox(Path(tempfile.mkdtemp(prefix="rdbox-"))) as box:
+        cfg = str(one_box_yaml(box, tmp_path / "cluster_local.yaml"))
+        steps = Steps(env)
+        try:
+            # 0. the token you and every node share (file_mounts), then start the head
+            steps.run("token", ["ray", "get-auth-token", "--generate"])
+            token = (laptop / ".ray" / "auth_token").read_text().strip()
+            steps.run("ray up", ["ray", "up", "-y", cfg], timeout=400)
+            assert (box.home / ".ray" / "auth_token").read_text().strip() == token
+            where = steps.run("synced copy", ["ray", "exec", cfg, "cd / && python -c 'import "
+                              "raydnas; print(\"AT\", raydnas.__file__)'"]).stdout
+            assert f"AT {box.home}/raydnas/raydnas/__init__.py" in where
+            assert "optuna-dashboard" in steps.run("head setup", ["ray", "exec", cfg,
+                                                  "pip show optuna-dashboard"]).stdout
+            # 2. the forwarded job port, with token auth
+            env["RAY_AUTH_MODE"] = "token"
+            dashboard = subprocess.Popen(["ray", "dashboard", cfg, "--port", "8266"], cwd=ROOT,
+                                         env=env, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.monotonic() + 60
+            while steps.run("jobs api", ["ray", "job", "list", "--address", DASH],
+                            check=False).returncode != 0:
+                assert time.monotonic() < deadline, "the forwarded job port never answered"
+                time.sleep(1)
+            steps.env = dict(env, RAY_AUTH_TOKEN="0" * 32)
+            wrong = steps.run("wrong token", ["ray", "job", "list", "--address", DASH], check=False)
+            steps.env = env
+            assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stderr + wrong.stdout
+            # 3. submit the study, stop it mid-run, submit the same command again
+            submit = ["ray", "job", "submit", "--address", DASH, "--no-wait", "--",
+                      "raydnas", "sweep", "~/raydnas/configs/quickstart_optuna.yaml",
+                      "--address", "auto", "--storage", str(storage),
+                      "--set", f"epochs={EPOCHS}", "optuna.n_trials=2"]
+            steps.run("submit", submit[:5] + ["--submission-id", "qo-1"] + submit[5:])
+            deadline = time.monotonic() + 240
+            while sum(len(e) >= 1 for e in results(exp).values()) < 2:
+                assert time.monotonic() < deadline, f"no progress: {results(exp)}"
+                time.sleep(0.5)
+            steps.run("job stop", ["ray", "job", "stop", "--address", DASH, "qo-1"])
+            time.sleep(2)
+            before = results(exp)
+            finished = {n for n, e in before.items() if e and e[-1] == EPOCHS}
+            started = {n for n, e in before.items() if e and e[-1] < EPOCHS}
+            assert started, f"nothing was mid-run when the job stopped: {before}"
+            done_at = {n: (exp / n / "result.json").stat().st_mtime for n in finished}
+            steps.run("submit again", submit[:5] + ["--submission-id", "qo-2"] + submit[5:])
+            logs = steps.run("job logs --follow", ["ray", "job", "logs", "--address", DASH,
+                             "--follow", "qo-2"], timeout=400).stdout
+            status = steps.run("job status", ["ray", "job", "status", "--address", DASH,
+                               "qo-2"]).stdout
+            assert "Job 'qo-2' succeeded" in status, logs[-3000:]
+            assert "continuing the experiment" in logs
+            assert "Restored on" in logs  # the stopped trials resumed from checkpoints
+            after = results(exp)
+            assert len(after) == 8 and all(e == list(range(1, EPOCHS + 1)) for e in after.values()), after
+            for n in finished:  # finished trials were kept, not run again
+                assert (exp / n / "result.json").stat().st_mtime == done_at[n]
+            # Optuna continued the same studies: 2 points per method, each told once
+            import optuna
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+            journal = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
+            names = optuna.get_all_study_names(journal)
+            assert len(names) == 2
+            for name in names:
+                trials = optuna.load_study(study_name=name, storage=journal).trials
+                assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], name
+            steps.run("ray status", ["ray", "exec", cfg, "ray status"])
+            # 4. report from the shared storage, then tear down
+            steps.run("reduce", ["raydnas", "reduce", str(exp)])
+            assert (exp / "report" / "report.md").is_file()
+            steps.run("ray down", ["ray", "down", "-y", cfg])
+            left = box.processes()
+            assert not [p for p in left if "ray" in p], left
+        finally:
+            if dashboard is not None:
+                os.killpg(dashboard.pid, 9)
+                dashboard.wait(10)
+            box.close()  # ends whatever still runs on the box
+            kill_matching(control_dir("raydnas-onprem"))  # ssh ControlMaster of Ray's runner
+            print("ray up timings (s):", json.dumps(steps.took))
