@@ -14,7 +14,8 @@ from raydnas.config import apply_overrides, from_dict, load_config, read_yaml
 from raydnas.search import SearchState, run_search, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESETS = ["darts_v1", "darts_v2", "idarts", "milenas", "snas", "gdas", "darts_prime", "maile2021"]
+PRESETS = ["darts_v1", "darts_v2", "idarts", "milenas", "snas", "gdas", "darts_prime", "maile2021",
+           "beta_darts"]
 
 STATEFUL = {
     "crb/mixed/informed/admm": (

@@ -11,7 +11,7 @@ import torch
 from helpers import tiny_cfg, tiny_state
 
 from raydnas.axes.checks import AxisParamError
-from raydnas.axes.regularizer import ADMM, Prox, Resource, project
+from raydnas.axes.regularizer import ADMM, BetaDecay, Prox, Resource, project
 from raydnas.axes.schedule import Informed, Interval
 from raydnas.costs import op_costs
 from raydnas.errors import ConfigError
@@ -95,6 +95,33 @@ def test_prox_penalty_is_the_ramped_distance_to_the_projection():
     after = {c: p.detach() for c, p in st.model.op_probs().items()}
     dist = lambda p: sum(float(torch.linalg.norm(p[c] - target[c])) for c in p)  # noqa: E731
     assert dist(after) < dist(probs)
+
+
+def test_beta_decay_is_the_ramped_mean_logsumexp_with_the_softmax_gradient():
+    # float64 against an explicit reference: R = λ_e·mean_e logsumexp(α_e), and its exact
+    # gradient λ_e·softmax(α_e)/E (E: edges of every cell type), λ_e = lam·e/ramp_epochs
+    st = tiny_state(dtype=torch.float64)
+    with torch.no_grad():
+        for a in st.model.arch_parameters():
+            a.copy_(torch.randn_like(a))
+    reg = BetaDecay(lam=50, ramp_epochs=100)
+    st.epoch = 0
+    assert reg.penalty(st) == 0.0  # the code's weight is 0 in its first epoch
+    st.epoch = 7
+    alphas = st.model.arch_parameters()
+    edges = sum(a.shape[0] for a in alphas)
+    lam = 50 * 7 / 100
+    want = lam * sum(math.log(sum(math.exp(v) for v in row)) for a in alphas
+                     for row in a.detach().tolist()) / edges
+    pen = reg.penalty(st)
+    assert pen.dtype == torch.float64 and float(pen) == pytest.approx(want, rel=1e-12)
+    for a, g in zip(alphas, torch.autograd.grad(pen, alphas)):
+        torch.testing.assert_close(g, lam * torch.softmax(a.detach(), -1) / edges,
+                                   rtol=1e-12, atol=1e-15)
+    with pytest.raises(AxisParamError, match="ramp_epochs"):
+        BetaDecay(ramp_epochs=0)
+    with pytest.raises(AxisParamError, match="lam"):
+        BetaDecay(lam=-1)
 
 
 def test_admm_reaches_a_feasible_discrete_cell_on_a_fixed_quadratic():

@@ -284,3 +284,45 @@ class Resource(Regularizer):
                 per_edge = per_edge / cost.max(dim=-1).values.clamp_min(1e-12)
             r = r + (self.ratio if c == "reduce" else 1.0) * per_edge.sum(-1).mean()
         return r
+
+
+@REGULARIZERS.register("beta")
+class BetaDecay(Regularizer):
+    """β-DARTS beta-decay regularization (Ye et al., CVPR 2022; code Sunshine-Ye/Beta-DARTS at
+    f3077048, ``optimizers/darts/architect.py``: ``mlc_loss`` and ``_backward_step``).
+
+    R = λ_e · mean over every edge of log Σ_k exp(α_{e,k}), on the raw α (before the activation;
+    the edges of all cell types pooled, as the code's single NAS-Bench-201 α tensor), with the
+    linear weight λ_e = ``lam`` · e / ``ramp_epochs``, e the epochs completed. The code writes
+    ``weights = 0 + 50*epoch/100``: λ grows by 0.5 per epoch whatever ``--epochs`` is (its
+    NAS-Bench-201 search runs ``--epochs 100``), hence ``lam`` 50 and ``ramp_epochs`` 100.
+    ∂R/∂α_e = λ_e·softmax(α_e)/E: every α is pushed down in proportion to its softmax weight,
+    which keeps the logits' scale small (the "beta decay").
+
+    The code adds R only in its first-order α step (``--unrolled`` skips it), and its DARTS-space
+    script calls ``architect.step`` without the ``epoch`` this architect requires; here R is the
+    regularizer of any gradient estimator and any space.
+
+    Args:
+        lam: the weight after ``ramp_epochs`` epochs (50).
+        ramp_epochs: epochs over which λ grows from 0 to ``lam`` (100), and on beyond.
+    """
+
+    requires_normalized = True  # defined on the logits of a softmax-like activation
+
+    def __init__(self, lam: float = 50.0, ramp_epochs: float = 100.0) -> None:
+        require(_num(lam) and lam >= 0, "lam", lam, "a number >= 0")
+        require(_num(ramp_epochs) and ramp_epochs > 0, "ramp_epochs", ramp_epochs,
+                "a number > 0")
+        self.lam, self.ramp_epochs = float(lam), float(ramp_epochs)
+
+    def weight(self, epoch: int) -> float:
+        """λ_e after ``epoch`` completed epochs."""
+        return self.lam * epoch / self.ramp_epochs
+
+    def penalty(self, ctx):
+        w = self.weight(ctx.epoch)
+        if w == 0:
+            return 0.0
+        alphas = [a.reshape(-1, a.shape[-1]) for a in ctx.model.alphas.values()]
+        return w * torch.logsumexp(torch.cat(alphas), dim=-1).mean()
