@@ -39,7 +39,7 @@ out = {"t": {}}
 t0 = time.monotonic()
 fake = {
     "cluster_name": "raydnas-fake", "max_workers": 2, "upscaling_speed": 1.0,
-    "idle_timeout_minutes": 0.25,
+    "idle_timeout_minutes": 0.1,
     "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
                  "disable_node_updaters": True, "disable_launch_config_check": True},
     "available_node_types": {

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 # long enough that the second wave of trials is still running when the driver is killed
-EPOCHS = 8
+EPOCHS = 5
 
 def _complete(d: Path) -> bool:
     try:
@@ -99,7 +99,7 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
 
 
 EVAL = ["--set", "evaluate.set.cutout=0", "--set", "evaluate.set.epochs=4",
-        "--set", "evaluate.set.channels=8", "--set", "evaluate.set.cells=5",
+        "--set", "evaluate.set.channels=4", "--set", "evaluate.set.cells=3",
         "--set", "sweep.baseline.random=2"]
 
 
