@@ -114,7 +114,7 @@ def test_beta_decay_is_the_ramped_mean_logsumexp_with_the_softmax_gradient():
     want = lam * sum(math.log(sum(math.exp(v) for v in row)) for a in alphas
                      for row in a.detach().tolist()) / edges
     pen = reg.penalty(st)
-    assert pen.dtype == torch.float64 and float(pen) == pytest.approx(want, rel=1e-12)
+    assert pen.dtype == torch.float64 and float(pen.detach()) == pytest.approx(want, rel=1e-12)
     for a, g in zip(alphas, torch.autograd.grad(pen, alphas)):
         torch.testing.assert_close(g, lam * torch.softmax(a.detach(), -1) / edges,
                                    rtol=1e-12, atol=1e-15)
