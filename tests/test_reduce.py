@@ -13,6 +13,7 @@ from PIL import Image
 from reduce_fixtures import ExperimentWriter, darts, flat
 
 import raydnas
+from raydnas.cells import DARTS_V2
 from raydnas.cli import main
 from raydnas.errors import ConfigError
 from raydnas.reduce import reduce
@@ -215,12 +216,6 @@ DARTS_V1 = ("Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_c
             "('skip_connect', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
             "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "
             "('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], "
-            "reduce_concat=[2, 3, 4, 5])")
-DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
-            "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
-            "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
-            "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
-            "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
             "reduce_concat=[2, 3, 4, 5])")
 NB201_SKIP = ("|skip_connect~0|+|skip_connect~0|skip_connect~1|"
               "+|skip_connect~0|skip_connect~1|skip_connect~2|")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..tune_util import GPUUnusable, device_and_threads, with_tune_checkpoints
+from ..tune_util import device_and_threads, with_tune_checkpoints
 from .study import Study
 
 FAILURE_MARKER = "failure.json"
@@ -41,11 +41,7 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
     marker = out / FAILURE_MARKER
     if marker.is_file():
         raise RuntimeError(json.loads(marker.read_text())["error"])
-    try:
-        device, threads = device_and_threads(study.resources)
-    except GPUUnusable as e:  # the same on every retry on this node: fail the retries at once
-        marker.write_text(json.dumps({"error": f"GPUUnusable: {e}"}))
-        raise
+    device, threads = device_and_threads(study.resources)
 
     def run(report, restore, log):
         try:
