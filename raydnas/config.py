@@ -44,6 +44,7 @@ from .config_sections import (  # noqa: F401  (re-exported)
     ModelConfig,
     OptimConfig,
     SpeedConfig,
+    StopConfig,
     build_section,
 )
 from .errors import ConfigError, one_of
@@ -64,6 +65,7 @@ class ExperimentConfig:
     log: LogConfig = field(default_factory=LogConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
     axes: dict[str, AxisConfig] = field(
         default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
@@ -99,7 +101,7 @@ class ExperimentConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
-             "measure": MeasureConfig, "speed": SpeedConfig}
+             "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig}
 _TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep",
         "optuna", "evaluate"}
 
@@ -177,6 +179,10 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
         if not data.download and not Path(data.root).exists():
             raise ConfigError(f, "data.root", data.root,
                               "an existing directory (or set data.download: true)")
+    if sections["stop"].hessian_factor is not None and not sections["measure"].hessian_every:
+        raise ConfigError(f, "stop.hessian_factor", sections["stop"].hessian_factor,
+                          "null, or set measure.hessian_every > 0: the rule reads the Hessian "
+                          "eigenvalue")
     checked = {a: _axis(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
                for a in AXIS_NAMES}
     axes = {a: c for a, (c, _) in checked.items()}

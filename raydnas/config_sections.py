@@ -44,6 +44,26 @@ class ModelConfig:
     channels: int | None = field(default=None, metadata={
         "check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
     cells: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
+    #: DARTS- (Chu et al., ICLR 2021): β₀ of an auxiliary skip on every edge (0: none; the
+    #: paper's 1.0), decayed per epoch by ``aux_skip_decay`` over ``aux_skip_epochs``
+    aux_skip_beta: float = field(default=0.0, metadata={"check": (_nonneg, "a number >= 0")})
+    aux_skip_decay: str = field(default="linear", metadata={
+        "check": (lambda v: v in ("linear", "constant"), "linear or constant")})
+    aux_skip_epochs: int | None = field(default=None, metadata={
+        "check": (_pos, "an integer > 0 or null (the search's epochs)")})
+
+    def aux_beta(self, epoch: int, epochs: int) -> float:
+        """β of the auxiliary skips during the epoch after ``epoch`` completed ones.
+
+        ``linear`` (Meituan-AutoML/DARTS- at adb81a83, ``src/utils.py`` ``DecayScheduler``,
+        ``--decay linear``, stepped at each epoch's start): β_e = β₀·(T − e)/T, T =
+        ``aux_skip_epochs`` or the search's epochs, 0 after T (the code's T is
+        ``--decay_max_epoch`` 50 = its epochs, so its last epoch has β = β₀/T, never 0);
+        ``constant``: β₀ (the code's ``--decay`` default None)."""
+        if self.aux_skip_decay == "constant":
+            return self.aux_skip_beta
+        T = self.aux_skip_epochs or epochs
+        return self.aux_skip_beta * max(0.0, (T - epoch) / T)
 
 
 @dataclass
@@ -86,6 +106,26 @@ class MeasureConfig:
     samples: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
     tune_epochs: int = field(default=1, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
     tune_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
+    #: RobustDARTS's signal: the dominant eigenvalue of ∇²_α L_val every this many epochs
+    #: (and at the last; 0: off), by power iteration of at most ``hessian_iters`` products
+    hessian_every: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
+    hessian_iters: int = field(default=20, metadata={"check": (_pos, "an integer > 0")})
+
+
+@dataclass
+class StopConfig:
+    """``stop:``: rules that end a search early, each off by default (:mod:`raydnas.hessian`).
+
+    ``hessian_factor``: DARTS-ES (Zela et al., ICLR 2020): stop when the local average of the
+    Hessian eigenvalue (``measure.hessian_every``) over ``hessian_window`` values rose by more
+    than this factor over ``hessian_delta`` averages (the code's 1.3), checked once that span
+    starts at ``hessian_start_epoch`` or later (null: off)."""
+
+    hessian_factor: float | None = field(default=None, metadata={
+        "check": (lambda v: v > 1, "a number > 1 or null (off)")})
+    hessian_window: int = field(default=5, metadata={"check": (_pos, "an integer > 0")})
+    hessian_delta: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
+    hessian_start_epoch: int = field(default=10, metadata={"check": (_nonneg, "an integer >= 0")})
 
 
 @dataclass

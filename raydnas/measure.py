@@ -152,6 +152,22 @@ class Measurer:
         return {"val_loss": loss, "val_acc": acc, "discrete_val_loss": d_loss,
                 "discrete_val_acc": d_acc}
 
+    def hessian_eigenvalue(self, model: nn.Module, iters: int) -> float:
+        """RobustDARTS's signal on ``model`` (left untouched: a copy is used): the dominant
+        eigenvalue of ∇²_α of the cross-entropy on the first validation batch, in train mode
+        (:func:`raydnas.hessian.dominant_eigenvalue`, seeded start vector; a stochastic
+        activation's noise is held fixed)."""
+        from .hessian import dominant_eigenvalue
+
+        net = copy_model(model)
+        net.train()
+        x, y = next(iter(self.val.sequential()))
+        x, y = x.to(self.device), y.to(self.device)
+        g = torch.Generator().manual_seed(self.seed * _SAMPLE_SEED + 7)
+        with net.activation.frozen_noise():
+            return dominant_eigenvalue(lambda: nn.functional.cross_entropy(net(x), y),
+                                       net.arch_parameters(), iters, generator=g)
+
     def tuned(self, net: nn.Module, train: Batches, epochs: int, lr: float,
               optim: Any) -> dict[str, float]:
         """Fine-tune ``net`` (a stand-alone network, changed in place) for ``epochs`` passes over

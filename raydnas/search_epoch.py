@@ -14,6 +14,7 @@ import torch
 
 from .data import Batches, Cycle
 from .genotype import derive
+from .hessian import eigenvalue_stop
 from .measure import Measurer
 from .metrics import (
     DECIDED_MARGIN,
@@ -63,6 +64,7 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     train_b, val = loop.train, loop.val
     t0 = time.perf_counter()
     a0 = st.alpha_steps
+    model.aux_beta = cfg.model.aux_beta(st.epoch, cfg.epochs)
     for part in st.parts.values():
         part.start_epoch(st)
     model.train()
@@ -113,10 +115,12 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
         "alpha_steps": st.alpha_steps,
         "alpha_steps_epoch": st.alpha_steps - a0,
         "lr": st.lr,
+        **({"aux_skip_beta": model.aux_beta} if cfg.model.aux_skip_beta else {}),
         "epoch_seconds": time.perf_counter() - t0,
     }
     for part in st.parts.values():
         m.update(part.epoch_metrics(st, genotype, m))
+    _hessian(st, loop, m)
     if not math.isfinite(m["val_loss"]):
         raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
     tuned = ""
@@ -133,6 +137,31 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
         f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
         f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
     return m
+
+
+def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> None:
+    """``hessian_eigenvalue`` on its epochs, and the DARTS-ES rule (``stop.hessian_factor``)."""
+    cfg = st.cfg
+    every = cfg.measure.hessian_every
+    if not every or (st.epoch % every and st.epoch < cfg.epochs):
+        return
+    t0 = time.perf_counter()
+    m["hessian_eigenvalue"] = loop.measurer.hessian_eigenvalue(st.model, cfg.measure.hessian_iters)
+    m["hessian_seconds"] = time.perf_counter() - t0
+    sc = cfg.stop
+    if sc.hessian_factor is None or st.epoch >= cfg.epochs or m.get("early_stop"):
+        return
+    values = [(h["epoch"], h["hessian_eigenvalue"]) for h in [*st.history, m]
+              if "hessian_eigenvalue" in h and h["epoch"] % every == 0]
+    hit = eigenvalue_stop(values, every, sc.hessian_window, sc.hessian_delta, sc.hessian_factor,
+                          sc.hessian_start_epoch)
+    if hit is not None:
+        reason, back = hit
+        m["early_stop"] = reason
+        old = next((h for h in st.history if h["epoch"] == back), None)
+        if old is not None:  # the cell the code returns; this run's result stays this epoch's
+            m["early_stop_genotype"] = old["genotype"]
+            m["early_stop_genotype_epoch"] = back
 
 
 def _margin_metrics(margins: list[float]) -> dict[str, Any]:

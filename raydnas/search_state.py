@@ -74,7 +74,8 @@ class SearchState:
         space = load_space(cfg.space)
         self.model = Supernet(space, self.parts["activation"], self.dataset.num_classes,
                               self.dataset.in_channels, cfg.model.channels, cfg.model.cells,
-                              seed=cfg.seed, fuse=cfg.speed.fuse).to(device)
+                              seed=cfg.seed, fuse=cfg.speed.fuse,
+                              aux_skip=cfg.model.aux_skip_beta > 0).to(device)
         self.space = self.model.space
         self.criterion = nn.CrossEntropyLoss()
         o = cfg.optim
@@ -192,7 +193,10 @@ def train_step(st: SearchState, batch, val: Cycle | None) -> tuple[float, int]:
         a.requires_grad_(joint)
     try:
         x, y = batch
-        logits = model(x)
+        w = None
+        for part in parts:
+            w = part.weight_step_weights(st, w, batch)
+        logits = model(x) if w is None else model(x, op_weights=w)
         loss = st.criterion(logits, y)
         total = loss + st.penalty() if joint else loss
         total.backward()

@@ -75,16 +75,21 @@ class Cell(nn.Module):
     """A searchable cell: node j = Σ_{i<j} MixedOp_{i,j}(x_i), optional node BatchNorm."""
 
     def __init__(self, space: SearchSpace, op_names, C_in: list[int], C: int, reduction: bool,
-                 reduction_prev: bool, node_norm: bool, fuse: bool = False):
+                 reduction_prev: bool, node_norm: bool, fuse: bool = False,
+                 aux_skip: bool = False):
         super().__init__()
         self.reduction = reduction
         self.space = space
         self.C = C
         self.pre = preprocess(space, C_in, C, reduction_prev, False)
         self.edges = nn.ModuleList()
-        for i, j in space.edges:
-            stride = 2 if reduction and i < space.inputs else 1
+        strides = [2 if reduction and i < space.inputs else 1 for i, _ in space.edges]
+        for stride in strides:
             self.edges.append(MixedOp(op_names, C, C, stride, space.pool_bn))
+        #: DARTS-'s auxiliary skip per edge, apart from the candidates and outside a(α):
+        #: identity, or on a stride-2 edge a FactorizedReduce with its own weights
+        self.aux = (nn.ModuleList(OPS.create("skip_connect", C, C, s, False) for s in strides)
+                    if aux_skip else None)
         self.node_bn = (nn.ModuleList(nn.BatchNorm2d(C, affine=False) for _ in range(space.nodes))
                         if node_norm else None)
         #: run ops of one kind on edges leaving the same node as one kernel (raydnas.fusion)
@@ -93,9 +98,12 @@ class Cell(nn.Module):
                            for i in range(space.inputs + space.nodes)]
 
     def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]],
-                bias: torch.Tensor | None = None):
+                bias: torch.Tensor | None = None, aux_beta: float = 0.0):
         """``w``: ``[edges, ops]`` op weights; ``active``: per edge the ops to run; ``bias``:
-        optional ``[edges]`` scalars added to each edge's output (:meth:`MixedOp.forward`)."""
+        optional ``[edges]`` scalars added to each edge's output (:meth:`MixedOp.forward`);
+        ``aux_beta``: β of the auxiliary skips (DARTS-; 0 or no ``aux``: none), each edge
+        adding β·aux(x)."""
+        aux = self.aux if aux_beta and self.aux is not None else None
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
         relus = [SharedReLU(x) for x in states]
         ws, wcs = w.unbind(0), channel_weights(w, self.C).unbind(0)
@@ -108,9 +116,11 @@ class Cell(nn.Module):
         for j in range(self.space.nodes):
             s = None
             for i in range(len(states)):
-                if active[e] or bs is not None:  # an edge with every op off adds nothing
+                if active[e] or bs is not None or aux is not None:  # else the edge adds 0
                     y = self.edges[e](states[i], ws[e], active[e], relus[i], wcs[e],
                                       None if bs is None else bs[e], done.get(e))
+                    if aux is not None:
+                        y = y + aux_beta * aux[e](states[i])
                     # add in place into a sum of our own, never into a view of a fused output
                     s = y if s is None else (s + y if s._is_view() else s.add_(y))
                 e += 1
@@ -149,9 +159,11 @@ class Supernet(MacroNetwork):
 
     def __init__(self, space: SearchSpace, activation: "Activation", num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
-                 seed: int = 0, fuse: bool = False):
+                 seed: int = 0, fuse: bool = False, aux_skip: bool = False):
         """``fuse``: run ops of one kind on edges leaving one node as one kernel (same math,
-        :mod:`raydnas.fusion`)."""
+        :mod:`raydnas.fusion`). ``aux_skip``: DARTS-'s auxiliary skip on every edge, scaled by
+        :attr:`aux_beta` in the supernet's own forward (never under given ``op_weights``: a
+        derived or sampled cell has no auxiliary skips)."""
         super().__init__()
         if activation.drops_ops:
             space = space.without_ops(activation.drops_ops)
@@ -161,7 +173,9 @@ class Supernet(MacroNetwork):
         self.build(space, num_classes, in_channels, channels or space.channels,
                    cells or space.cells,
                    lambda C_in, C, red, red_prev: Cell(space, space.ops, C_in, C, red, red_prev,
-                                                       node_norm, fuse))
+                                                       node_norm, fuse, aux_skip))
+        #: β of the auxiliary skips (set by the search each epoch; 0: off)
+        self.aux_beta = 0.0
         # NHWC: oneDNN's depthwise/pointwise convs and pooling run ~2x faster on CPU in this
         # layout (benchmarks/README.md); the input is converted in forward. Same math.
         self.to(memory_format=torch.channels_last)
@@ -217,6 +231,7 @@ class Supernet(MacroNetwork):
 
     def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None):
         bias: dict[str, torch.Tensor | None] = {}
+        aux_beta = self.aux_beta if op_weights is None else 0.0
         if op_weights is None:
             op_weights = self.op_weights()
             self.last_op_weights = op_weights
@@ -231,6 +246,6 @@ class Supernet(MacroNetwork):
 
         def call(cell, inputs):
             ct = cell_type(cell)
-            return cell(inputs, op_weights[ct], active[ct], bias.get(ct))
+            return cell(inputs, op_weights[ct], active[ct], bias.get(ct), aux_beta)
 
         return self.run(x, call)

@@ -6,7 +6,11 @@ declared on each choice, which combinations can run (:mod:`.compat`). The loop's
 contract is :mod:`.base`.
 """
 
-from . import gumbel  # noqa: F401  (registers gumbel, gumbel_hard)
+from . import (
+    dirichlet,  # noqa: F401  (registers dirichlet)
+    gumbel,  # noqa: F401  (registers gumbel, gumbel_hard)
+    smoothing,  # noqa: F401  (registers sdarts_rs, sdarts_adv)
+)
 from .activation import ACTIVATIONS, Activation
 from .base import HOOKS, AxisChoice, SearchContext
 from .gradient import GRADIENTS, ArchGradient

@@ -38,6 +38,8 @@ class Activation(AxisChoice):
     node_norm: bool = False
     #: each edge's a(α) is a probability distribution over its ops (sums to 1)
     normalized: bool = True
+    #: op weights are drawn from a Dirichlet whose concentration :meth:`concentration` gives
+    has_concentration: bool = False
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         """DARTS init: 1e-3·N(0, 1) (quark0/darts ``_initialize_alphas``)."""
@@ -71,6 +73,10 @@ class Activation(AxisChoice):
     def frozen_noise(self) -> contextlib.AbstractContextManager:
         """Within the context every forward pass uses the same random draw (no-op here)."""
         return contextlib.nullcontext()
+
+    def concentration(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The Dirichlet concentration of each edge (``has_concentration`` activations)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no Dirichlet")
 
     def alive_mask(self, cell_type: str) -> torch.Tensor | None:
         """``[edges, ops]`` booleans, False where an op is pruned for good (CRB); None: all

@@ -82,10 +82,16 @@ class AxisChoice:
     Declared properties (read by config validation, :mod:`raydnas.axes.compat`):
         requested_val_fraction: the search-train/val split this choice needs, or None (the
             config's own). Config validation applies it to ``data.val_fraction``.
+        replaces_weight_step_weights: :meth:`weight_step_weights` hands the weight step
+            constant op weights (no single-level gradient with it).
     """
 
     #: the ``data.val_fraction`` this choice asks for (None: the config's own)
     requested_val_fraction: float | None = None
+    #: :meth:`weight_step_weights` replaces the weight step's op weights with constants, so a
+    #: single-level gradient (``joint``), which takes α's gradient from that step, cannot go
+    #: with it
+    replaces_weight_step_weights: bool = False
 
     def setup(self, ctx: SearchContext) -> None:
         """Once, after the supernet and optimizers exist and before a checkpoint is loaded."""
@@ -95,6 +101,16 @@ class AxisChoice:
 
     def after_arch_step(self, ctx: SearchContext) -> None:
         """After each α optimizer step."""
+
+    def weight_step_weights(self, ctx: SearchContext, weights: dict[str, torch.Tensor] | None,
+                            batch: Batch) -> dict[str, torch.Tensor] | None:
+        """Before each weight step's forward: the op weights that forward trains under.
+
+        ``weights`` is what the parts before this one returned (None: the activation's own,
+        drawn by the forward itself); return it unchanged (the default) or replace it, e.g. a
+        perturbed a(α) (SDARTS). Weights returned here are constants of the weight step: α gets
+        no gradient through them. Parts run in axis order."""
+        return weights
 
     def after_weight_step(self, ctx: SearchContext) -> None:
         """After each weight optimizer step."""
@@ -114,5 +130,5 @@ class AxisChoice:
 
 
 #: the loop's hooks, in the order of a step; the contract test checks no choice adds others
-HOOKS = ("setup", "start_epoch", "after_arch_step", "after_weight_step", "epoch_metrics",
-         "state_dict", "load_state_dict")
+HOOKS = ("setup", "start_epoch", "after_arch_step", "weight_step_weights", "after_weight_step",
+         "epoch_metrics", "state_dict", "load_state_dict")

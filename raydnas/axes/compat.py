@@ -4,6 +4,10 @@ No rule names a choice: a new choice declares its properties and is checked like
 
 * a regularizer that ``requires_normalized`` needs an activation whose a(α) is ``normalized``
   (a distribution over each edge's ops);
+* a regularizer that ``requires_concentration`` (DrNAS's KL) needs an activation that
+  ``has_concentration`` (a Dirichlet);
+* a choice that ``replaces_weight_step_weights`` (SDARTS) hands the weight step constants,
+  so a ``joint`` (single-level) gradient would get no α gradient from it;
 * a choice's ``requested_val_fraction`` sizes the validation split of the α steps, so the
   gradient must use one (``needs_val``).
 
@@ -36,6 +40,17 @@ def incompatibility(parts: dict[str, Any],
         return (f"regularizer {_name(reg)!r} needs each edge's op weights to be a distribution "
                 f"over its ops, but activation {_name(act)!r} weights do not sum to 1; use one "
                 f"of {', '.join(ok)}")
+    if reg.requires_concentration and not act.has_concentration:
+        ok = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).has_concentration]
+        return (f"regularizer {_name(reg)!r} is a divergence between Dirichlet distributions, "
+                f"but activation {_name(act)!r} draws no Dirichlet; use {', '.join(ok)}")
+    if grad.joint:
+        for axis, part in parts.items():
+            if part.replaces_weight_step_weights:
+                return (f"{axis} {_name(part)!r} trains the weights under constant op weights, "
+                        f"but gradient {_name(grad)!r} takes α's gradient from that same weight "
+                        "step; use a bilevel gradient (first_order, unrolled, implicit, "
+                        "mixed_level)")
     if not grad.needs_val:
         for axis, part in parts.items():
             if part.requested_val_fraction is not None:

@@ -26,6 +26,9 @@ class Regularizer(AxisChoice):
     #: the penalty assumes each edge's a(α) is a distribution over its ops (config validation
     #: rejects activations whose ``normalized`` is False)
     requires_normalized: bool = False
+    #: the penalty reads the activation's Dirichlet concentration (config validation rejects
+    #: activations whose ``concentration`` is not defined)
+    requires_concentration: bool = False
 
     def penalty(self, ctx: SearchContext) -> torch.Tensor | float:
         """The term added to the α loss, differentiable in α; called after the α loss's forward
@@ -326,3 +329,67 @@ class BetaDecay(Regularizer):
             return 0.0
         alphas = [a.reshape(-1, a.shape[-1]) for a in ctx.model.alphas.values()]
         return w * torch.logsumexp(torch.cat(alphas), dim=-1).mean()
+
+
+@REGULARIZERS.register("zero_one")
+class ZeroOne(Regularizer):
+    """FairDARTS's zero-one loss (Chu et al., ECCV 2020; code xiaomi-automl/FairDARTS at
+    270cfc94, ``fairdarts/separate_loss.py`` ``ConvSeparateLoss`` and ``architect.py``).
+
+    R = −w₀ · mean over every (cell type, edge, op) of (a(α) − ½)², one mean over the entries
+    of all cell types together (the code concatenates σ(α_normal) and σ(α_reduce)), constant in
+    time; with the ``sigmoid`` activation a(α) = σ(α). It pushes each op's weight away from ½,
+    toward 0 or 1. The code also adds it to the weight step's loss, where it is a constant of
+    the weights; here it is on the α loss only, which is where it acts.
+
+    Args:
+        weight: w₀ (``--aux_loss_weight`` 10).
+        norm: ``l2`` (the squared distance, ``--sep_loss l2``, default) or ``l1`` (|a(α) − ½|,
+            the code's ``TriSeparateLoss``).
+    """
+
+    def __init__(self, weight: float = 10.0, norm: str = "l2") -> None:
+        require(_num(weight) and weight >= 0, "weight", weight, "a number >= 0")
+        require(norm in ("l2", "l1"), "norm", norm, "l2 or l1")
+        self.weight, self.norm = float(weight), norm
+
+    def penalty(self, ctx):
+        if self.weight == 0:
+            return 0.0
+        d = torch.cat([p.reshape(-1) for p in ctx.model.op_probs().values()]) - 0.5
+        return -self.weight * (d.pow(2) if self.norm == "l2" else d.abs()).mean()
+
+
+@REGULARIZERS.register("dirichlet_kl")
+class DirichletKL(Regularizer):
+    """DrNAS's KL anchor (Chen et al., ICLR 2021; code xiangning-chen/DrNAS at f2caa4db,
+    ``201-space/search_model.py`` ``_get_kl_reg``; ``--reg_type kl``).
+
+    R = s · Σ over every cell type and edge of KL(Dir(β_e) ‖ Dir(prior·1)), β_e the
+    activation's concentration (``dirichlet``: elu(α_e) + 1), summed, not averaged, over
+    edges, on the α loss only. The code's default is ``--reg_type l2``: Adam's weight decay of
+    ``reg_scale`` 1e-3 on α, which is ``optim.a_weight_decay`` here (the ``drnas`` preset);
+    its ``--arch_weight_decay`` is parsed but unused, so with ``kl`` set
+    ``optim.a_weight_decay: 0`` to match the code.
+
+    Args:
+        scale: s (``--reg_scale`` 1e-3; the code's help says to adjust it for ``kl``).
+        prior: the prior's concentration (the code's anchor: 1, the uniform Dirichlet).
+    """
+
+    requires_concentration = True
+
+    def __init__(self, scale: float = 1e-3, prior: float = 1.0) -> None:
+        require(_num(scale) and scale >= 0, "scale", scale, "a number >= 0")
+        require(_num(prior) and prior > 0, "prior", prior, "a number > 0")
+        self.scale, self.prior = float(scale), float(prior)
+
+    def penalty(self, ctx):
+        act = ctx.model.activation
+        kl = 0.0
+        for a in ctx.model.alphas.values():
+            conc = act.concentration(a)
+            q = torch.distributions.Dirichlet(conc)
+            p = torch.distributions.Dirichlet(torch.full_like(conc, self.prior))
+            kl = kl + torch.distributions.kl_divergence(q, p).sum()
+        return self.scale * kl

@@ -1,0 +1,103 @@
+"""DrNAS's Dirichlet activation (Chen et al., ICLR 2021) on the activation axis."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .activation import ACTIVATIONS, Activation
+
+
+class _Pathwise(torch.autograd.Function):
+    """x = a given Dirichlet(β) sample, with the implicit-reparametrization gradient ∂x/∂β
+    (Figurnov et al. 2018; the backward of torch's ``Dirichlet.rsample``), so a sample can be
+    reused by several forwards and each gets the gradient of the same draw."""
+
+    @staticmethod
+    def forward(ctx, conc, x):
+        ctx.save_for_backward(x, conc)
+        return x.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, conc = ctx.saved_tensors
+        total = conc.sum(-1, True).expand_as(conc)
+        dx = torch._dirichlet_grad(x, conc, total)
+        return dx * (grad_out - (x * grad_out).sum(-1, True)), None
+
+
+def pathwise_sample(conc: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """A Dir(``conc``) sample per row (``x`` if given) with pathwise gradients to ``conc``."""
+    if x is None:
+        with torch.no_grad():
+            x = torch.distributions.Dirichlet(conc.detach()).sample()
+    return _Pathwise.apply(conc, x)
+
+
+@ACTIVATIONS.register("dirichlet")
+class Dirichlet(Activation):
+    """DrNAS: each edge's op weights are a sample of Dir(β), β = elu(α) + 1, drawn per forward
+    pass with pathwise gradients (``torch.distributions.Dirichlet.rsample``, implicit
+    reparametrization), one draw per cell type shared by its cells and the whole batch.
+    Checked against xiangning-chen/DrNAS at f2caa4db, ``201-space/utils.py``
+    ``process_step_vector`` and ``201-space/search_model.py`` (α init 1e-3·N(0, 1)).
+
+    ``probs`` is the Dirichlet mean β/Σβ, used to discretize, regularize and log; its argmax is
+    the argmax of softmax(α) that the code's ``genotype`` takes (elu + 1 is increasing). Eval
+    mode uses the mean too; the code's ``infer`` samples, so measurement averages seeded
+    samples (:meth:`sample`, ``measure.samples``) as for the Gumbel activations.
+
+    The code's default regularizer is Adam's L2 weight decay of ``--reg_scale`` 1e-3 on α
+    (``optim.a_weight_decay``); its KL anchor is the ``dirichlet_kl`` regularizer. Its
+    progressive learning (partial channels and op pruning) belongs to the DARTS-space script;
+    the README's NAS-Bench-201 default (``201-space/train_search.py``, ``--k 1``) runs without.
+    """
+
+    has_concentration = True
+
+    def __init__(self) -> None:
+        self._frozen: dict[int, torch.Tensor] | None = None
+
+    def concentration(self, alpha: torch.Tensor) -> torch.Tensor:
+        return F.elu(alpha) + 1.0
+
+    def probs(self, alpha: torch.Tensor) -> torch.Tensor:
+        c = self.concentration(alpha)
+        return c / c.sum(dim=-1, keepdim=True)
+
+    def weights(self, alpha: torch.Tensor, training: bool) -> torch.Tensor:
+        if not training:
+            return self.probs(alpha)
+        conc = self.concentration(alpha)
+        x = self._frozen.get(id(alpha)) if self._frozen is not None else None
+        w = pathwise_sample(conc, x)
+        if self._frozen is not None:
+            self._frozen[id(alpha)] = w.detach()
+        return w
+
+    @contextlib.contextmanager
+    def frozen_noise(self) -> Iterator[None]:
+        """Within the context every forward reuses the first forward's draw, each with its
+        pathwise gradient."""
+        outer = self._frozen is None
+        if outer:
+            self._frozen = {}
+        try:
+            yield
+        finally:
+            if outer:
+                self._frozen = None
+
+    @torch.no_grad()
+    def sample(self, alpha, generator):
+        """A Dirichlet draw with the concentration of ``alpha``, seeded by ``generator``."""
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        conc = self.concentration(alpha.detach()).double().cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            w = torch.distributions.Dirichlet(conc).sample()
+        return w.to(alpha.device, alpha.dtype)
