@@ -43,6 +43,7 @@ from .config_sections import (  # noqa: F401  (re-exported)
     MeasureConfig,
     ModelConfig,
     OptimConfig,
+    SelectConfig,
     SpeedConfig,
     StopConfig,
     build_section,
@@ -66,6 +67,7 @@ class ExperimentConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     axes: dict[str, AxisConfig] = field(
         default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
@@ -101,7 +103,8 @@ class ExperimentConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
-             "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig}
+             "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig,
+             "select": SelectConfig}
 _TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep",
         "optuna", "evaluate"}
 
@@ -179,6 +182,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
         if not data.download and not Path(data.root).exists():
             raise ConfigError(f, "data.root", data.root,
                               "an existing directory (or set data.download: true)")
+    _check_model(f, sections, load_space(space))
     if sections["stop"].hessian_factor is not None and not sections["measure"].hessian_every:
         raise ConfigError(f, "stop.hessian_factor", sections["stop"].hessian_factor,
                           "null, or set measure.hessian_every > 0: the rule reads the Hessian "
@@ -210,6 +214,27 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
                            raw=copy.deepcopy(raw))
     _check_sizes(cfg)
     return cfg
+
+
+def _check_model(f: str, sections: dict[str, Any], space: Any) -> None:
+    """Supernet options that cannot go with the space, the speed levers or the measurement."""
+    model, K = sections["model"], sections["model"].partial_channels
+    if K == 1:
+        return
+    C = model.channels or space.channels
+    need = 2 * K if space.macro == "darts" else K
+    if C % need:
+        why = " (FactorizedReduce halves them)" if space.macro == "darts" else ""
+        raise ConfigError(f, "model.partial_channels", K,
+                          f"a K that divides the supernet's {C} channels into C/K per op"
+                          f"{why}: C must be a multiple of {need}")
+    if sections["measure"].tune_epochs:
+        raise ConfigError(f, "measure.tune_epochs", sections["measure"].tune_epochs,
+                          f"0 with model.partial_channels {K}: the supernet's ops hold C/K "
+                          "channels, so a derived network cannot inherit them for fine-tuning")
+    if sections["speed"].fuse:
+        raise ConfigError(f, "speed.fuse", True,
+                          f"false with model.partial_channels {K} (fused kernels see all channels)")
 
 
 def _check_sizes(cfg: ExperimentConfig) -> None:

@@ -44,6 +44,11 @@ class ModelConfig:
     channels: int | None = field(default=None, metadata={
         "check": (lambda v: v >= 2 and v % 2 == 0, "an even integer >= 2")})
     cells: int | None = field(default=None, metadata={"check": (_pos, "an integer > 0")})
+    #: PC-DARTS (Xu et al., ICLR 2020): K, the mixed ops see 1/K of the channels (1: off;
+    #: the paper's 4); the supernet's channels must be a multiple of 2K
+    partial_channels: int = field(default=1, metadata={"check": (_pos, "an integer >= 1")})
+    #: PC-DARTS's edge normalization: a softmax-normalized β per incoming edge of each node
+    edge_norm: bool = False
     #: DARTS- (Chu et al., ICLR 2021): β₀ of an auxiliary skip on every edge (0: none; the
     #: paper's 1.0), decayed per epoch by ``aux_skip_decay`` over ``aux_skip_epochs``
     aux_skip_beta: float = field(default=0.0, metadata={"check": (_nonneg, "a number >= 0")})
@@ -126,6 +131,22 @@ class StopConfig:
     hessian_window: int = field(default=5, metadata={"check": (_pos, "an integer > 0")})
     hessian_delta: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
     hessian_start_epoch: int = field(default=10, metadata={"check": (_nonneg, "an integer >= 0")})
+
+
+@dataclass
+class SelectConfig:
+    """``select:``: how the final cell is selected (:mod:`raydnas.selection`).
+
+    ``name``: ``argmax`` (the space's rule), ``threshold`` (FairDARTS: ops below
+    ``threshold`` dropped) or ``pt`` (DARTS-PT's perturbation-based selection, with
+    ``pt_tune_epochs`` of supernet training between decisions at ``pt_lr``; null: w_lr/10)."""
+
+    name: str = field(default="argmax", metadata={
+        "check": (lambda v: v in ("argmax", "threshold", "pt"), "argmax, threshold or pt")})
+    threshold: float = field(default=0.85, metadata={
+        "check": (lambda v: 0 <= v <= 1, "a number in [0, 1]")})
+    pt_tune_epochs: int = field(default=5, metadata={"check": (_nonneg, "an integer >= 0")})
+    pt_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
 
 
 @dataclass

@@ -90,7 +90,8 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     st.lr_scheduler.step()
     st.epoch += 1
     probs = {c: p.detach() for c, p in model.op_probs().items()}
-    genotype, masks = derive(probs, st.space)
+    genotype, masks = derive({c: w.detach() for c, w in model.derive_weights().items()},
+                             st.space)
     loop.genotype, loop.probs = genotype, probs
     acc = loop.measurer.supernet(model, masks)
     val_loss, val_acc, disc_acc = acc["val_loss"], acc["val_acc"], acc["discrete_val_acc"]
@@ -123,6 +124,9 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     _hessian(st, loop, m)
     if not math.isfinite(m["val_loss"]):
         raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
+    if cfg.select.name != "argmax" and (st.epoch >= cfg.epochs or m.get("early_stop")):
+        genotype = _select(st, loop, m, genotype)
+        g, disc_acc = str(genotype), m["discrete_val_acc"]
     tuned = ""
     if cfg.measure.tune_epochs and (st.epoch >= cfg.epochs or m.get("early_stop")):
         t1 = time.perf_counter()
@@ -137,6 +141,30 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
         f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
         f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
     return m
+
+
+def _select(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> Any:
+    """The ``select`` rule's final cell in place of the argmax one (:mod:`raydnas.selection`):
+    the record's ``genotype`` and discrete metrics become the selected cell's."""
+    from .selection import SELECTIONS
+
+    t0 = time.perf_counter()
+    sel = SELECTIONS.get(st.cfg.select.name)(st.cfg.select)
+    probs = {c: w.detach() for c, w in st.model.derive_weights().items()}
+    chosen, masks, extra = sel.select(st, loop, probs)
+    acc = loop.measurer.supernet(st.model, masks)
+    m.update(extra)
+    m.update({"genotype_argmax": m["genotype"], "genotype": str(chosen),
+              "selected_by": st.cfg.select.name,
+              "discrete_val_acc": acc["discrete_val_acc"],
+              "discrete_val_loss": acc["discrete_val_loss"],
+              "val_acc_after_select": acc["val_acc"],
+              "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
+              "arch_params": derived_params(st.model, masks),
+              "param_free_ops": param_free_ops(chosen),
+              "select_seconds": time.perf_counter() - t0})
+    loop.genotype = chosen
+    return chosen
 
 
 def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> None:

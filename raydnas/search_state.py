@@ -75,7 +75,9 @@ class SearchState:
         self.model = Supernet(space, self.parts["activation"], self.dataset.num_classes,
                               self.dataset.in_channels, cfg.model.channels, cfg.model.cells,
                               seed=cfg.seed, fuse=cfg.speed.fuse,
-                              aux_skip=cfg.model.aux_skip_beta > 0).to(device)
+                              aux_skip=cfg.model.aux_skip_beta > 0,
+                              partial_channels=cfg.model.partial_channels,
+                              edge_norm=cfg.model.edge_norm).to(device)
         self.space = self.model.space
         self.criterion = nn.CrossEntropyLoss()
         o = cfg.optim

@@ -23,11 +23,26 @@ if TYPE_CHECKING:
     from .axes.activation import Activation
 
 
-class MixedOp(nn.Module):
-    """ō(x) = Σ_k w_k · o_k(x) over the ops that the activation marks active."""
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[N, C, H, W] → the channels regrouped: view as [N, groups, C/groups, H, W], swap the two
+    channel axes, flatten back (ShuffleNet; PC-DARTS ``channel_shuffle``)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
-    def __init__(self, op_names, C_in, C_out, stride, pool_bn):
+
+class MixedOp(nn.Module):
+    """ō(x) = Σ_k w_k · o_k(x) over the ops that the activation marks active.
+
+    With ``partial`` = K > 1 (PC-DARTS, Xu et al., ICLR 2020; yuhuixu1993/PC-DARTS at b74702f8,
+    ``model_search.py`` ``MixedOp``): the ops run on the first C/K channels only, the other
+    channels pass unchanged (max-pooled 2×2 on a stride-2 edge), the two are concatenated and
+    the channels shuffled in K groups.
+    """
+
+    def __init__(self, op_names, C_in, C_out, stride, pool_bn, partial: int = 1):
         super().__init__()
+        self.partial = partial
+        C_in, C_out = C_in // partial, C_out // partial
         ops = []
         for name in op_names:
             op = OPS.create(name, C_in, C_out, stride, False)
@@ -36,6 +51,10 @@ class MixedOp(nn.Module):
             ops.append(op)
         self._ops = nn.ModuleList(ops)
         self._zero = Zero(C_out, stride)
+        # ceil_mode: the same size as the ops' output for odd sizes too (the code's floor
+        # pooling cannot be concatenated there)
+        self._bypass_pool = (nn.MaxPool2d(2, 2, ceil_mode=True) if partial > 1 and stride == 2
+                             else None)
 
     def candidate(self, k: int) -> nn.Module:
         """The module of candidate op ``k`` (the space's op order)."""
@@ -50,6 +69,15 @@ class MixedOp(nn.Module):
         other edges leaving the same node (optional); ``bias``: a scalar added to the edge's
         output (GDAS's value-zero terms of the ops not run, :meth:`Activation.edge_bias`);
         ``done``: op index → ``w_k · o_k(x)`` already computed (fused with other edges)."""
+        if self.partial > 1:
+            k = x.shape[1] // self.partial
+            xp, rest = x[:, :k], x[:, k:]
+            y = self._mixed(xp, w, active, None, wc, bias, None)
+            rest = rest if self._bypass_pool is None else self._bypass_pool(rest)
+            return channel_shuffle(torch.cat([y, rest], dim=1), self.partial)
+        return self._mixed(x, w, active, xr, wc, bias, done)
+
+    def _mixed(self, x, w, active, xr, wc, bias, done):
         if not active:  # every op of this edge is off: the edge contributes zeros
             return self._zero(x) if bias is None else self._zero(x) + bias
         ws = w.unbind(0)
@@ -76,16 +104,18 @@ class Cell(nn.Module):
 
     def __init__(self, space: SearchSpace, op_names, C_in: list[int], C: int, reduction: bool,
                  reduction_prev: bool, node_norm: bool, fuse: bool = False,
-                 aux_skip: bool = False):
+                 aux_skip: bool = False, partial: int = 1):
         super().__init__()
         self.reduction = reduction
         self.space = space
         self.C = C
+        #: PC-DARTS's K: the mixed ops run on C/K channels (:class:`MixedOp`)
+        self.partial = partial
         self.pre = preprocess(space, C_in, C, reduction_prev, False)
         self.edges = nn.ModuleList()
         strides = [2 if reduction and i < space.inputs else 1 for i, _ in space.edges]
         for stride in strides:
-            self.edges.append(MixedOp(op_names, C, C, stride, space.pool_bn))
+            self.edges.append(MixedOp(op_names, C, C, stride, space.pool_bn, partial))
         #: DARTS-'s auxiliary skip per edge, apart from the candidates and outside a(α):
         #: identity, or on a stride-2 edge a FactorizedReduce with its own weights
         self.aux = (nn.ModuleList(OPS.create("skip_connect", C, C, s, False) for s in strides)
@@ -98,18 +128,21 @@ class Cell(nn.Module):
                            for i in range(space.inputs + space.nodes)]
 
     def forward(self, inputs: list[torch.Tensor], w: torch.Tensor, active: list[list[int]],
-                bias: torch.Tensor | None = None, aux_beta: float = 0.0):
+                bias: torch.Tensor | None = None, aux_beta: float = 0.0,
+                edge_scale: torch.Tensor | None = None):
         """``w``: ``[edges, ops]`` op weights; ``active``: per edge the ops to run; ``bias``:
         optional ``[edges]`` scalars added to each edge's output (:meth:`MixedOp.forward`);
         ``aux_beta``: β of the auxiliary skips (DARTS-; 0 or no ``aux``: none), each edge
-        adding β·aux(x)."""
+        adding β·aux(x); ``edge_scale``: optional ``[edges]`` factors of each edge's whole
+        output (PC-DARTS's edge normalization)."""
         aux = self.aux if aux_beta and self.aux is not None else None
         states = [p(x) for p, x in zip(self.pre, inputs)] if self.pre is not None else list(inputs)
         relus = [SharedReLU(x) for x in states]
-        ws, wcs = w.unbind(0), channel_weights(w, self.C).unbind(0)
+        ws, wcs = w.unbind(0), channel_weights(w, self.C // self.partial).unbind(0)
+        scale = edge_scale.unbind(0) if edge_scale is not None else None
         bs = bias.unbind(0) if bias is not None else None
         done: dict[int, dict[int, torch.Tensor]] = {}
-        if self.fuse:
+        if self.fuse and self.partial == 1:
             for i in range(len(states)):
                 self._run_fused(i, relus[i], wcs, active, done)
         e = 0
@@ -121,6 +154,8 @@ class Cell(nn.Module):
                                       None if bs is None else bs[e], done.get(e))
                     if aux is not None:
                         y = y + aux_beta * aux[e](states[i])
+                    if scale is not None:
+                        y = y * scale[e]
                     # add in place into a sum of our own, never into a view of a fused output
                     s = y if s is None else (s + y if s._is_view() else s.add_(y))
                 e += 1
@@ -130,7 +165,7 @@ class Cell(nn.Module):
                 s = self.node_bn[j](s)
             states.append(s)
             relus.append(SharedReLU(s))
-            if self.fuse:
+            if self.fuse and self.partial == 1:
                 self._run_fused(len(states) - 1, relus[-1], wcs, active, done)
         return cell_output(self.space, states)
 
@@ -159,11 +194,16 @@ class Supernet(MacroNetwork):
 
     def __init__(self, space: SearchSpace, activation: "Activation", num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
-                 seed: int = 0, fuse: bool = False, aux_skip: bool = False):
+                 seed: int = 0, fuse: bool = False, aux_skip: bool = False,
+                 partial_channels: int = 1, edge_norm: bool = False):
         """``fuse``: run ops of one kind on edges leaving one node as one kernel (same math,
         :mod:`raydnas.fusion`). ``aux_skip``: DARTS-'s auxiliary skip on every edge, scaled by
         :attr:`aux_beta` in the supernet's own forward (never under given ``op_weights``: a
-        derived or sampled cell has no auxiliary skips)."""
+        derived or sampled cell has no auxiliary skips). ``partial_channels``: PC-DARTS's K
+        (:class:`MixedOp`). ``edge_norm``: PC-DARTS's edge normalization: β per edge of each
+        cell type (``edge_betas``, architecture parameters beside α), each edge's output
+        scaled by the softmax of β over its node's incoming edges (:meth:`edge_weights`), in
+        the supernet's own forward and in :meth:`derive_weights`."""
         super().__init__()
         if activation.drops_ops:
             space = space.without_ops(activation.drops_ops)
@@ -173,9 +213,13 @@ class Supernet(MacroNetwork):
         self.build(space, num_classes, in_channels, channels or space.channels,
                    cells or space.cells,
                    lambda C_in, C, red, red_prev: Cell(space, space.ops, C_in, C, red, red_prev,
-                                                       node_norm, fuse, aux_skip))
+                                                       node_norm, fuse, aux_skip,
+                                                       partial_channels))
         #: β of the auxiliary skips (set by the search each epoch; 0: off)
         self.aux_beta = 0.0
+        #: rows of the op weights held fixed (DARTS-PT's decided edges): per cell type
+        #: (``[edges]`` booleans, ``[edges, ops]`` values), or None
+        self.projection: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         # NHWC: oneDNN's depthwise/pointwise convs and pooling run ~2x faster on CPU in this
         # layout (benchmarks/README.md); the input is converted in forward. Same math.
         self.to(memory_format=torch.channels_last)
@@ -183,20 +227,49 @@ class Supernet(MacroNetwork):
         shape = (space.num_edges, len(space.ops))
         self.alphas = nn.ParameterDict(
             {ct: nn.Parameter(activation.init_alpha(shape, g)) for ct in space.cell_types})
+        #: PC-DARTS's β, 1e-3·N(0, 1) per edge (drawn after α: α's init is unchanged)
+        self.edge_betas = nn.ParameterDict(
+            {ct: nn.Parameter(1e-3 * torch.randn(space.num_edges, generator=g))
+             for ct in space.cell_types} if edge_norm else {})
         #: the op weights of the last forward that drew its own (a sample, for stochastic
         #: activations), per cell type; the resource penalty is taken on them
         self.last_op_weights: dict[str, torch.Tensor] | None = None
 
     # -- parameter groups -------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        """α of every cell type, then the edge β (``edge_norm``): what the α optimizer steps."""
+        return [*self.alphas.values(), *self.edge_betas.values()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.alphas.values()}
+        arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
     def named_weight_parameters(self):
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
+        return [(n, p) for n, p in self.named_parameters()
+                if not n.startswith(("alphas.", "edge_betas."))]
+
+    def edge_weights(self) -> dict[str, torch.Tensor] | None:
+        """Per cell type the ``[edges]`` factors of edge normalization: softmax of β over the
+        incoming edges of each node (PC-DARTS ``betas_normal[start:end]``); None without."""
+        if not len(self.edge_betas):
+            return None
+        out = {}
+        for ct, b in self.edge_betas.items():
+            parts, e0 = [], 0
+            for j in range(self.space.nodes):
+                n_in = self.space.inputs + j
+                parts.append(torch.softmax(b[e0:e0 + n_in], dim=0))
+                e0 += n_in
+            out[ct] = torch.cat(parts)
+        return out
+
+    def derive_weights(self) -> dict[str, torch.Tensor]:
+        """What the cell is derived from: a(α), times each edge's normalized β with edge
+        normalization (PC-DARTS ``genotype``: ``W[j, :] * W2[j]``, edges ranked on that)."""
+        probs = self.op_probs()
+        scale = self.edge_weights()
+        return probs if scale is None else {ct: p * scale[ct].unsqueeze(1)
+                                            for ct, p in probs.items()}
 
     def search_cells(self) -> list["Cell"]:
         """The searchable cells, in order (not the NB201 reduction blocks)."""
@@ -226,12 +299,19 @@ class Supernet(MacroNetwork):
         return {ct: self.activation.probs(a) for ct, a in self.alphas.items()}
 
     def op_weights(self) -> dict[str, torch.Tensor]:
-        """The op weights of one forward pass (sampled for stochastic activations)."""
-        return {ct: self.activation.weights(a, self.training) for ct, a in self.alphas.items()}
+        """The op weights of one forward pass (sampled for stochastic activations), with the
+        rows of :attr:`projection` in place (constants: no gradient to their α)."""
+        w = {ct: self.activation.weights(a, self.training) for ct, a in self.alphas.items()}
+        if self.projection:
+            for ct, (rows, values) in self.projection.items():
+                w[ct] = torch.where(rows.to(w[ct].device).unsqueeze(1),
+                                    values.to(w[ct].device, w[ct].dtype), w[ct])
+        return w
 
     def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None):
         bias: dict[str, torch.Tensor | None] = {}
         aux_beta = self.aux_beta if op_weights is None else 0.0
+        scale = self.edge_weights() if op_weights is None else None
         if op_weights is None:
             op_weights = self.op_weights()
             self.last_op_weights = op_weights
@@ -246,6 +326,7 @@ class Supernet(MacroNetwork):
 
         def call(cell, inputs):
             ct = cell_type(cell)
-            return cell(inputs, op_weights[ct], active[ct], bias.get(ct), aux_beta)
+            return cell(inputs, op_weights[ct], active[ct], bias.get(ct), aux_beta,
+                        None if scale is None else scale[ct])
 
         return self.run(x, call)

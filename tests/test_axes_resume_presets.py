@@ -15,7 +15,8 @@ from raydnas.search import SearchState, run_search, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ["darts_v1", "darts_v2", "idarts", "milenas", "snas", "gdas", "darts_prime", "maile2021",
-           "beta_darts"]
+           "beta_darts", "drnas", "fairdarts", "sdarts_rs", "sdarts_adv", "darts_minus",
+           "darts_es", "pc_darts", "darts_pt"]
 
 STATEFUL = {
     "crb/mixed/informed/admm": (
@@ -94,8 +95,10 @@ def test_preset_loads_cites_its_source_and_runs_two_steps(name):
     assert text.startswith("#") and ("arXiv" in text or "ICLR" in text or "CVPR" in text)
     cfg = load_config(path)
     assert cfg.space == "tiny" and cfg.data.dataset == "digits"
-    raw = apply_overrides(read_yaml(path), ["model.channels=4", "data.batch_size=8",
-                                            "log.tensorboard=false"])
+    raw = read_yaml(path)
+    channels = 2 * raw.get("model", {}).get("partial_channels", 1) if "model" in raw else 4
+    raw = apply_overrides(raw, [f"model.channels={max(4, channels)}", "data.batch_size=8",
+                                "log.tensorboard=false"])
     st = SearchState(from_dict(raw, str(path)), torch.device("cpu"))
     st.activation.start_epoch(st)
     train, val = batches(st)
@@ -104,6 +107,10 @@ def test_preset_loads_cites_its_source_and_runs_two_steps(name):
         train_step(st, train, FixedVal(val))  # raises NonFiniteLoss on a NaN loss
     while st.alpha_steps == 0 and st.step < 300:  # interval/informed schedules step later
         train_step(st, train, FixedVal(val))
+        if st.step % 20 == 0:  # an epoch every 20 steps: warm-up epochs end
+            st.epoch += 1
+            for part in st.parts.values():
+                part.start_epoch(st)
     assert st.alpha_steps >= 1, f"no α step in {st.step} weight steps"
     assert any(not torch.equal(before[c], a.detach()) for c, a in st.model.alphas.items())
     # the epoch's measurement runs on a copy of the stepped supernet (SNAS's single-level step

@@ -329,3 +329,186 @@ def test_incompatible_field_methods_are_one_line_errors(over, key, allowed):
         from_dict(raw, "study.yaml")
     msg = str(e.value)
     assert "\n" not in msg and "study.yaml" in msg and key in msg and allowed in msg
+
+
+# -- PC-DARTS ---------------------------------------------------------------------------------
+def test_channel_shuffle_is_the_group_transpose_permutation():
+    from raydnas.supernet import channel_shuffle
+
+    x = torch.randn(2, 12, 3, 3)
+    K = 4
+    out = channel_shuffle(x, K)
+    for j in range(12):  # out channel i·K + g is in channel g·(C/K) + i
+        i, g = divmod(j, K)
+        assert torch.equal(out[:, j], x[:, g * (12 // K) + i])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_channel_mixed_op_is_ops_on_the_first_quarter_then_shuffle(stride):
+    from raydnas.supernet import MixedOp
+
+    torch.manual_seed(0)
+    ops = ["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"]
+    m = MixedOp(ops, 8, 8, stride, True, partial=4).double()
+    x = torch.randn(3, 8, 6, 6, dtype=torch.float64)
+    w = torch.softmax(torch.randn(4, dtype=torch.float64), 0)
+    got = m(x, w, [1, 2, 3])
+    xp, rest = x[:, :2], x[:, 2:]
+    ysum = sum(w[k] * m.candidate(k)(xp) for k in (1, 2, 3))
+    if stride == 2:
+        rest = torch.nn.functional.max_pool2d(rest, 2, 2)
+    want = torch.cat([ysum, rest], 1)
+    n, c, h, ww = want.shape
+    want = want.reshape(n, 4, c // 4, h, ww).transpose(1, 2).reshape(n, c, h, ww)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_edge_normalization_scales_each_edge_by_its_nodes_softmax_and_steers_derivation():
+    st = tiny_state(model={"channels": 8, "cells": 3, "partial_channels": 2, "edge_norm": True},
+                    measure={"tune_epochs": 0}, dtype=torch.float64)
+    model, sp = st.model, st.space
+    betas = list(model.edge_betas.values())
+    assert betas and all(any(b is p for p in model.arch_parameters()) for b in betas)
+    assert not any(b is p for b in betas for p in model.weight_parameters())
+    with torch.no_grad():
+        for b in betas:
+            b.copy_(torch.randn_like(b))
+    ew = model.edge_weights()
+    for ct, b in model.edge_betas.items():
+        e0, want = 0, []
+        for j in range(sp.nodes):
+            n_in = sp.inputs + j
+            z = torch.exp(b.detach()[e0:e0 + n_in])
+            want.append(z / z.sum())
+            e0 += n_in
+        torch.testing.assert_close(ew[ct].detach(), torch.cat(want), rtol=1e-12, atol=0)
+        torch.testing.assert_close(model.derive_weights()[ct].detach(),
+                                   model.op_probs()[ct].detach() * torch.cat(want)[:, None])
+    # the α loss reaches β; the α optimizer steps it
+    train, val = batches(st, dtype=torch.float64)
+    before = [b.detach().clone() for b in betas]
+    train_step(st, train, FixedVal(val))
+    assert all(not torch.equal(b, c) for b, c in zip(betas, before))
+    # a node's edge with a much larger β wins the top-2 ranking over equal op weights
+    from raydnas.genotype import derive
+
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.zero_()
+        for b in betas:
+            b.zero_()
+            b[sp.inputs + 2] = 5.0  # node 1's edge from node 0 (edges: 0→n0, 1→n0, 0→n1, ...)
+    g, _ = derive({c: w.detach() for c, w in model.derive_weights().items()}, sp)
+    assert all(any(i == 2 for _, i in nodes[1]) for nodes in g.cells.values())
+
+
+@pytest.mark.parametrize("model,extra,key,allowed", [
+    ({"channels": 8, "partial_channels": 3}, {"measure": {"tune_epochs": 0}},
+     "model.partial_channels", "multiple of 6"),
+    ({"channels": 8, "partial_channels": 4}, {}, "measure.tune_epochs", "cannot inherit"),
+    ({"channels": 8, "partial_channels": 2}, {"measure": {"tune_epochs": 0},
+                                              "speed": {"fuse": True}}, "speed.fuse", "false"),
+])
+def test_partial_channels_that_cannot_run_are_one_line_errors(model, extra, key, allowed):
+    raw = {"space": "tiny", "data": {"dataset": "digits"}, "model": model, **extra}
+    with pytest.raises(ConfigError) as e:
+        from_dict(raw, "pc.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg and "pc.yaml" in msg and key in msg and allowed in msg
+
+
+# -- selection: FairDARTS threshold, DARTS-PT --------------------------------------------------
+def _loop_for(st, tmp_path):
+    """The real batches and measurer of a search on ``st`` (as run_search builds them)."""
+    from raydnas.data import Batches, Cycle, load_or_make_split
+    from raydnas.measure import Measurer, bn_indices
+    from raydnas.search_epoch import Loop
+
+    split = load_or_make_split(tmp_path / "split.json", len(st.dataset), 0.5, 0)
+    tr = Batches(st.dataset, split["train"][:128], 32, 0, True)
+    va = Batches(st.dataset, split["val"][:128], 32, 1, True)
+    meas = Measurer(st.dataset, bn_indices(split["train"], 64, 0), va, 32, st.device, 2, 0)
+    return Loop(tr, va, Cycle(va), meas, tr)
+
+
+def test_threshold_selection_drops_chosen_ops_below_the_threshold(tmp_path):
+    from raydnas.genotype import derive
+    from raydnas.selection import SELECTIONS
+
+    st = tiny_state({"activation": "sigmoid"}, select={"name": "threshold", "threshold": 0.6})
+    _random_alphas(st, 2.0)
+    probs = {c: p.detach() for c, p in st.model.op_probs().items()}
+    g0, m0 = derive(probs, st.space)
+    g, masks, extra = SELECTIONS.get("threshold")(st.cfg.select).select(st, None, probs)
+    dropped = 0
+    for ct in g0.cells:
+        e0 = 0
+        for j, (node0, node) in enumerate(zip(g0.cells[ct], g.cells[ct])):
+            for (op0, i0), (op, i) in zip(node0, node):
+                w = float(probs[ct][e0 + i0, st.space.ops.index(op0)])
+                assert i == i0
+                if w < 0.6:
+                    assert op == "none" and float(masks[ct][e0 + i0].sum()) == 0
+                    dropped += 1
+                else:
+                    assert op == op0 and torch.equal(masks[ct][e0 + i0], m0[ct][e0 + i0])
+            e0 += st.space.inputs + j
+    assert extra["select_dropped_ops"] == dropped > 0
+
+
+def test_pt_fixes_the_op_whose_removal_costs_most_accuracy_and_keeps_the_top_k_edges(tmp_path):
+    from raydnas.measure import copy_model
+    from raydnas.selection import Perturbation
+
+    st = tiny_state(select={"name": "pt", "pt_tune_epochs": 0})
+    _random_alphas(st, 1.0)
+    loop = _loop_for(st, tmp_path)
+    sel = Perturbation(st.cfg.select)
+    E, nops = st.space.num_edges, len(st.space.ops)
+    cts = list(st.model.alphas)
+    decided = {c: torch.zeros(E, dtype=torch.bool) for c in cts}
+    onehot = {c: torch.zeros(E, nops) for c in cts}
+    removed = {c: torch.zeros(E, dtype=torch.bool) for c in cts}
+    allowed = [k for k, o in enumerate(st.space.ops) if o not in st.space.exclude]
+    probs = {c: p.detach().float().clone() for c, p in st.model.op_probs().items()}
+    # the reference: accuracy with each allowed op of edge 3 (normal) zeroed, all else a(α)
+    net = copy_model(st.model)
+    accs = []
+    for k in allowed:
+        w = {c: v.clone() for c, v in probs.items()}
+        w["normal"][3, k] = 0.0
+        accs.append(loop.measurer.measure(net, w)[1])
+    sel._decide_op(st, loop, "normal", 3, allowed, decided, onehot, removed)
+    want = allowed[min(range(len(allowed)), key=lambda i: (accs[i], i))]
+    assert decided["normal"][3] and onehot["normal"][3].argmax() == want
+    assert onehot["normal"][3].sum() == 1
+    # node 1 of the tiny cell has 3 inputs (edges 2, 3, 4): keep the 2 whose removal hurts most
+    base = sel._weights(st, decided, onehot, removed)
+    drop = []
+    for e in (2, 3, 4):
+        w = {c: v.clone() for c, v in base.items()}
+        w["normal"][e] = 0.0
+        drop.append((loop.measurer.measure(net, w)[1], e))
+    sel._decide_node(st, loop, "normal", 1, decided, onehot, removed)
+    assert removed["normal"].nonzero().flatten().tolist() == [max(drop)[1]]
+    # with the projection on, decided rows are constants of the forward: no α gradient there
+    st.model.projection = sel._projection(decided, onehot, removed)
+    x, y = batches(st)[0]
+    torch.nn.functional.cross_entropy(st.model(x), y).backward()
+    g = st.model.alphas["normal"].grad
+    assert float(g[3].abs().sum()) == 0 and float(g[0].abs().sum()) > 0
+    st.model.projection = None
+
+
+def test_a_search_with_pt_selection_records_the_selected_cell_and_its_own_accuracy(tmp_path):
+    cfg = tiny_config(epochs=1, select={"name": "pt", "pt_tune_epochs": 0},
+                      measure={"tune_epochs": 0}, log={"tensorboard": False, "print_every": 0})
+    m = run_search(cfg, tmp_path / "r", log=lambda s: None)
+    assert m["selected_by"] == "pt" and m["genotype_argmax"] and m["select_tune_epochs"] == 0
+    fin = read_final(tmp_path / "r")
+    assert fin["genotype"]["darts"] == m["genotype"]
+    from raydnas.genotype import parse_genotype
+
+    g = parse_genotype(m["genotype"])
+    assert all(len(node) == 2 for nodes in g.cells.values() for node in nodes)
+    assert 0 <= m["discrete_val_acc"] <= 1 and m["select_scores"] > 0

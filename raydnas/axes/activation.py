@@ -96,16 +96,24 @@ class Softmax(Activation):
 class Sigmoid(Activation):
     """Independent gates a(α) = σ(α) per (edge, op): ops do not compete within an edge.
 
+    FairDARTS (Chu et al., ECCV 2020; xiaomi-automl/FairDARTS at 270cfc94,
+    ``fairdarts/model_search.py``) is this activation with ``drop_none`` (its 7 primitives have
+    no ``none``), the ``zero_one`` regularizer and ``select: threshold``; its α start at exactly
+    0 (σ = ½, a stationary point of the zero-one loss), here at DARTS's 1e-3·N(0, 1).
+
     Args:
         node_norm: a non-affine BatchNorm on every intermediate node, since the gates do not sum
             to 1 (default False; the CRB activation of Maile et al. turns it on for that reason).
+        drop_none: remove the ``none`` op from the space (default False).
     """
 
     normalized = False
 
-    def __init__(self, node_norm: bool = False) -> None:
+    def __init__(self, node_norm: bool = False, drop_none: bool = False) -> None:
         require(isinstance(node_norm, bool), "node_norm", node_norm, "true or false")
+        require(isinstance(drop_none, bool), "drop_none", drop_none, "true or false")
         self.node_norm = node_norm
+        self.drops_ops = ("none",) if drop_none else ()
 
     def probs(self, alpha: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(alpha)
