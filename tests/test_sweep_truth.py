@@ -117,3 +117,36 @@ def test_bad_truth_settings_are_one_line_before_anything_starts(tmp_path, edit, 
         parse_study(load_config(path))
     assert e.value.key == key and "\n" not in str(e.value) and path in str(e.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_progress_table_of_a_study_with_evaluation_trials_does_not_sort_on_a_missing_metric(
+        tmp_path):
+    """Finished evaluation trials report test_acc, not the study's discrete_val_acc; Tune's sort
+    by that metric compared None with None and killed the sweep (seen on a 17-method study)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.progress_reporter import _get_progress_table_data
+
+    from raydnas.config import load_config
+    from raydnas.sweep import parse_study
+    from raydnas.sweep.tune_setup import reporter
+
+    root = Path(__file__).resolve().parents[1]
+    study = parse_study(load_config(root / "configs" / "quickstart_truth.yaml"),
+                        storage=str(tmp_path), name="t")
+    rep = reporter(study)
+    trials = []
+    for i, last in enumerate([{"test_acc": 0.9}, {"test_acc": 0.8},
+                              {"discrete_val_acc": 0.5, "epoch": 10}]):
+        t = Trial("__fake", config={"method": "m", "seed": i, "eval_seed": 0}, stub=True)
+        t.set_status(Trial.TERMINATED)
+        t.run_metadata.last_result = last
+        trials.append(t)
+
+    def table(sort):
+        return _get_progress_table_data(trials, rep._metric_columns, rep._parameter_columns,
+                                        12, study.metric, "max", sort)
+
+    with pytest.raises(TypeError):  # what Tune does when asked to sort these
+        table(True)
+    rows, _, _ = table(rep._sort_by_metric)
+    assert len(rows) == 3

@@ -110,8 +110,10 @@ def reporter(study: Study):
         params["point"] = "point"
         for p in study.optuna.params:
             params[p.key] = p.key
+    # with evaluation trials in the experiment, finished trials do not all report the study's
+    # metric, and Tune's sort by it compares None with None (TypeError, the sweep dies)
     return Reporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
-                    sort_by_metric=True, max_column_length=40,
+                    sort_by_metric=study.evaluate is None, max_column_length=40,
                     max_progress_rows=12, max_error_rows=8)
 
 
