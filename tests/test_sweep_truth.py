@@ -122,18 +122,24 @@ def test_bad_truth_settings_are_one_line_before_anything_starts(tmp_path, edit, 
 def test_progress_table_of_a_study_with_evaluation_trials_does_not_sort_on_a_missing_metric(
         tmp_path):
     """Finished evaluation trials report test_acc, not the study's discrete_val_acc; Tune's sort
-    by that metric compared None with None and killed the sweep (seen on a 17-method study)."""
+    by that metric compared None with None and killed the sweep (seen on a 17-method study).
+    The reporter is pickled by reference, so a resumed experiment runs the current code."""
+    import pickle
+
+    import cloudpickle
     from ray.tune.experiment import Trial
     from ray.tune.progress_reporter import _get_progress_table_data
 
     from raydnas.config import load_config
     from raydnas.sweep import parse_study
-    from raydnas.sweep.tune_setup import reporter
+    from raydnas.sweep.tune_setup import reporter, sortable
 
     root = Path(__file__).resolve().parents[1]
     study = parse_study(load_config(root / "configs" / "quickstart_truth.yaml"),
                         storage=str(tmp_path), name="t")
-    rep = reporter(study)
+    rep = pickle.loads(cloudpickle.dumps(reporter(study)))  # as Tune's experiment state
+    assert type(rep).__module__ == "raydnas.sweep.tune_setup"
+    assert type(rep).__qualname__ == "StudyReporter"
     trials = []
     for i, last in enumerate([{"test_acc": 0.9}, {"test_acc": 0.8},
                               {"discrete_val_acc": 0.5, "epoch": 10}]):
@@ -148,5 +154,5 @@ def test_progress_table_of_a_study_with_evaluation_trials_does_not_sort_on_a_mis
 
     with pytest.raises(TypeError):  # what Tune does when asked to sort these
         table(True)
-    rows, _, _ = table(rep._sort_by_metric)
-    assert len(rows) == 3
+    assert not sortable(trials, study.metric) and sortable(trials[2:], study.metric)
+    assert len(table(sortable(trials, study.metric))[0]) == 3

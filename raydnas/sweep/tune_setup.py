@@ -84,18 +84,47 @@ def tensorboard_callback():
     return Callback()
 
 
-def reporter(study: Study):
-    """Tune's progress table with the study's metric and parameter columns."""
+def sortable(trials, metric: str | None) -> bool:
+    """Whether Tune can sort ``trials``' table by ``metric``: every finished one reports it."""
+    return all((t.last_result or {}).get(metric) is not None
+               for t in trials if t.status == "TERMINATED")
+
+
+def _reporter_class():
     from ray.tune import CLIReporter
 
-    class Reporter(CLIReporter):
-        """Tune's table without its "Result logdir: /tmp/ray/..." staging path (the results
-        are in the experiment directory, printed at the start and in the summary)."""
+    global StudyReporter
 
-        def _progress_str(self, *args, **kwargs) -> str:
-            text = super()._progress_str(*args, **kwargs)
+    class StudyReporter(CLIReporter):
+        """Tune's table without its "Result logdir: /tmp/ray/..." staging path (the results
+        are in the experiment directory, printed at the start and in the summary), sorted by
+        the study's metric only while every finished trial reports it (evaluation trials
+        report test_acc; Tune's sort would compare None with None and end the sweep).
+
+        A module-level class: a resumed experiment unpickles its reporter by reference, so
+        it runs this code, not the code of the run that started it."""
+
+        def _progress_str(self, trials, *args, **kwargs) -> str:
+            self._sort_by_metric = self._sort_by_metric and sortable(trials, self._metric)
+            text = super()._progress_str(trials, *args, **kwargs)
             return "\n".join(ln for ln in text.split("\n")
                              if not ln.startswith("Result logdir:"))
+
+    StudyReporter.__qualname__ = "StudyReporter"
+    return StudyReporter
+
+
+def __getattr__(name: str):
+    # StudyReporter is made on first use (importing this module must not import Ray); a
+    # pickle of it resolves the name here
+    if name == "StudyReporter":
+        return _reporter_class()
+    raise AttributeError(name)
+
+
+def reporter(study: Study):
+    """Tune's progress table with the study's metric and parameter columns."""
+    Reporter = globals().get("StudyReporter") or _reporter_class()
 
     metrics = {"epoch": "epoch", "val_acc": "val_acc", "discrete_val_acc": "disc_acc",
                "discretization_gap": "gap"}
@@ -110,10 +139,8 @@ def reporter(study: Study):
         params["point"] = "point"
         for p in study.optuna.params:
             params[p.key] = p.key
-    # with evaluation trials in the experiment, finished trials do not all report the study's
-    # metric, and Tune's sort by it compares None with None (TypeError, the sweep dies)
     return Reporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=20,
-                    sort_by_metric=study.evaluate is None, max_column_length=40,
+                    sort_by_metric=True, max_column_length=40,
                     max_progress_rows=12, max_error_rows=8)
 
 
