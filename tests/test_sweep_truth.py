@@ -156,3 +156,10 @@ def test_progress_table_of_a_study_with_evaluation_trials_does_not_sort_on_a_mis
         table(True)
     assert not sortable(trials, study.metric) and sortable(trials[2:], study.metric)
     assert len(table(sortable(trials, study.metric))[0]) == 3
+    # the best trial by the study metric is a search trial, whose config has no eval_seed
+    rep.setup(metric=study.metric, mode="max")
+    for t in trials:
+        t.run_metadata.last_result = {**t.last_result, "config": {"method": "m", "seed": 0}}
+    assert rep._current_best_trial(trials)[0] is None
+    trials[2].run_metadata.last_result["config"]["eval_seed"] = 0
+    assert rep._current_best_trial(trials)[0] is trials[2]

@@ -99,10 +99,22 @@ def _reporter_class():
         """Tune's table without its "Result logdir: /tmp/ray/..." staging path (the results
         are in the experiment directory, printed at the start and in the summary), sorted by
         the study's metric only while every finished trial reports it (evaluation trials
-        report test_acc; Tune's sort would compare None with None and end the sweep).
+        report test_acc; Tune's sort would compare None with None and end the sweep), and with
+        a "Current best trial" line only for a trial whose config has every parameter column
+        (Tune raises on a missing one: search trials have no eval_seed).
 
         A module-level class: a resumed experiment unpickles its reporter by reference, so
         it runs this code, not the code of the run that started it."""
+
+        def _current_best_trial(self, trials):
+            # Tune's "Current best trial" line looks up every parameter column in that trial's
+            # config and raises on a missing one (a search trial has no eval_seed): no line then
+            best, metric = super()._current_best_trial(trials)
+            cols = self._parameter_columns or {}
+            config = (best.last_result or {}).get("config", {}) if best is not None else {}
+            if best is not None and any(c not in config for c in cols):
+                return None, metric
+            return best, metric
 
         def _progress_str(self, trials, *args, **kwargs) -> str:
             self._sort_by_metric = self._sort_by_metric and sortable(trials, self._metric)
