@@ -355,3 +355,72 @@ def test_evaluate_with_random_cells_and_calibration_writes_the_verdict(search_ru
     assert df.attrs["truth"]["baseline"]["n"] == 2 and df.attrs["truth"]["calibration"]
     assert 0 <= df.iloc[0]["random_percentile_mean"] <= 100
     assert main(["evaluate", str(run), "--no-ray", "--random", "-1"]) == 2
+
+
+def _nats_tss(root, archs):
+    """A small NATS-Bench topology benchmark in both of its layouts, written with the official
+    ``nats_bench`` package's own classes and writer: the single ``.pickle.pbz2`` file and the
+    fast-mode directory (``meta.pickle.pbz2`` plus one ``{index:06d}.pickle.pbz2`` per cell)."""
+    from nats_bench import ArchResults, ResultsCount, pickle_save
+
+    sets = {"cifar10-valid": ("x-valid", "ori-test"), "cifar10": ("ori-test",),
+            "cifar100": ("x-valid", "x-test", "ori-test"),
+            "ImageNet16-120": ("x-valid", "x-test", "ori-test")}
+
+    def results(idx, arch, base, epochs):
+        ar = ArchResults(idx, arch)
+        for d_i, (dataset, names) in enumerate(sets.items()):
+            for seed, noise in ((777, -0.5), (888, 0.5)):
+                acc = base - 10 * d_i + noise
+                per = {e: acc for e in range(epochs)}
+                r = ResultsCount(dataset, None, per, {e: 0.1 for e in range(epochs)}, 1.0, 10.0,
+                                 {"channel": 16, "num_cells": 5, "arch_str": arch,
+                                  "class_num": 10}, seed, epochs, None)
+                for name in names:
+                    r.update_OLD_eval(name, per, {e: 0.2 for e in range(epochs)})
+                ar.update(dataset, seed, r)
+        return ar.state_dict()
+
+    per_arch = {i: {"200": results(i, a, v, 200), "12": results(i, a, v - 20, 12)}
+                for i, (a, v) in enumerate(archs.items())}
+    pickle_save({"meta_archs": list(archs), "evaluated_indexes": set(per_arch),
+                 "arch2infos": per_arch}, str(root / "NATS-tss-mini.pickle"))
+    d = root / "NATS-tss-mini-simple"
+    d.mkdir()
+    pickle_save({"meta_archs": list(archs)}, str(d / "meta.pickle"))
+    for i, infos in per_arch.items():
+        pickle_save(infos, str(d / f"{i:06d}.pickle"))
+    return root / "NATS-tss-mini.pickle.pbz2", d
+
+
+def test_nats_bench_tss_lookup_through_the_official_api_in_both_layouts(search_run, tmp_path):
+    from raydnas.evaluation.benchmark import lookup, open_api
+
+    final = json.loads((search_run / "final.json").read_text())
+    found = final["genotype"]["nb201"]
+    other = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|" \
+            "nor_conv_3x3~2|"
+    f, d = _nats_tss(tmp_path, {other: 93.0, found: 80.0})
+    for bench in (f, d):
+        api = open_api(bench)
+        assert type(api).__name__ == "NATStopology"
+        r = lookup(api, other)
+        assert r["index"] == 0 and r["test_acc"] == pytest.approx(0.83)
+        assert r["cifar10_valid_acc"] == pytest.approx(0.93)
+        assert r["cifar100_test_acc"] == pytest.approx(0.73)
+        assert r["imagenet16_test_acc"] == pytest.approx(0.63)
+        assert r["test_acc_12"] == pytest.approx(0.63)  # the 12-epoch schedule, fast mode too
+        assert lookup(api, "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|") is None
+    p = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", str(search_run),
+                        "--benchmark", str(d)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "CIFAR-10 test_acc 0.7000" in p.stdout
+    fin = json.loads((search_run / "evaluation" / "nb201_benchmark" / "final.json").read_text())
+    assert fin["metrics"]["test_acc"] == pytest.approx(0.70)
+    assert fin["protocol"]["benchmark"] == d.name
+    bad = tmp_path / "broken.pickle.pbz2"
+    bad.write_bytes(b"not bz2")
+    p = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", str(search_run),
+                        "--benchmark", str(bad)], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "a NATS-Bench topology benchmark" in p.stderr
+    assert len(p.stderr.splitlines()) == 1, p.stderr

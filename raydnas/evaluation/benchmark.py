@@ -1,4 +1,6 @@
-"""Benchmark lookup for NAS-Bench-201 cells, through the official API package.
+"""Benchmark lookup for NAS-Bench-201 cells, through the official API packages (NAS-Bench-201's
+``nas_201_api`` and NATS-Bench's ``nats_bench``, whose topology search space ``tss`` holds the same
+15,625 cells).
 
 ``raydnas evaluate SOURCE --benchmark FILE`` looks every found cell of a NAS-Bench-201-style
 space (the 5 NB201 ops, one input node, 3 intermediate nodes: ``nb201``, ``tiny201``) up in the
@@ -14,7 +16,10 @@ benchmark measured when NB201 trained that cell with its own protocol (C 16, N 5
 
 The file: ``NAS-Bench-201-v1_1-096897.pth`` (4.7 GB; recommended) or
 ``NAS-Bench-201-v1_0-e61699.pth``
-(2.2 GB), from the links in the NAS-Bench-201 README (D-X-Y/NAS-Bench-201). The API
+(2.2 GB), from the links in the NAS-Bench-201 README (D-X-Y/NAS-Bench-201); or NATS-Bench's
+topology benchmark (D-X-Y/NATS-Bench README): the fast-mode directory
+``NATS-tss-v1_0-3ffb9-simple`` (one ``.pbz2`` per cell, read lazily) or the single
+``NATS-tss-v1_0-3ffb9.pickle.pbz2``; the numbers are the same keys of the same API. The NB201 API
 (``pip install nas-bench-201``, the ``benchmark`` extra) unpickles the whole file into memory:
 plan for several times the file size in RAM. Results are cached per cell in a JSON file next to
 the evaluation results, so the file is read once per experiment, not once per report.
@@ -52,14 +57,41 @@ def nb201_string(g: Genotype) -> str:
     return g.to_nb201()
 
 
-def open_api(path: str | Path, where: str = "--benchmark"):
-    """The official ``NASBench201API`` on the user's file (a ConfigError if it is missing, the
-    package is not installed, or the file is not a NAS-Bench-201 benchmark)."""
+def is_nats(path: str | Path) -> bool:
+    """A NATS-Bench topology benchmark: its fast-mode directory or a ``.pbz2`` file."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(where, "benchmark", str(path),
-                          "an existing NAS-Bench-201 file (NAS-Bench-201-v1_1-096897.pth or "
-                          "-v1_0-e61699.pth, from the NAS-Bench-201 README)")
+    return p.is_dir() or p.name.endswith(".pbz2")
+
+
+_WANT = ("an existing NAS-Bench-201 file (NAS-Bench-201-v1_1-096897.pth or -v1_0-e61699.pth), "
+         "or NATS-Bench's topology benchmark (the NATS-tss-v1_0-3ffb9-simple directory or "
+         "NATS-tss-v1_0-3ffb9.pickle.pbz2)")
+
+
+def check_benchmark(path: str | Path, where: str = "--benchmark") -> None:
+    """The one-line errors that need no reading of the benchmark: it is missing, or its API
+    package is not installed (reading a NAS-Bench-201 file takes minutes: done once, later)."""
+    p = Path(path).expanduser()
+    if not (p.is_file() or p.is_dir()):
+        raise ConfigError(where, "benchmark", str(path), _WANT)
+    pkg, module = ("nats_bench", "nats_bench") if is_nats(p) else ("nas-bench-201", "nas_201_api")
+    try:
+        __import__(module)
+    except ImportError:
+        raise ConfigError(where, "benchmark", str(path), "the official API package: pip install "
+                          f"'raydnas[benchmark]' ({pkg})") from None
+
+
+def open_api(path: str | Path, where: str = "--benchmark"):
+    """The official API on the user's benchmark: ``NASBench201API`` on a NAS-Bench-201 ``.pth``
+    file, ``nats_bench.create(..., 'tss')`` on NATS-Bench's topology benchmark (fast mode on its
+    directory of per-architecture ``.pbz2`` files, else its single ``.pickle.pbz2``). A
+    ConfigError if it is missing, the package is not installed, or it is not such a benchmark."""
+    p = Path(path).expanduser()
+    if not (p.is_file() or p.is_dir()):
+        raise ConfigError(where, "benchmark", str(path), _WANT)
+    if is_nats(p):
+        return _open_nats(p, where)
     try:
         from nas_201_api import NASBench201API
     except ImportError:
@@ -82,14 +114,36 @@ def open_api(path: str | Path, where: str = "--benchmark"):
                           f"{str(e).splitlines()[0] if str(e) else 'not one'})") from None
 
 
+def _open_nats(p: Path, where: str):
+    try:
+        import nats_bench
+    except ImportError:
+        raise ConfigError(where, "benchmark", str(p),
+                          "the official API package: pip install 'raydnas[benchmark]' "
+                          "(nats_bench)") from None
+    try:
+        api = nats_bench.create(str(p), "tss", fast_mode=p.is_dir(), verbose=False)
+        if p.is_dir() and len(api) == 0:
+            raise ValueError("no architectures in meta.pickle.pbz2")
+        return api
+    except Exception as e:  # bz2/pickle errors, missing keys, a meta file of another kind
+        raise ConfigError(where, "benchmark", str(p),
+                          f"a NATS-Bench topology benchmark ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'not one'})") from None
+
+
+#: NAS-Bench-201's and NATS-Bench tss's two training schedules (epochs); the NATS API lists a
+#: fast-mode benchmark's schedules only once an architecture is loaded, so both are asked
+HPS = ("200", "12")
+
+
 def lookup(api: Any, arch: str) -> dict[str, Any] | None:
     """The benchmark's numbers of one arch string (None if it is not in the benchmark)."""
     index = api.query_index_by_arch(arch)
     if index < 0:
         return None
     out: dict[str, Any] = {"arch": arch, "index": int(index)}
-    hps = sorted(getattr(api, "_avaliable_hps", {"200"}), key=int, reverse=True)
-    for hp in hps:
+    for hp in HPS:
         suffix = "" if hp == "200" else f"_{hp}"
         for key, dataset, field in QUERIES:
             try:
@@ -134,12 +188,7 @@ def run_lookups(plans: list, benchmark: str | Path, log=print) -> list[tuple[Any
     like a training protocol. Everything is checked before anything is written."""
     for pl in plans:
         check_space(pl.job.space)
-    if not Path(benchmark).expanduser().is_file():
-        open_api(benchmark)  # the one-line error for a missing file
-    try:
-        import nas_201_api  # noqa: F401 (only: is it installed?)
-    except ImportError:
-        open_api(benchmark)  # the one-line error for a missing package
+    check_benchmark(benchmark)
     seen, rows, caches = set(), [], {}
     for pl in plans:
         if pl.bench_out in seen:
