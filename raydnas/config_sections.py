@@ -124,13 +124,18 @@ class StopConfig:
     ``hessian_factor``: DARTS-ES (Zela et al., ICLR 2020): stop when the local average of the
     Hessian eigenvalue (``measure.hessian_every``) over ``hessian_window`` values rose by more
     than this factor over ``hessian_delta`` averages (the code's 1.3), checked once that span
-    starts at ``hessian_start_epoch`` or later (null: off)."""
+    starts at ``hessian_start_epoch`` or later (0-based epoch indices, as the code's; null:
+    off); ``hessian_rollback``: the stopped search's cell is the code's (:mod:`raydnas.hessian`).
+    """
 
     hessian_factor: float | None = field(default=None, metadata={
         "check": (lambda v: v > 1, "a number > 1 or null (off)")})
     hessian_window: int = field(default=5, metadata={"check": (_pos, "an integer > 0")})
     hessian_delta: int = field(default=4, metadata={"check": (_pos, "an integer > 0")})
     hessian_start_epoch: int = field(default=10, metadata={"check": (_nonneg, "an integer >= 0")})
+    #: on a DARTS-ES stop the search's cell is the one of the epoch the code returns (true, the
+    #: code's) or the stopping epoch's (false; the code's cell is then ``early_stop_genotype``)
+    hessian_rollback: bool = True
 
 
 @dataclass

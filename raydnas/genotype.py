@@ -157,6 +157,23 @@ def derive(weights: dict[str, torch.Tensor],
     return Genotype(cells, space.inputs, space.output, space.genotype_format), masks
 
 
+def masks_of(genotype: Genotype, space: SearchSpace) -> dict[str, torch.Tensor]:
+    """The binary ``[edges, ops]`` masks Π of a genotype of ``space`` (the inverse of
+    :func:`derive`'s genotype): 1 at each chosen (edge, op); an edge whose op is ``none`` and
+    not one of the space's ops stays 0."""
+    out = {}
+    for ct, nodes in genotype.cells.items():
+        mask = torch.zeros(space.num_edges, len(space.ops))
+        e0 = 0
+        for j, node in enumerate(nodes):
+            for op, i in node:
+                if op in space.ops:
+                    mask[e0 + i, space.ops.index(op)] = 1.0
+            e0 += space.inputs + j
+        out[ct] = mask
+    return out
+
+
 _DARTS_RE = re.compile(r"(\w+)=(\[.*?\]),\s*\1_concat=(range\(\s*\d+\s*,\s*\d+\s*\)|\[[\d,\s]*\])")
 
 

@@ -121,7 +121,9 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     }
     for part in st.parts.values():
         m.update(part.epoch_metrics(st, genotype, m))
-    _hessian(st, loop, m)
+    rolled = _hessian(st, loop, m)
+    if rolled is not None:
+        genotype, g, disc_acc = rolled, m["genotype"], m["discrete_val_acc"]
     if not math.isfinite(m["val_loss"]):
         raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
     if cfg.select.name != "argmax" and (st.epoch >= cfg.epochs or m.get("early_stop")):
@@ -167,29 +169,53 @@ def _select(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> An
     return chosen
 
 
-def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> None:
-    """``hessian_eigenvalue`` on its epochs, and the DARTS-ES rule (``stop.hessian_factor``)."""
+def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> Any:
+    """``hessian_eigenvalue`` on its epochs, and the DARTS-ES rule (``stop.hessian_factor``).
+
+    Epochs here are the code's 0-based indices (the record's ``epoch`` − 1): the eigenvalue is
+    taken after epoch indices 0, every, 2·every, ... and the last. On a stop with
+    ``stop.hessian_rollback`` the record's ``genotype`` becomes the cell the code returns (its
+    ``discrete_val_acc`` measured on the current supernet), the stopping epoch's stays as
+    ``genotype_at_stop``; returns the genotype the search ends with."""
     cfg = st.cfg
     every = cfg.measure.hessian_every
-    if not every or (st.epoch % every and st.epoch < cfg.epochs):
-        return
+    last = st.epoch >= cfg.epochs
+    if not every or ((st.epoch - 1) % every and not last):
+        return None
     t0 = time.perf_counter()
     m["hessian_eigenvalue"] = loop.measurer.hessian_eigenvalue(st.model, cfg.measure.hessian_iters)
     m["hessian_seconds"] = time.perf_counter() - t0
     sc = cfg.stop
-    if sc.hessian_factor is None or st.epoch >= cfg.epochs or m.get("early_stop"):
-        return
-    values = [(h["epoch"], h["hessian_eigenvalue"]) for h in [*st.history, m]
-              if "hessian_eigenvalue" in h and h["epoch"] % every == 0]
+    if sc.hessian_factor is None or last or m.get("early_stop"):
+        return None
+    values = [(h["epoch"] - 1, h["hessian_eigenvalue"]) for h in [*st.history, m]
+              if "hessian_eigenvalue" in h and (h["epoch"] - 1) % every == 0]
     hit = eigenvalue_stop(values, every, sc.hessian_window, sc.hessian_delta, sc.hessian_factor,
                           sc.hessian_start_epoch)
-    if hit is not None:
-        reason, back = hit
-        m["early_stop"] = reason
-        old = next((h for h in st.history if h["epoch"] == back), None)
-        if old is not None:  # the cell the code returns; this run's result stays this epoch's
-            m["early_stop_genotype"] = old["genotype"]
-            m["early_stop_genotype_epoch"] = back
+    if hit is None:
+        return None
+    reason, back = hit
+    m["early_stop"] = reason
+    m["stopped_reason"] = "hessian"
+    old = next((h for h in st.history if h["epoch"] - 1 == back), None)
+    if old is None:
+        return None
+    m["early_stop_genotype"] = old["genotype"]
+    m["early_stop_genotype_epoch"] = old["epoch"]
+    if not sc.hessian_rollback:
+        return None
+    from .genotype import masks_of, parse_genotype
+
+    g = parse_genotype(old["genotype"], nodes=st.space.nodes)
+    masks = masks_of(g, st.space)
+    acc = loop.measurer.supernet(st.model, masks)
+    m.update({"genotype_at_stop": m["genotype"], "genotype": old["genotype"],
+              "discrete_val_acc": acc["discrete_val_acc"],
+              "discrete_val_loss": acc["discrete_val_loss"],
+              "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
+              "arch_params": derived_params(st.model, masks), "param_free_ops": param_free_ops(g)})
+    loop.genotype = g
+    return g
 
 
 def _margin_metrics(margins: list[float]) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def train_step(st: SearchState, batch, val: Cycle | None) -> tuple[float, int]:
         w = None
         for part in parts:
             w = part.weight_step_weights(st, w, batch)
-        logits = model(x) if w is None else model(x, op_weights=w)
+        logits = model(x) if w is None else model(x, op_weights=w, run_zero_weights=True)
         loss = st.criterion(logits, y)
         total = loss + st.penalty() if joint else loss
         total.backward()

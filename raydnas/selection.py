@@ -10,25 +10,30 @@ space's argmax cell as ``genotype_argmax``.
 * ``threshold``: FairDARTS (Chu et al., ECCV 2020; xiaomi-automl/FairDARTS at 270cfc94,
   ``fairdarts/utils.py`` ``parse``, ``--parse_method threshold_sparse --op_threshold 0.85``):
   the space's rule picks the edges and ops, then a chosen op whose weight is below the threshold
-  is dropped (its edge becomes ``none``, which adds zeros; the code drops the edge from the
-  genotype, which has the same effect except that a node left with no input is removed from
-  the concatenation there and kept, as zeros, here).
+  is dropped (its edge becomes ``none``, which adds zeros). The code drops the edge from the
+  genotype instead; the two differ only around a node left with no input: the code's network
+  removes it from the concatenation and skips the edges leaving it, while here it stays, as
+  zeros, and its outgoing ops run on zeros (a conv's BatchNorm may then add a constant).
 * ``pt``: DARTS-PT's perturbation-based selection (Wang et al., ICLR 2021; ruocwang/darts-pt at
   4ec3149d, ``sota/cnn/projection.py`` ``project_op``/``project_edge``,
   ``nasbench201/projection.py``; ``--edge_decision random --proj_crit acc --proj_intv 5``).
-  Edges are decided in a random order (seeded by the search's seed), one edge of every cell
-  type per decision: each candidate op (outside the space's ``exclude``) is scored by the
-  supernet's validation accuracy with that op's weight on the edge set to 0 (no
-  renormalization), and the op whose removal leaves the lowest accuracy is fixed, its row
-  becoming one-hot. With ``top_k_edges`` spaces the nodes with more than k inputs are then
-  decided in a random order: each incoming edge is scored by the accuracy with its row set to
-  0, and the k whose removal leaves the lowest accuracy are kept. Between decisions the
-  supernet trains ``pt_tune_epochs`` epochs with the method's own steps (weights and α; a
-  decided row no longer depends on α) under a fresh SGD at ``pt_lr`` (the code: lr/10 =
-  0.0025, constant, after a 50-epoch search; its α steps are first order DARTS), and none
-  after the last. Scores use this project's measurement protocol (BatchNorm statistics
-  re-estimated, eval mode, every validation image; the code scores in train mode on augmented
-  data).
+  Edges are decided in a random order (seeded by the search's seed), one edge of every cell type
+  per decision: each candidate op is scored by the supernet's validation accuracy with that op's
+  weight on the edge set to 0 (no renormalization), and the op whose removal leaves the lowest
+  accuracy is fixed (ties: the first op), its row becoming one-hot. The candidates are the ops
+  outside the space's ``exclude``: every op on NAS-Bench-201-style spaces (as the code's NB201
+  run), all but ``none`` on DARTS-style ones (the code's DARTS space has no ``none``; here
+  derivation never picks it there either). With ``top_k_edges`` spaces the nodes with more than
+  k inputs are then decided in a random order: each incoming edge is scored by the accuracy with
+  its row set to 0, and the k whose removal leaves the lowest accuracy are kept. Between
+  decisions the supernet trains ``pt_tune_epochs`` epochs with the method's own steps (weights
+  and α; a decided row no longer depends on α) under a fresh SGD at ``pt_lr`` (the code: lr/10 =
+  0.0025, constant, after a 50-epoch search; its α steps are first order DARTS). The code also
+  trains one epoch after the last decision, which cannot change the cell (skipped here), and its
+  NB201 run's last interval is 4 epochs, not 5. Scores use the derivation's weights (with PC-
+  DARTS's edge normalization, a(α) times the edge weights) and this project's measurement
+  protocol (BatchNorm statistics re-estimated, eval mode, every validation image; the code
+  scores in train mode on augmented data).
 """
 
 from __future__ import annotations
@@ -156,9 +161,11 @@ class Perturbation(Selection):
 
     @staticmethod
     def _weights(st, decided, onehot, removed) -> dict[str, torch.Tensor]:
-        """a(α) with the decided rows one-hot and the removed edges' rows 0 (detached, CPU)."""
+        """The weights the cell is derived from (a(α), times the edge weights with PC-DARTS's
+        edge normalization) with the decided rows one-hot and the removed edges' rows 0
+        (detached, CPU)."""
         out = {}
-        for ct, p in st.model.op_probs().items():
+        for ct, p in st.model.derive_weights().items():
             w = p.detach().float().cpu().clone()
             w[decided[ct]] = onehot[ct][decided[ct]]
             w[removed[ct]] = 0.0

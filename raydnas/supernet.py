@@ -308,7 +308,11 @@ class Supernet(MacroNetwork):
                                     values.to(w[ct].device, w[ct].dtype), w[ct])
         return w
 
-    def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None,
+                run_zero_weights: bool = False):
+        """Logits of ``x`` under the activation's op weights, or under the given ``op_weights``
+        (ops whose weight is exactly 0 are skipped, unless ``run_zero_weights``: soft weights
+        whose zeros must still pass a gradient to the weight and let its op train, SDARTS)."""
         bias: dict[str, torch.Tensor | None] = {}
         aux_beta = self.aux_beta if op_weights is None else 0.0
         scale = self.edge_weights() if op_weights is None else None
@@ -319,7 +323,8 @@ class Supernet(MacroNetwork):
                       for ct, w in op_weights.items()}
             bias = {ct: self.activation.edge_bias(w, active[ct]) for ct, w in op_weights.items()}
         else:
-            active = {ct: [[k for k in torch.nonzero(row).flatten().tolist()
+            active = {ct: [[k for k in (range(len(row)) if run_zero_weights
+                                        else torch.nonzero(row).flatten().tolist())
                             if k not in self.zero_ops] for row in w.detach().cpu()]
                       for ct, w in op_weights.items()}
             op_weights = {ct: w.to(device=x.device, dtype=x.dtype) for ct, w in op_weights.items()}

@@ -311,7 +311,10 @@ def test_search_with_darts_minus_and_the_hessian_signal_records_both_and_stops_e
     assert all(math.isfinite(v) for v in ev)
     if m.get("early_stop"):  # the eigenvalue rose: stopped with the code's rolled-back cell
         assert len(h) < 4 and m["early_stop_genotype_epoch"] == m["epoch"] - 1
-        assert read_final(tmp_path / "r")["early_stop"] == m["early_stop"]
+        assert m["stopped_reason"] == "hessian" and m["genotype"] == m["early_stop_genotype"]
+        assert m["genotype_at_stop"] == h[-1]["genotype_at_stop"]
+        fin = read_final(tmp_path / "r")
+        assert fin["early_stop"] == m["early_stop"] and fin["genotype"]["darts"] == m["genotype"]
     else:  # it never rose by the factor: every epoch ran
         assert len(h) == 4 and all(b <= a * 1.0000001 for a, b in zip(ev[:3], ev[1:3]))
 
@@ -512,3 +515,20 @@ def test_a_search_with_pt_selection_records_the_selected_cell_and_its_own_accura
     g = parse_genotype(m["genotype"])
     assert all(len(node) == 2 for nodes in g.cells.values() for node in nodes)
     assert 0 <= m["discrete_val_acc"] <= 1 and m["select_scores"] > 0
+
+
+def test_sdarts_runs_ops_whose_perturbed_weight_is_zero_so_they_keep_a_gradient():
+    """clip can set an entry to exactly 0; SmoothDARTS still runs that op, so the PGD step
+    sees ∂L/∂a_k ≠ 0 and the op's module trains (weight decay and momentum included)."""
+    st = tiny_state({"regularizer": "sdarts_rs"}, dtype=torch.float64)
+    train, _ = batches(st, dtype=torch.float64)
+    w = {c: p.detach().clone() for c, p in st.model.op_probs().items()}
+    w["normal"][0] = torch.tensor([0.0, 0.0, 0.5, 0.5], dtype=torch.float64)  # skip at 0
+    leaves = {c: v.clone().requires_grad_(True) for c, v in w.items()}
+    loss = torch.nn.functional.cross_entropy(
+        st.model(train[0], op_weights=leaves, run_zero_weights=True), train[1])
+    g = torch.autograd.grad(loss, [leaves["normal"]])[0]
+    assert float(g[0, 1].abs()) > 0  # skip_connect's weight, 0, still gets its gradient
+    assert float(g[0, 0].abs()) == 0  # none is never run
+    skipped = torch.nn.functional.cross_entropy(st.model(train[0], op_weights=leaves), train[1])
+    assert float(torch.autograd.grad(skipped, [leaves["normal"]])[0][0, 1]) == 0

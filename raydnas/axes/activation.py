@@ -3,7 +3,9 @@
 An activation maps one cell type's α (shape ``[edges, ops]``) to op weights. ``weights`` is what
 the supernet multiplies op outputs by (it may sample); ``probs`` is the deterministic a(α) used to
 discretize, regularize and log. ``active_ops`` tells the supernet which ops it must execute:
-ops whose weight is exactly zero are skipped (same value, same gradient, less compute).
+ops whose weight is exactly zero are skipped (the same value, less compute; a skipped op's own
+weight gets no gradient and its module no update, which is what CRB's permanent pruning and
+GDAS's single path mean).
 
 Stochastic activations draw fresh Gumbel noise per forward pass. Inside ``frozen_noise()`` every
 forward reuses the noise of the first one: gradient estimators that compare several forward

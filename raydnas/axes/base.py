@@ -109,7 +109,9 @@ class AxisChoice:
         ``weights`` is what the parts before this one returned (None: the activation's own,
         drawn by the forward itself); return it unchanged (the default) or replace it, e.g. a
         perturbed a(α) (SDARTS). Weights returned here are constants of the weight step: α gets
-        no gradient through them. Parts run in axis order."""
+        no gradient through them; every op runs, a zero weight included (its op's weights get a
+        zero gradient, weight decay and momentum, as under the activation's own weights).
+        Parts run in axis order."""
         return weights
 
     def after_weight_step(self, ctx: SearchContext) -> None:

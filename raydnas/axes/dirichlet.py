@@ -43,8 +43,9 @@ class Dirichlet(Activation):
     """DrNAS: each edge's op weights are a sample of Dir(β), β = elu(α) + 1, drawn per forward
     pass with pathwise gradients (``torch.distributions.Dirichlet.rsample``, implicit
     reparametrization), one draw per cell type shared by its cells and the whole batch.
-    Checked against xiangning-chen/DrNAS at f2caa4db, ``201-space/utils.py``
-    ``process_step_vector`` and ``201-space/search_model.py`` (α init 1e-3·N(0, 1)).
+    Checked against xiangning-chen/DrNAS at f2caa4db, ``utils.py`` ``process_step_vector``
+    (repository root, imported by ``201-space/``) and ``201-space/search_model.py`` (α init
+    1e-3·N(0, 1)).
 
     ``probs`` is the Dirichlet mean β/Σβ, used to discretize, regularize and log; its argmax is
     the argmax of softmax(α) that the code's ``genotype`` takes (elu + 1 is increasing). Eval

@@ -110,7 +110,8 @@ class AdversarialSmoothing(_Smoothing):
         model.eval()
         try:
             def loss_at(w):
-                return F.cross_entropy(model(x, op_weights=w), y)
+                # every op runs: an entry clipped to 0 still gets its gradient and can rise
+                return F.cross_entropy(model(x, op_weights=w, run_zero_weights=True), y)
 
             with torch.no_grad():
                 before = float(loss_at(probs))
