@@ -119,7 +119,9 @@ class MeasureConfig:
 
 @dataclass
 class StopConfig:
-    """``stop:``: rules that end a search early, each off by default (:mod:`raydnas.hessian`).
+    """``stop:``: rules that end a search early, each off by default: ``dead``, ``collapsed``
+    and ``margin_stall_epochs`` (:mod:`raydnas.stop_rules`, from epoch ``rules_min_epochs``),
+    and the Hessian rule (:mod:`raydnas.hessian`).
 
     ``hessian_factor``: DARTS-ES (Zela et al., ICLR 2020): stop when the local average of the
     Hessian eigenvalue (``measure.hessian_every``) over ``hessian_window`` values rose by more
@@ -136,6 +138,14 @@ class StopConfig:
     #: on a DARTS-ES stop the search's cell is the one of the epoch the code returns (true, the
     #: code's) or the stopping epoch's (false; the code's cell is then ``early_stop_genotype``)
     hessian_rollback: bool = True
+    #: the rules of :mod:`raydnas.stop_rules` (each off by default)
+    dead: bool = False
+    collapsed: float | None = field(default=None, metadata={
+        "check": (lambda v: 0 < v <= 1, "a share in (0, 1] or null (off)")})
+    margin_stall_epochs: int | None = field(default=None, metadata={
+        "check": (_pos, "an integer > 0 or null (off)")})
+    margin_stall_delta: float = field(default=0.005, metadata={"check": (_pos, "a number > 0")})
+    rules_min_epochs: int = field(default=2, metadata={"check": (_pos, "an integer > 0")})
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import stop_rules
 from .data import Batches, Cycle
 from .genotype import derive
 from .hessian import eigenvalue_stop
@@ -121,6 +122,10 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     }
     for part in st.parts.values():
         m.update(part.epoch_metrics(st, genotype, m))
+    if not m.get("early_stop"):
+        code = stop_rules.check(cfg.stop, st.history, m, genotype, cfg.epochs)
+        if code is not None:
+            m["early_stop"], m["stopped_reason"] = stop_rules.sentence(code, m, cfg.stop), code
     rolled = _hessian(st, loop, m)
     if rolled is not None:
         genotype, g, disc_acc = rolled, m["genotype"], m["discrete_val_acc"]

@@ -117,7 +117,8 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
             row.update(group_row(used, collapse_threshold=collapse_threshold,
                                  gap_threshold=gap_threshold))
         else:
-            row.update({"n": 0, "seeds": [], "n_stopped": 0, "consensus": math.nan,
+            row.update({"n": 0, "seeds": [], "n_stopped": 0, "stopped_reasons": "",
+                        "consensus": math.nan,
                         "distinct_genotypes": 0, "modal_count": 0, "modal_genotype": None,
                         "modal_genotype_nb201": None, "modal_trial": None, "modal_seed": None,
                         "collapse_rate": math.nan, "collapse_rate_skip_none": math.nan,

@@ -14,8 +14,11 @@ A trial ends up in one of five states:
 * ``complete``: the search ran all its epochs (``final.json`` says ``complete``), or stopped
   itself (``early_stop`` in its last metrics), or Tune says TERMINATED and the number of epochs
   in ``config.yaml`` was reached.
-* ``stopped``: Tune terminated it before its last epoch (a trial scheduler such as ASHA). Its
-  last epoch is used, and it is counted in ``n_stopped``.
+* ``stopped``: a stop rule ended it (``stopped_reason`` in its last metrics: ``dead``,
+  ``collapsed``, ``margin_stalled``, ``hessian``), or Tune terminated it before its last epoch
+  (a trial scheduler such as ASHA: reason ``scheduler``). Its last epoch is used; it is
+  counted in ``n_stopped`` and its reason in ``stopped_reasons``, which the report shows
+  beside every mean.
 * ``failed``: Tune says ERROR, or ``error.txt`` exists and the search did not finish.
 * ``running``: not finished and not failed: Tune says RUNNING, or it has results but not its
   last epoch (still running, or its driver was killed).
@@ -52,6 +55,15 @@ class Trial:
     @property
     def last(self) -> dict[str, Any]:
         return self.epochs[-1] if self.epochs else {}
+
+    @property
+    def stopped_reason(self) -> str | None:
+        """Why the trial stopped before its last epoch: a stop rule's code (``dead``,
+        ``collapsed``, ``margin_stalled``, ``hessian``), ``scheduler`` (Tune ended it), or
+        None for a trial that was not stopped."""
+        if self.status != "stopped":
+            return None
+        return str(self.last.get("stopped_reason") or "scheduler")
 
     @property
     def seed(self) -> Any:
@@ -181,6 +193,8 @@ def _status(tune_status: str | None, epochs: list[dict], final: dict | None, fai
     if not epochs:
         return "failed" if failed else ("running" if tune_status == "RUNNING" else "missing")
     last = epochs[-1]
+    if last.get("stopped_reason"):  # a stop rule ended it: what it is, not a finished search
+        return "stopped"
     done = bool(final and final.get("complete")
                 and final.get("metrics", {}).get("epoch") == last.get("epoch"))
     done = done or bool(last.get("early_stop"))

@@ -82,8 +82,15 @@ def write_json(df: "pd.DataFrame", path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
 
+def _stopped(r: Any) -> str:
+    """``2/3 (dead 2)``: the group's stopped searches and why ('—' when none stopped)."""
+    n = int(r.get("n_stopped") or 0)
+    return "—" if not n else f"{n}/{r['n']} ({r.get('stopped_reasons') or 'scheduler'})"
+
+
 TABLE = [  # (header, function of row)
     ("n", lambda r: f"{r['n']}/{r['n_trials']}"),
+    ("stopped", _stopped),
     ("val_acc", lambda r: mean_std(r, "val_acc")),
     ("discrete_val_acc", lambda r: mean_std(r, "discrete_val_acc")),
     ("gap", lambda r: mean_std(r, "discretization_gap")),
@@ -163,8 +170,8 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
     lines += validity_lines(df) + [""]
     lines += _baseline_lines(t)
     lines += ["| rank | group | evaluated | test_acc | 95 % CI | rank CI | percentile among "
-              "random | eval_val_acc | collapsed | param-free | dead | eval params |",
-              "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+              "random | eval_val_acc | collapsed | param-free | dead | stopped | eval params |",
+              "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = sorted(range(len(df)), key=lambda i: (math.isnan(df.iloc[i]["test_rank"]),
                                                    df.iloc[i]["test_rank"]))
     for i in order:
@@ -180,7 +187,8 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
                      f"{_num(r.get('eval_val_acc_mean'))} | "
                      f"{_share(r['collapse_rate'], r['n'])} | "
                      f"{_share(r['param_free_rate'], r['n'])} | "
-                     f"{_share(r['dead_rate'], r['n'])} | {_num(r['eval_params_mean'], 0)} |")
+                     f"{_share(r['dead_rate'], r['n'])} | {_stopped(r)} | "
+                     f"{_num(r['eval_params_mean'], 0)} |")
     lines.append("")
     return lines
 
@@ -249,6 +257,9 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
               "ops are parameter-free (skip_connect, pools; `none` is a missing edge); "
               "param-free = a live normal cell with no path through an op with weights; "
               "dead = a cell whose output no non-none path reaches; "
+              "stopped = searches ended before their last epoch, with why (a `stop:` rule: "
+              "dead, collapsed, margin_stalled, hessian; or `scheduler`): their last epoch is "
+              "in the means, so read the means beside this column; "
               "undecided = mean α margin (chosen op − runner-up) below 0.05; "
               f"gap reliable = discretization gap < {a.get('gap_threshold'):g}.",
               "", "Values are mean ± sample std over seeds at each trial's last epoch "

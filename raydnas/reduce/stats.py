@@ -166,12 +166,19 @@ def skip_none_fraction(g: Genotype) -> float:
     return sum(op in COLLAPSE_OPS for op in ops) / len(ops) if ops else math.nan
 
 
+def stopped_reasons(trials: list[Trial]) -> str:
+    """The stopped trials' reasons with counts, e.g. ``dead 2, scheduler 1`` ('' if none)."""
+    c = Counter(t.stopped_reason for t in trials if t.stopped_reason)
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+
+
 def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
               gap_threshold: float = DEFAULT_GAP_THRESHOLD) -> dict[str, Any]:
     """All statistics of one group's usable trials (at least one)."""
     row: dict[str, Any] = {"n": len(trials),
                            "seeds": [t.seed for t in trials],
-                           "n_stopped": sum(t.status == "stopped" for t in trials)}
+                           "n_stopped": sum(t.status == "stopped" for t in trials),
+                           "stopped_reasons": stopped_reasons(trials)}
     vals = [trial_values(t) for t in trials]
     for m in METRICS:
         for k, v in summary([x[m] for x in vals]).items():
