@@ -53,9 +53,12 @@ def _kill_tree(pids: list[int]) -> None:
 
 
 def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
+    """With an ASHA scheduler: its state resumes with the experiment, and a trial it stopped
+    stays stopped (recorded with reason ``scheduler``), neither rerun nor counted complete."""
     exp = tmp_path / "qs"
     cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
            "--storage", str(tmp_path), "--name", "qs", "--set", f"epochs={EPOCHS}", "--no-reduce",
+           "--set", "sweep.scheduler={name: asha, grace_epochs: 1, reduction_factor: 2}",
            "--num-cpus", "2", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = open(tmp_path / "first.log", "w")
@@ -90,9 +93,16 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     keys = [(json.loads((d / "params.json").read_text())["method"],
              json.loads((d / "params.json").read_text())["seed"]) for d in dirs]
     assert len(dirs) == 4 and len(set(keys)) == 4  # no trial was started twice
+    from raydnas.reduce.load import load_experiment
+
+    status = {t.path.name: (t.status, t.stopped_reason) for t in load_experiment(exp).trials}
     for d in dirs:
         epochs = [json.loads(ln)["epoch"] for ln in (d / "metrics.jsonl").read_text().splitlines()]
-        assert epochs == list(range(1, EPOCHS + 1)) and _complete(d)
+        assert epochs == list(range(1, len(epochs) + 1))
+        if len(epochs) == EPOCHS:
+            assert _complete(d) and status[d.name] == ("complete", None)
+        else:  # ASHA stopped it at a rung: it stays stopped, with its reason
+            assert not _complete(d) and status[d.name] == ("stopped", "scheduler")
     for d, (mtime, metrics) in done_before.items():  # finished trials were not redone
         assert (d / "final.json").stat().st_mtime_ns == mtime
         assert (d / "metrics.jsonl").read_bytes() == metrics

@@ -150,8 +150,11 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, num_samples=study.total_trials(),
-                    max_concurrent_trials=study.max_concurrent, metric=study.metric,
-                    mode=study.mode, reuse_actors=True,
+                    max_concurrent_trials=study.max_concurrent,
+                    metric=study.scheduler.metric if study.scheduler else study.metric,
+                    mode=study.scheduler.mode if study.scheduler else study.mode,
+                    scheduler=study.scheduler.build() if study.scheduler else None,
+                    reuse_actors=True,
                     trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=study.name, storage_path=study.storage,

@@ -11,7 +11,8 @@ one Optuna study per method and drives them through Optuna's ask/tell interface:
 * with ``optuna:`` it asks a method's study for a point only when a worker is free and nothing is
   queued, runs that point on every seed, and tells the study the aggregate (mean by default) of
   the objective over seeds once all of them finished. A point with a failed seed is told FAIL
-  (a setting that diverges on one seed is not a reliable setting). Methods take turns, so every
+  (a setting that diverges on one seed is not a reliable setting), one with a seed stopped
+  early (a ``stop:`` rule or the ``sweep.scheduler``) PRUNED. Methods take turns, so every
   study advances and the cluster stays busy;
 * with ``optuna.metric: eval_val_acc`` (the retrained cells' validation accuracy) a point is told
   only once the evaluations of all its seeds finished, the mean over each seed's evaluation
@@ -165,8 +166,20 @@ class StudySearcher(Searcher):
                 values = [float(v) for v in got]
         if values is not None and self._eval_metrics() and not queued:
             values = None  # no cell to evaluate: the point cannot be scored
+        if values is not None and self._stopped(method, result):
+            rec.setdefault("stopped", []).append(seed)
         rec["values"][seed] = values
         self._maybe_tell(method, point, rec)
+
+    def _stopped(self, method: str, result: dict) -> bool:
+        """Whether a search ended before its last epoch: a stop rule (``stopped_reason``) or
+        the trial scheduler (fewer epochs than its method's, with no early stop of its own)."""
+        if result.get("stopped_reason"):
+            return True
+        m = next((x for x in self.study.methods if x.name == method), None)
+        epochs = m.epochs if m is not None else None
+        return bool(epochs and result.get("epoch", epochs) < epochs
+                    and not result.get("early_stop"))
 
     def _eval_metrics(self) -> list[str]:
         """The Optuna objectives that come from evaluation trials."""
@@ -283,6 +296,8 @@ class StudySearcher(Searcher):
         vals = list(rec["values"].values())
         if any(v is None for v in vals):
             st.tell(point, state=TrialState.FAIL, skip_if_finished=True)
+        elif rec.get("stopped"):  # a seed stopped early: the point was not run out
+            st.tell(point, state=TrialState.PRUNED, skip_if_finished=True)
         else:
             o = self.study.optuna
             objective = [aggregate([v[i] for v in vals], o.aggregate, o.modes[i], o.robust_k)

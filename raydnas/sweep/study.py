@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .optuna_spec import OptunaSpec
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
-              "storage", "name", "baseline")
+              "storage", "name", "baseline", "scheduler")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class Study:
     name: str
     optuna: "OptunaSpec | None" = None
     evaluate: Any = None              # raydnas.sweep.stage.EvalStage, or None
+    scheduler: Any = None             # raydnas.sweep.scheduler.SchedulerSpec, or None
 
     @property
     def metric(self) -> str:
@@ -236,6 +237,10 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     study.methods = expand_methods(cfg, sweep, f)
     for m in study.methods:  # every method must be a valid experiment on its own: resolve once
         m.epochs = study.trial_config(m, seed_list[0]).epochs
+    from .scheduler import parse_scheduler
+
+    study.scheduler = parse_scheduler(sweep.get("scheduler"), [m.epochs for m in study.methods],
+                                      f)
     from .stage import parse_baseline, parse_stage
 
     study.evaluate = parse_stage(cfg.evaluate, cfg, f)
