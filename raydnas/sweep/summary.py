@@ -27,6 +27,7 @@ class SweepSummary:
     optuna_best: dict[str, Any] = field(default_factory=dict)  # method -> best point (seed mean)
     report: str | None = None
     evaluations: dict[str, int] | None = None  # done / failed / unfinished evaluation trials
+    stopped: int = 0  # of ``done``: searches the trial scheduler ended before their last epoch
 
     @property
     def exit_code(self) -> int:
@@ -50,6 +51,10 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
     n_search = 0
     tests: dict[str, list[float]] = {}  # search trial id -> test accuracies of its evaluations
     searches: dict[str, dict[str, Any]] = {}
+    stopped = 0
+    # Tune's own trial states: a search the scheduler ended is TERMINATED short of its epochs
+    ea = getattr(results, "_experiment_analysis", None)
+    status = {t.trial_id: t.status for t in getattr(ea, "trials", None) or []}
     for r in results:
         m = r.metrics or {}
         if (r.config or {}).get("kind") == "evaluate":
@@ -71,8 +76,10 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
         cfg = r.config or {}
         epochs = study.epochs(cfg)
         if epochs is None or m.get("epoch", 0) < epochs and not m.get("early_stop"):
-            unfinished += 1
-            continue
+            if study.scheduler is None or status.get(m.get("trial_id")) != "TERMINATED":
+                unfinished += 1
+                continue
+            stopped += 1
         done += 1
         searches[r.metrics.get("trial_id") or ""] = {
             "method": cfg.get("method"), "seed": cfg.get("seed"), "point": cfg.get("point"),
@@ -85,7 +92,7 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
             best = {"value": v, "metric": "test_acc", **searches[tid]}
     unfinished += max(0, study.search_trials() - n_search)
     s = SweepSummary(study.experiment_path, study.search_trials(), done, failed, unfinished,
-                     dict(reasons), best, wall, search_s, study.journal_path())
+                     dict(reasons), best, wall, search_s, study.journal_path(), stopped=stopped)
     if study.evaluate is not None:
         expected = done * len(study.evaluate.seeds) + study.baseline_trials()
         evals["unfinished"] = max(evals["unfinished"],
@@ -135,8 +142,10 @@ def print_summary(s: SweepSummary, study: Study) -> None:
     """The end-of-sweep lines: counts, failures, best trial, Optuna, where the results are."""
     p = print
     p("\n== raydnas sweep ==")
-    p(f"trials: {s.total} total, {s.done} done, {s.failed} failed, {s.unfinished} unfinished"
-      f"   (wall {s.wall_seconds:.0f} s, search time summed over trials {s.search_seconds:.0f} s)")
+    stopped = f" ({s.stopped} stopped by the scheduler)" if s.stopped else ""
+    p(f"trials: {s.total} total, {s.done} done{stopped}, {s.failed} failed, {s.unfinished} "
+      f"unfinished   (wall {s.wall_seconds:.0f} s, search time summed over trials "
+      f"{s.search_seconds:.0f} s)")
     if s.evaluations is not None:
         e = s.evaluations
         p(f"evaluations ({study.evaluate.protocol.label}): {e['done']} done, {e['failed']} "
