@@ -9,7 +9,7 @@ def _run(args: argparse.Namespace) -> int:
     from .reduce import reduce
     from .reduce.report import mean_std
 
-    df = reduce(args.experiment, args.out, sort=args.sort,
+    df = reduce(args.experiment, args.out, sort=args.sort, top=args.top,
                 collapse_threshold=args.collapse_threshold, gap_threshold=args.gap_threshold,
                 plots=not args.no_plots, protocol=args.protocol)
     counts = df.attrs["counts"]
@@ -50,11 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "`raydnas sweep` and write report.md/.csv/.json and PNG plots.")
     p.add_argument("experiment", help="experiment directory (<storage_path>/<name>) or URI")
     p.add_argument("--out", default=None, help="output directory (default <experiment>/report)")
-    p.add_argument("--sort", default="discrete_val_acc",
+    p.add_argument("--sort", default="auto",
                    help="sort key: a metric (its mean) or any numeric column such as consensus, "
                         "collapse_rate, discretization_gap_std; prefix +/- for "
-                        "ascending/descending, written --sort=-KEY (default: discrete_val_acc, "
-                        "best first)")
+                        "ascending/descending, written --sort=-KEY (default auto: the retrained "
+                        "test_acc where cells were evaluated, else discrete_val_acc; best first)")
     p.add_argument("--collapse-threshold", type=float, default=DEFAULT_COLLAPSE_THRESHOLD,
                    help="a seed has collapsed when at least this fraction of its normal cell's "
                         f"ops is skip_connect or none (default {DEFAULT_COLLAPSE_THRESHOLD})")
@@ -62,6 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a seed's discretization is reliable when its gap is below this "
                         f"(default {DEFAULT_GAP_THRESHOLD})")
     p.add_argument("--no-plots", action="store_true", help="write md/csv/json only")
+    p.add_argument("--top", type=int, default=20,
+                   help="groups shown in report.md and the plots of a large study (the truth's "
+                        "ranking, else the sort; report.csv holds all; 0: all; default 20)")
     p.add_argument("--protocol", default=None,
                    help="the evaluation protocol whose test accuracies to join (default: the one "
                         "with the most finished evaluations)")

@@ -337,3 +337,34 @@ def test_reduce_a_single_search_run(tmp_path):
     (g,) = doc["groups"]
     assert g["n"] == 1 and g["method"] == "softmax/first_order/every/none"
     assert g["n_evaluated"] == 1 and 0 <= g["test_acc_mean"] <= 1
+
+
+def test_a_study_of_30_groups_shows_the_top_20_and_keeps_every_group_in_the_csv(tmp_path):
+    """Readable with many groups (Optuna points): the markdown's tables, genotype sections and
+    per-group plots hold the first ``top`` groups and say where the rest are."""
+    import csv
+
+    w = ExperimentWriter(tmp_path)
+    g = darts([("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
+               ("skip_connect", 2)],
+              [("sep_conv_3x3", 0), ("avg_pool_3x3", 1), ("sep_conv_3x3", 0),
+               ("sep_conv_3x3", 1)])
+    for p in range(30):
+        for seed in (0, 1):
+            w.trial(flat("softmax/first_order/every/prox", seed, point=p, **{"regularizer.rho":
+                                                                            0.01 * (p + 1)}),
+                    [g, g], discrete_val_acc=0.30 + 0.01 * p)
+    exp = w.finish()
+    df = reduce(exp)
+    assert len(df) == 30
+    md = (exp / "report" / "report.md").read_text()
+    assert "The first 20 of 30 groups" in md and md.count("\n### ") == 20
+    assert md.count("| softmax/first_order/every/prox") == 20  # the table's rows
+    with open(exp / "report" / "report.csv") as f:
+        assert len(list(csv.DictReader(f))) == 30
+    assert len(list((exp / "report").glob("cell_*.png"))) == 20
+    assert len(md) < 40_000
+    full = reduce(exp, tmp_path / "all", top=0, plots=False)
+    assert "The first" not in (tmp_path / "all" / "report.md").read_text() and len(full) == 30
+    with pytest.raises(ConfigError, match="--top"):
+        reduce(exp, top=-1)

@@ -137,12 +137,16 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
     return df, members
 
 
+#: groups shown in the markdown and the plots of a large study (the CSV holds all)
+DEFAULT_TOP = 20
+
+
 def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
            sort: str = DEFAULT_SORT,
            collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
            gap_threshold: float = DEFAULT_GAP_THRESHOLD,
            plots: bool = True, write: bool = True,
-           protocol: str | None = None) -> "pd.DataFrame":
+           protocol: str | None = None, top: int = DEFAULT_TOP) -> "pd.DataFrame":
     """Reduce a Ray Tune experiment to a cross-seed reliability report.
 
     Args:
@@ -161,6 +165,9 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
         write: write the files (``False``: only return the table).
         protocol: the evaluation protocol whose test accuracies join the table (default: the
             one with the most finished evaluations under ``<experiment>/evaluation/``).
+        top: with more groups than this, the markdown's tables, genotype sections and plots
+            hold the first ``top`` (the truth's ranking, else the sort) and say how many more
+            are in ``report.csv``/``report.json``, which always hold every group (0: all).
 
     With finished evaluations the default sort (``auto``) is the truth, ``test_acc``; without
     them ``discrete_val_acc``, and the report says that it makes no claim on cell quality.
@@ -173,6 +180,8 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
     Raises:
         ConfigError: not an experiment directory, unknown sort key, bad threshold.
     """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ConfigError("raydnas reduce", "--top", top, "an integer >= 0 (0: every group)")
     _check_threshold("collapse_threshold", collapse_threshold)
     _check_threshold("gap_threshold", gap_threshold)
     cache = Path(tempfile.mkdtemp(prefix="raydnas-reduce-")) if is_uri(experiment) else None
@@ -197,6 +206,7 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
             "counts": {s: sum(t.status == s for t in exp.trials) for s in STATUSES},
             "excluded": excluded,
             "sort": {"column": col, "ascending": ascending},
+            "top": top,
             "collapse_threshold": collapse_threshold,
             "gap_threshold": gap_threshold,
             "files": [],

@@ -197,11 +197,15 @@ def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> 
     files: dict[str, str] = {}
     for old in [*out.glob("cell_*.png"), *out.glob("alpha_*.png")]:
         old.unlink()  # from an earlier reduce with other groups
+    from .report import shown
+
+    full, df = df, df.head(shown(df))  # a large study: its first groups (the CSV has all)
+    df.attrs = full.attrs
     acc_vs_gap(df, members, out / "acc_vs_gap.png", df.attrs.get("gap_threshold", 0.05))
     files["acc_vs_gap"] = "acc_vs_gap.png"
     reliability(df, out / "reliability.png")
     files["reliability"] = "reliability.png"
-    if proxy_vs_truth(df, members, out / "proxy_vs_truth.png"):
+    if proxy_vs_truth(full, members, out / "proxy_vs_truth.png"):  # every evaluated trial
         files["proxy_vs_truth"] = "proxy_vs_truth.png"
     for i, r in df.iterrows():
         if not isinstance(r["modal_trial"], str):

@@ -174,7 +174,8 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
               "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = sorted(range(len(df)), key=lambda i: (math.isnan(df.iloc[i]["test_rank"]),
                                                    df.iloc[i]["test_rank"]))
-    for i in order:
+    k = shown(df)
+    for i in order[:k]:
         r = df.iloc[i]
         ci = (f"[{_num(r['test_acc_ci_low'])}, {_num(r['test_acc_ci_high'])}]"
               if not math.isnan(r["test_acc_ci_low"]) else "n/a")
@@ -190,7 +191,23 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
                      f"{_share(r['dead_rate'], r['n'])} | {_stopped(r)} | "
                      f"{_num(r['eval_params_mean'], 0)} |")
     lines.append("")
+    lines += _more(df, "by the truth's rank")
     return lines
+
+
+def shown(df: "pd.DataFrame") -> int:
+    """How many groups the markdown and plots show (``top``; 0: all)."""
+    top = df.attrs.get("top") or 0
+    return len(df) if not top else min(top, len(df))
+
+
+def _more(df: "pd.DataFrame", order: str) -> list[str]:
+    """The line that says how many groups a table leaves out, and where they are."""
+    k = shown(df)
+    if k >= len(df):
+        return []
+    return [f"*The first {k} of {len(df)} groups {order}; all {len(df)} are in `report.csv` and "
+            f"`report.json` (`raydnas reduce --top 0` lists them all here).*", ""]
 
 
 def _baseline_lines(t: dict[str, Any]) -> list[str]:
@@ -275,16 +292,17 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
     head = ["#", "group"] + [h for h, _ in TABLE]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" if i != 1 else "---" for i in range(len(head))) + "|")
-    for i, r in df.iterrows():
+    for i, r in df.head(shown(df)).iterrows():
         cells = [str(i + 1), r["group"]] + [f(r) for _, f in TABLE]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
+    lines += _more(df, f"by `{sort.get('column')}`")
     for name in ("acc_vs_gap", "reliability"):
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
     lines += proxy_validity_section(df, plots)
     lines += ["## Modal genotype of each group", ""]
-    for i, r in df.iterrows():
+    for i, r in df.head(shown(df)).iterrows():
         lines.append(f"### {i + 1}. {r['group']}")
         if not isinstance(r["modal_genotype"], str):
             lines += ["", "No finished seed.", ""]
