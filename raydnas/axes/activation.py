@@ -16,7 +16,7 @@ objective, not sampling noise (common random numbers).
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -84,6 +84,25 @@ class Activation(AxisChoice):
         """``[edges, ops]`` booleans, False where an op is pruned for good (CRB); None: all
         alive. Regularizers leave pruned entries out of their penalties."""
         return None
+
+
+class Stochastic(Activation):
+    """Base of activations that draw op weights per forward (Gumbel, Dirichlet): inside
+    :meth:`frozen_noise` a subclass keeps its draws in ``self._frozen`` (α's id → the draw) and
+    reuses them, so every forward within differentiates one fixed sample."""
+
+    _frozen: dict[int, torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def frozen_noise(self) -> Iterator[None]:
+        outer = self._frozen is None
+        if outer:
+            self._frozen = {}
+        try:
+            yield
+        finally:
+            if outer:
+                self._frozen = None
 
 
 @ACTIVATIONS.register("softmax")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 
-from .activation import ACTIVATIONS, Activation
+from .activation import ACTIVATIONS, Stochastic
 
 
 class _Pathwise(torch.autograd.Function):
@@ -39,7 +36,7 @@ def pathwise_sample(conc: torch.Tensor, x: torch.Tensor | None = None) -> torch.
 
 
 @ACTIVATIONS.register("dirichlet")
-class Dirichlet(Activation):
+class Dirichlet(Stochastic):
     """DrNAS: each edge's op weights are a sample of Dir(β), β = elu(α) + 1, drawn per forward
     pass with pathwise gradients (``torch.distributions.Dirichlet.rsample``, implicit
     reparametrization), one draw per cell type shared by its cells and the whole batch.
@@ -60,9 +57,6 @@ class Dirichlet(Activation):
 
     has_concentration = True
 
-    def __init__(self) -> None:
-        self._frozen: dict[int, torch.Tensor] | None = None
-
     def concentration(self, alpha: torch.Tensor) -> torch.Tensor:
         return F.elu(alpha) + 1.0
 
@@ -79,19 +73,6 @@ class Dirichlet(Activation):
         if self._frozen is not None:
             self._frozen[id(alpha)] = w.detach()
         return w
-
-    @contextlib.contextmanager
-    def frozen_noise(self) -> Iterator[None]:
-        """Within the context every forward reuses the first forward's draw, each with its
-        pathwise gradient."""
-        outer = self._frozen is None
-        if outer:
-            self._frozen = {}
-        try:
-            yield
-        finally:
-            if outer:
-                self._frozen = None
 
     @torch.no_grad()
     def sample(self, alpha, generator):

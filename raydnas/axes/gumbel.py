@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 
-from .activation import ACTIVATIONS, Activation
+from .activation import ACTIVATIONS, Stochastic
 from .base import SearchContext
 from .checks import require
 
 
-class _GumbelBase(Activation):
+class _GumbelBase(Stochastic):
     """Shared by the Gumbel relaxations: linear temperature anneal and frozen noise."""
 
     def __init__(self, tau0: float, tau_min: float, anneal_epochs: int | None) -> None:
@@ -35,17 +32,6 @@ class _GumbelBase(Activation):
 
     def probs(self, alpha):
         return torch.softmax(alpha, dim=-1)
-
-    @contextlib.contextmanager
-    def frozen_noise(self) -> Iterator[None]:
-        outer = self._frozen is None
-        if outer:
-            self._frozen = {}
-        try:
-            yield
-        finally:
-            if outer:
-                self._frozen = None
 
     def _gumbel(self, alpha: torch.Tensor) -> torch.Tensor:
         """G = −log(E), E ~ Exp(1) (= −log(−log U)); redrawn if not finite."""
