@@ -50,11 +50,12 @@ def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
     return "cuda:0", threads
 
 
-def with_tune_checkpoints(run) -> None:
+def with_tune_checkpoints(run, view=None) -> None:
     """Run ``run(report, restore, log)`` (a resumable search or evaluation) inside a Tune trial:
-    every epoch's checkpoint goes to Tune with its metrics, a restarted trial continues from the
-    checkpoint Tune hands back, and a trial restored from its final checkpoint reports its
-    final result again (nothing ran)."""
+    every epoch's checkpoint goes to Tune with its metrics (``view(metrics)`` of them if given),
+    a restarted trial continues from the checkpoint Tune hands back, and a trial restored from
+    its final checkpoint reports its final result again (nothing ran)."""
+    view = view or dict
     import logging
 
     from ray import tune
@@ -67,7 +68,7 @@ def with_tune_checkpoints(run) -> None:
         reported.append(metrics.get("epoch"))
         with tempfile.TemporaryDirectory(prefix="raydnas-ckpt-") as d:
             shutil.copy2(ckpt_path, Path(d) / ckpt_path.name)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(view(metrics), checkpoint=tune.Checkpoint.from_directory(d))
 
     restore_dir = None
     ckpt = tune.get_checkpoint()
@@ -79,7 +80,7 @@ def with_tune_checkpoints(run) -> None:
         verbose = os.environ.get("RAYDNAS_TRIAL_LOG", "0") == "1"
         last = run(report, restore, print if verbose else (lambda s: None))
         if not reported and last:
-            tune.report(dict(last))
+            tune.report(view(last))
     finally:
         if restore_dir:
             shutil.rmtree(restore_dir, ignore_errors=True)

@@ -63,6 +63,13 @@ def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
         seen.add((params["method"], params["seed"]))
         final = json.loads((d / "final.json").read_text())
         assert final["complete"] and final["seed"] == params["seed"]
+        # Tune is reported the metrics it reads (its per-trial state stays small); the
+        # search's own metrics.jsonl, which reduce reads, holds the whole record
+        tune_last = json.loads((d / "result.json").read_text().splitlines()[-1])
+        own_last = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+        assert {"discrete_val_acc", "genotype", "epoch_seconds"} <= set(tune_last)
+        assert "lr" not in tune_last and "alpha_steps_epoch" not in tune_last
+        assert {"lr", "alpha_steps_epoch"} <= set(own_last)
         assert final["method"]["activation"] == params["activation"]
         # the trial's own TensorBoard logs (written in its working dir) were synced as artifacts
         acc = event_reader(d / "tb")
@@ -77,6 +84,9 @@ def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
     assert seen == {(m, k) for k in (0, 1) for m in ("softmax/first_order/every/none",
                                                       "softmax/first_order/interval/none")}
     assert s.search_seconds > 0 and s.wall_seconds > 0
+    from raydnas.reduce.load import load_experiment
+
+    assert all("lr" in t.last for t in load_experiment(exp).trials)
 
 
 def test_optuna_sweep_persists_one_study_per_method_told_the_mean_over_seeds(ray_local, tmp_path):

@@ -226,7 +226,9 @@ def _load_trial(trial_id: str, d: Path | None, entry: dict[str, Any]) -> Trial:
         config = params
     rows = _epochs(_read_jsonl(d / "result.json"))
     own = _epochs(_read_jsonl(d / "metrics.jsonl"))
-    if len(own) > len(rows):  # the search's own history, if Tune's record is shorter
+    # the search's own history holds every metric (Tune is reported a part of each epoch,
+    # raydnas.sweep.reported); Tune's record is used where it is ahead (a running trial)
+    if own and len(own) >= len(rows):
         rows = own
     final = _read_json(d / "final.json")
     final = final if isinstance(final, dict) else None

@@ -53,4 +53,7 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
                 marker.write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
             raise
 
-    with_tune_checkpoints(run)
+    from .reported import tune_keys, tune_view
+
+    keys = tune_keys(study)
+    with_tune_checkpoints(run, view=lambda m: tune_view(m, keys))
