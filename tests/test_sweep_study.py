@@ -170,3 +170,40 @@ def test_evaluate_stage_counts_its_trials():
     s = parse_study(from_dict(raw, "s.yaml"), storage="/tmp/x", name="n")
     assert s.evaluate.protocol.name == "darts_cpu" and s.evaluate.seeds == [0, 5]
     assert s.search_trials() == 4 and s.total_trials() == 4 * 3
+
+
+def test_field_study_runs_every_preset_with_its_preset_settings(tmp_path):
+    """configs/field_study.yaml's methods are the presets of configs/: the same axis choices
+    with the same resolved hyperparameters and the same data, model, optim, measure, stop and
+    select settings (only the seed differs), so its verdict is the presets' verdict."""
+    import dataclasses
+
+    from raydnas.config import create_axis
+    from raydnas.sweep import parse_study
+
+    study = parse_study(load_config(ROOT / "configs" / "field_study.yaml"),
+                        storage=str(tmp_path), name="f")
+    presets = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
+                     if not p.stem.startswith(("quickstart", "field_study")))
+    assert sorted(m.name for m in study.methods) == presets
+    for m in study.methods:
+        got = study.trial_config(m, 0)
+        want = load_config(ROOT / "configs" / f"{m.name}.yaml")
+        for axis in ("activation", "gradient", "schedule", "regularizer"):
+            a, b = (create_axis(axis, getattr(c, axis)) for c in (got, want))
+            assert type(a) is type(b) and _plain(a) == _plain(b), (m.name, axis)
+        for section in ("data", "model", "optim", "measure", "stop", "select"):
+            assert dataclasses.asdict(getattr(got, section)) == \
+                dataclasses.asdict(getattr(want, section)), (m.name, section)
+        assert (got.space, got.epochs) == (want.space, want.epochs), m.name
+
+
+def _plain(x):
+    """An axis choice's resolved state as plain data (nested helper objects by their vars)."""
+    if hasattr(x, "__dict__") and not isinstance(x, type):
+        return (type(x).__name__, {k: _plain(v) for k, v in vars(x).items()})
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
