@@ -159,19 +159,27 @@ def _select(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> An
     sel = SELECTIONS.get(st.cfg.select.name)(st.cfg.select)
     probs = {c: w.detach() for c, w in st.model.derive_weights().items()}
     chosen, masks, extra = sel.select(st, loop, probs)
-    acc = loop.measurer.supernet(st.model, masks)
     m.update(extra)
-    m.update({"genotype_argmax": m["genotype"], "genotype": str(chosen),
-              "selected_by": st.cfg.select.name,
+    acc = _use_cell(st, loop, m, chosen, str(chosen), masks, "genotype_argmax")
+    m.update({"selected_by": st.cfg.select.name, "val_acc_after_select": acc["val_acc"],
+              "select_seconds": time.perf_counter() - t0})
+    return chosen
+
+
+def _use_cell(st: SearchState, loop: Loop, m: dict[str, Any], cell: Any, text: str,
+              masks: dict[str, torch.Tensor], previous: str) -> dict[str, float]:
+    """Make ``cell`` (its string ``text``, binary ``masks``) the record's result in place of
+    the derived one, which is kept under ``previous``: the discrete metrics are measured on the
+    current supernet. Returns that measurement."""
+    acc = loop.measurer.supernet(st.model, masks)
+    m.update({previous: m["genotype"], "genotype": text,
               "discrete_val_acc": acc["discrete_val_acc"],
               "discrete_val_loss": acc["discrete_val_loss"],
-              "val_acc_after_select": acc["val_acc"],
               "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
               "arch_params": derived_params(st.model, masks),
-              "param_free_ops": param_free_ops(chosen),
-              "select_seconds": time.perf_counter() - t0})
-    loop.genotype = chosen
-    return chosen
+              "param_free_ops": param_free_ops(cell)})
+    loop.genotype = cell
+    return acc
 
 
 def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> Any:
@@ -212,14 +220,7 @@ def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> Any:
     from .genotype import masks_of, parse_genotype
 
     g = parse_genotype(old["genotype"], nodes=st.space.nodes)
-    masks = masks_of(g, st.space)
-    acc = loop.measurer.supernet(st.model, masks)
-    m.update({"genotype_at_stop": m["genotype"], "genotype": old["genotype"],
-              "discrete_val_acc": acc["discrete_val_acc"],
-              "discrete_val_loss": acc["discrete_val_loss"],
-              "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
-              "arch_params": derived_params(st.model, masks), "param_free_ops": param_free_ops(g)})
-    loop.genotype = g
+    _use_cell(st, loop, m, g, old["genotype"], masks_of(g, st.space), "genotype_at_stop")
     return g
 
 
