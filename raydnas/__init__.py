@@ -6,6 +6,14 @@ functions that need them.
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that wait for work sleep instead of spinning. torch's OpenMP reads this when
+# torch is first imported (so it holds where raydnas is imported before torch: the CLI, Ray
+# trials). Spinning threads on a machine with other jobs made a 2-thread search 4-30x slower
+# (benchmarks/README.md, "Threads on a busy machine"); set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 __all__ = ["load_config", "load_space", "run_search", "Supernet", "Genotype", "ConfigError",

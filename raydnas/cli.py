@@ -1,4 +1,5 @@
-"""The ``raydnas`` command: ``search``, ``validate``, ``sweep``, ``evaluate``, ``reduce``.
+"""The ``raydnas`` command: ``search``, ``validate``, ``sweep``, ``evaluate``, ``reduce``,
+``wait-head``.
 
 Bad input exits with status 2 and one line; nothing is started.
 """
@@ -9,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_common import add_set_option, plural, split_set_values
 from .errors import ConfigError
 
 
@@ -61,7 +63,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     line = (f"{cfg.source}: OK (space {cfg.space}, method {'/'.join(cfg.method().values())}, "
-            f"{cfg.epochs} epochs, dataset {cfg.data.dataset})")
+            f"{plural(cfg.epochs, 'epoch')}, dataset {cfg.data.dataset})")
     if cfg.sweep is not None or cfg.optuna is not None or cfg.evaluate is not None:
         from .sweep import validate_study
 
@@ -93,26 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run one search (no Ray)")
     s.add_argument("config", help="experiment YAML (e.g. configs/quickstart.yaml)")
     s.add_argument("--out", help="output directory (default runs/<config name>)")
-    s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
-                   help="override config values: --set epochs=20 data.batch_size=64 (several after "
-                        "one --set, or --set repeated)")
+    add_set_option(s, "override config values: --set epochs=20 data.batch_size=64 (several "
+                      "after one --set, or --set repeated)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the config's threads, else what a sweep "
+                        "trial of it uses: sweep.resources.cpu, 1 without a sweep block; the "
+                        "count changes the numbers and is recorded)")
     s.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     s.set_defaults(func=_search)
     v = sub.add_parser("validate", help="check a config without running anything")
     v.add_argument("config", help="experiment or study YAML to check")
-    v.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
-                   help="override config values: --set epochs=20 regularizer.rho=0.01")
+    add_set_option(v, "override config values: --set epochs=20 regularizer.rho=0.01")
     v.set_defaults(func=_validate)
-    for mod in ("sweep_cli", "evaluate_cli", "reduce_cli"):  # an ImportError here is a bug
+    for mod in ("sweep_cli", "evaluate_cli", "reduce_cli", "cluster_wait"):  # ImportError: a bug
         __import__(f"raydnas.{mod}", fromlist=["add_parser"]).add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``raydnas`` command: exit status 0, 1 (failures), 2 (bad input) or 130."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(split_set_values(argv))
     try:
         return args.func(args)
     except ConfigError as e:

@@ -8,6 +8,7 @@ Layout of an experiment YAML (all keys optional but ``space``)::
     space: tiny                  # a built-in space name or a path to a space YAML
     epochs: 10
     seed: 0
+    threads: null                # torch CPU threads (null: what a sweep trial of it uses)
     data: {dataset: digits, val_fraction: 0.5, batch_size: 64}
     model: {channels: 8, cells: 3}   # override the space's macro defaults
     activation: softmax          # or {name: softmax, ...hyperparameters}
@@ -60,6 +61,9 @@ class ExperimentConfig:
     space: str
     epochs: int = 10
     seed: int = 0
+    #: torch CPU threads; part of the run (float sums over threads differ with the count).
+    #: None: :meth:`default_threads`, the count a sweep trial of this config runs with
+    threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -85,6 +89,16 @@ class ExperimentConfig:
         """Axis name → choice name."""
         return {a: c.name for a, c in self.axes.items()}
 
+    def default_threads(self) -> int:
+        """The threads a sweep trial of this config gets (its ``sweep.resources.cpu``, whole
+        CPUs, at least 1; 1 without a sweep block): ``threads: null`` runs with these, so that
+        ``raydnas search`` of a trial's config reproduces the trial."""
+        return threads_for_cpus(((self.sweep or {}).get("resources") or {}).get("cpu", 1))
+
+    def resolved_threads(self) -> int:
+        """``threads``, or :meth:`default_threads` when it is null."""
+        return self.threads if self.threads is not None else self.default_threads()
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (the form ``from_dict`` and YAML accept)."""
         d: dict[str, Any] = {}
@@ -102,11 +116,19 @@ class ExperimentConfig:
         return d
 
 
+def threads_for_cpus(cpu: Any) -> int:
+    """torch threads of a trial holding ``cpu`` CPUs: the whole ones, at least 1."""
+    try:
+        return max(1, int(cpu))
+    except (TypeError, ValueError):
+        return 1
+
+
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
              "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig,
              "select": SelectConfig}
-_TOP = {"space", "epochs", "seed", "name", "description", *_SECTIONS, *AXIS_NAMES, "sweep",
-        "optuna", "evaluate"}
+_TOP = {"space", "epochs", "seed", "threads", "name", "description", *_SECTIONS, *AXIS_NAMES,
+        "sweep", "optuna", "evaluate"}
 
 
 def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
@@ -126,9 +148,10 @@ def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
     accepted = [p for p in sig.parameters if p not in ("self",)]
     for k, v in params.items():
         if k not in accepted:
-            allowed = ", ".join(accepted) if accepted else "none"
+            allowed = (f"allowed: {', '.join(accepted)}" if accepted
+                       else "it takes no hyperparameters")
             raise ConfigError(f, f"{axis}.{k}", v,
-                              f"unknown hyperparameter of {axis} {name!r}; allowed: {allowed}")
+                              f"unknown hyperparameter of {axis} {name!r}; {allowed}")
     cfg = AxisConfig(name, params)
     return cfg, create_axis(axis, cfg, f)  # the constructor checks the values
 
@@ -170,6 +193,11 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f, "seed", seed, "an integer >= 0")
+    threads = raw.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ConfigError(f, "threads", threads,
+                          "an integer >= 1, or null (the count a sweep trial of it uses)")
     sections = {k: build_section(cls, raw.get(k), k, f) for k, cls in _SECTIONS.items()}
     data = sections["data"]
     from .data import DATASETS
@@ -208,7 +236,8 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     for block in ("sweep", "optuna", "evaluate"):
         if block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f, block, raw[block], "a mapping")
-    cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, **sections, axes=axes,
+    cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, threads=threads, **sections,
+                           axes=axes,
                            sweep=raw.get("sweep"), optuna=raw.get("optuna"),
                            evaluate=raw.get("evaluate"), source=f,
                            raw=copy.deepcopy(raw))
@@ -219,6 +248,12 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
 def _check_model(f: str, sections: dict[str, Any], space: Any) -> None:
     """Supernet options that cannot go with the space, the speed levers or the measurement."""
     model, K = sections["model"], sections["model"].partial_channels
+    L = model.cells or space.cells
+    if space.macro == "darts" and L < 3:
+        raise ConfigError(f, "model.cells", L,
+                          f"an integer >= 3 for space {space.name!r}: its reduction cells sit "
+                          "at 1/3 and 2/3 of the depth, so fewer cells leave no normal cell "
+                          "to search")
     if K == 1:
         return
     C = model.channels or space.channels
@@ -261,29 +296,61 @@ def read_yaml(path: str | Path) -> dict:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "<yaml>"
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(str(path), where, problem, "valid YAML") from None
+        raise ConfigError.plain(str(path), f"not valid YAML at {where}: {problem} (a value "
+                                "with ': ' in it needs quotes; nested mappings need "
+                                "indentation or {braces})") from None
     if raw is None:
         raw = {}
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment YAML."""
+def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None
+                ) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML.
+
+    ``overrides``: the CLI's ``--set`` words (``["epochs=2", "regularizer.rho=0.1"]``) or a
+    mapping of dotted keys to values (``{"epochs": 2, "regularizer.rho": 0.1}``).
+
+    Example::
+
+        cfg = load_config("configs/quickstart.yaml", {"epochs": 2})
+        metrics = run_search(cfg, "runs/q2")
+    """
     raw = read_yaml(path)
-    if overrides:
+    if isinstance(overrides, dict):
+        items = [(str(k), v) for k, v in overrides.items()]
+        blame = {k: f"overrides[{k!r}] = {v!r}" for k, v in items}
+    elif overrides is None or isinstance(overrides, (list, tuple)):
+        items = [parse_override(o) for o in overrides or ()]
+        blame = {k: f"--set {o}" for (k, _), o in zip(items, overrides or ())}
+    else:
+        raise ConfigError(str(path), "overrides", overrides,
+                          "a list of KEY.PATH=VALUE strings or a mapping {key.path: value}")
+    if items:
         if not isinstance(raw, dict):
             raise ConfigError(str(path), "<top level>", raw, "a mapping of config keys")
-        raw = apply_overrides(raw, overrides)
+        raw = copy.deepcopy(raw)
+        for k, v in items:
+            set_key(raw, k, v, "overrides" if isinstance(overrides, dict) else "--set")
     try:
         return from_dict(raw, str(path))
-    except ConfigError as e:  # blame a bad --set value on the --set, not on the file
-        given = [o for o in overrides or () if "=" in o and _same_key(o.partition("=")[0], e.key)]
+    except ConfigError as e:  # blame a bad override on the override, not on the file
+        given = [k for k in blame if _same_key(k, e.key)]
         if given:
-            raise ConfigError(f"--set {given[-1]} (over {path})", e.key, e.value,
+            raise ConfigError(f"{blame[given[-1]]} (over {path})", e.key, e.value,
                               e.allowed) from None
         raise
+
+
+def revalidate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` checked again (attributes may have been set by hand since it was loaded:
+    ``cfg.epochs = "ten"`` is one line here, not a traceback mid-search)."""
+    if not isinstance(cfg, ExperimentConfig):
+        raise ConfigError("<config>", "config", type(cfg).__name__,
+                          "an ExperimentConfig (raydnas.load_config(path)) or a YAML path")
+    return from_dict(cfg.to_dict(), cfg.source)
 
 
 def _same_key(override: str, key: str) -> bool:

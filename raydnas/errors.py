@@ -21,6 +21,13 @@ class ConfigError(ValueError):
             shown = shown[:117] + "..."
         super().__init__(f"{self.file}: {key} = {shown}: {allowed}".replace("\n", " "))
 
+    @classmethod
+    def plain(cls, file: str, message: str) -> ConfigError:
+        """An error about a whole file rather than one key (``FILE: MESSAGE``)."""
+        e = cls(file, "<file>", None, message)
+        e.args = (f"{e.file}: {message}".replace("\n", " "),)
+        return e
+
 
 def one_of(file: str | None, key: str, value: Any, choices) -> Any:
     """``value`` if it is among ``choices``, else a ConfigError listing them."""

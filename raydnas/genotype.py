@@ -59,6 +59,22 @@ class Genotype:
         return (list(range(first, first + n_nodes)) if self.output == "concat"
                 else [first + n_nodes - 1])
 
+    def live_edges(self, ct: str) -> set[tuple[int, int]]:
+        """(node, input) of cell type ``ct``'s non-``none`` edges that lie on a path from an
+        input node to the output; the others compute something nothing uses (their input is
+        cut off from the inputs, or their node from the output)."""
+        nodes = self.cells[ct]
+        fed = set(range(self.inputs))  # reached from an input node
+        for j, node in enumerate(nodes):
+            if any(op != "none" and i in fed for op, i in node):
+                fed.add(self.inputs + j)
+        used = set(self._outputs(len(nodes)))  # reaches the output
+        for j in reversed(range(len(nodes))):
+            if self.inputs + j in used:
+                used.update(i for op, i in nodes[j] if op != "none")
+        return {(self.inputs + j, i) for j, node in enumerate(nodes) for op, i in node
+                if op != "none" and i in fed and self.inputs + j in used}
+
     def dead_cells(self) -> list[str]:
         """The cell types whose output is cut off from their inputs: no path of non-``none``
         edges from an input node reaches the output (e.g. NB201's

@@ -49,9 +49,9 @@ class DiscreteCell(nn.Module):
             n_in = space.inputs + j
             wires = []
             for name, i in node:
-                if name not in space.ops:
+                if name not in space.ops and name != "none":  # none: a missing edge, any space
                     raise ValueError(f"op {name!r} is not an op of space {space.name!r} "
-                                     f"({', '.join(space.ops)})")
+                                     f"({', '.join(space.ops)}; none drops the edge)")
                 if not 0 <= i < n_in:
                     raise ValueError(f"node {space.inputs + j} cannot take input {i} "
                                      f"(0..{n_in - 1})")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_common import plural
+
 
 def _run(args: argparse.Namespace) -> int:
     from .reduce import reduce
-    from .reduce.report import mean_std
+    from .reduce.report import _num, mean_std
 
     df = reduce(args.experiment, args.out, sort=args.sort, top=args.top,
                 collapse_threshold=args.collapse_threshold, gap_threshold=args.gap_threshold,
                 plots=not args.no_plots, protocol=args.protocol)
     counts = df.attrs["counts"]
-    print(f"raydnas reduce: {df.attrs['experiment']}: {len(df)} groups; trials "
+    print(f"raydnas reduce: {df.attrs['experiment']}: {plural(len(df), 'group')}; trials "
           + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for i, r in df.iterrows():
         cons = "n/a" if r["consensus"] != r["consensus"] else f"{r['consensus']:.2f}"
@@ -32,8 +34,8 @@ def _run(args: argparse.Namespace) -> int:
                       f"{int(r['test_rank_ci_high'])}])")
         for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
             if v["n"]:
-                print(f"  proxy {proxy}: Spearman {v['spearman']:.2f}, Kendall "
-                      f"{v['kendall']:.2f} (n={v['n']})")
+                print(f"  proxy {proxy}: Spearman {_num(v['spearman'], 2)}, Kendall "
+                      f"{_num(v['kendall'], 2)} (n={v['n']})")
     for e in df.attrs["excluded"]:
         print(f"  not used: {e['describe']}")
     print(f"report: {df.attrs['out_dir']}/report.md ({len(df.attrs['files'])} files)")
@@ -42,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The ``raydnas reduce`` subcommand."""
-    from .reduce.stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD
+    from .reduce.thresholds import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD
 
     p = subparsers.add_parser(
         "reduce", help="cross-seed reliability report of an experiment",
@@ -56,8 +58,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "ascending/descending, written --sort=-KEY (default auto: the retrained "
                         "test_acc where cells were evaluated, else discrete_val_acc; best first)")
     p.add_argument("--collapse-threshold", type=float, default=DEFAULT_COLLAPSE_THRESHOLD,
-                   help="a seed has collapsed when at least this fraction of its normal cell's "
-                        f"ops is skip_connect or none (default {DEFAULT_COLLAPSE_THRESHOLD})")
+                   help="a seed has collapsed when at least this share of its normal cell's "
+                        "live ops (none is a missing edge) are parameter-free: skip_connect or "
+                        f"a pool (default {DEFAULT_COLLAPSE_THRESHOLD})")
     p.add_argument("--gap-threshold", type=float, default=DEFAULT_GAP_THRESHOLD,
                    help="a seed's discretization is reliable when its gap is below this "
                         f"(default {DEFAULT_GAP_THRESHOLD})")

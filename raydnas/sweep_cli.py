@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_common import add_set_option
+
 
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
@@ -22,9 +24,8 @@ def add_parser(subparsers) -> None:
         description="Run a study config as one Ray Tune experiment. Running the same command "
                     "again continues an interrupted experiment.")
     p.add_argument("config", help="experiment YAML with a sweep: (and optionally optuna:) block")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY.PATH=VALUE",
-                   help="override config values: --set epochs=20 data.batch_size=64 (several after "
-                        "one --set, or --set repeated)")
+    add_set_option(p, "override config values: --set epochs=20 data.batch_size=64 (several "
+                      "after one --set, or --set repeated)")
     p.add_argument("--resume", action="store_true",
                    help="continue an existing experiment (error if there is none)")
     p.add_argument("--retry-failed", action="store_true",

@@ -65,5 +65,24 @@ class TBLogger:
                     self.w.add_histogram(f"op_weight/{ct}/{op}", p[:, k].detach().cpu(), epoch)
         self.w.flush()
 
+    def hparams(self, hparams: dict) -> None:
+        """The run's settings in TensorBoard's HParams dashboard (one session per event file;
+        the metrics are the ``search/`` scalars this logger writes)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        metrics = {f"search/{k}": 0.0 for k in ("val_acc", "discrete_val_acc",
+                                                 "discretization_gap")}
+        for summary in hparams_summary(hparams, metrics):
+            self.w._get_file_writer().add_summary(summary)
+        self.w.flush()
+
     def close(self) -> None:
         self.w.close()
+
+
+def run_hparams(cfg) -> dict:
+    """A search's settings as TensorBoard hparams: the method's axes, seed, space, dataset,
+    epochs and the torch threads it ran with."""
+    return {**cfg.method(), "seed": cfg.seed, "space": str(cfg.space),
+            "dataset": cfg.data.dataset, "epochs": cfg.epochs,
+            "threads": cfg.resolved_threads()}

@@ -2,19 +2,34 @@
 
 Public API: :class:`Protocol`, :data:`PROTOCOLS`, :func:`resolve_protocol`, :class:`EvalJob`,
 :func:`run_evaluation`, :func:`plan` (the jobs of an experiment, a search run or a genotype).
-Importing it imports neither Ray nor torchvision.
+Importing it imports neither Ray nor torchvision, nor torch until a job is planned or run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .jobs import Planned, from_baseline, from_experiment, from_genotype, from_run
 from .protocol import KEYS, PROTOCOLS, Protocol, default_protocol
 from .protocol import resolve as resolve_protocol
-from .train import EvalJob, build_network, count_params, run_evaluation
+
+if TYPE_CHECKING:
+    from .jobs import Planned
+
+#: names served lazily from the torch-side modules, so that the protocol table (the CLI's
+#: ``--help``) imports no torch: name -> submodule
+_LAZY = {"Planned": "jobs", "from_baseline": "jobs", "from_experiment": "jobs",
+         "from_genotype": "jobs", "from_run": "jobs", "EvalJob": "train",
+         "build_network": "train", "count_params": "train", "run_evaluation": "train"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["EvalJob", "KEYS", "PROTOCOLS", "Planned", "Protocol", "build_network",
            "count_params", "default_protocol", "plan", "resolve_protocol", "run_evaluation"]
@@ -33,6 +48,8 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
     space's reference cells (:mod:`raydnas.cells`), trained under the same protocol, seeds and
     data beside the found cells (``<cell id>_seed<k>``).
     Returns the jobs and a line for each trial of an experiment that is left out."""
+    from .jobs import from_baseline
+
     if isinstance(random, bool) or not isinstance(random, int) or random < 0:
         raise ConfigError(where, "--random", random, "an integer >= 1 (random cells)")
     jobs, skipped = _plan(source, genotype, space, protocol, seeds, overrides, out, where, train)
@@ -52,6 +69,8 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
 
 def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train):
     """The found cells' jobs (see :func:`plan`)."""
+    from .jobs import from_genotype, from_run
+
     overrides = dict(overrides or {})
     data_over = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
                  if k.startswith("data.")}
@@ -87,6 +106,7 @@ def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train
 
 def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
     from ..reduce.load import load_experiment
+    from .jobs import from_experiment
 
     exp = load_experiment(src)
     spaces, datasets = set(), set()

@@ -72,7 +72,8 @@ class Protocol:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.epochs} epochs, SHORT budget)" if self.short else self.name
+        epochs = f"{self.epochs} epoch" + ("" if self.epochs == 1 else "s")
+        return f"{self.name} ({epochs}, SHORT budget)" if self.short else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -67,16 +67,17 @@ def check_job(job: EvalJob, where: str = "raydnas evaluate") -> None:
                           f"{s.name!r} ({s.macro} macro); use "
                           + ("darts, darts_short or darts_cpu" if s.macro == "darts" else
                              "nb201 or nb201_short"))
+    bad = sorted({op for op in job.genotype.ops() if op not in s.ops and op != "none"})
+    if bad:  # named first: the genotype itself may be long
+        raise ConfigError(where, "genotype op", bad[0] if len(bad) == 1 else bad,
+                          f"not an op of space {s.name!r}; its ops: {', '.join(s.ops)} "
+                          "(none: a missing edge)")
     missing = [ct for ct in s.cell_types if ct not in job.genotype.cells]
     if missing or job.genotype.inputs != s.inputs or \
             any(len(n) != s.nodes for n in job.genotype.cells.values()):
         raise ConfigError(where, "genotype", str(job.genotype),
                           f"a cell of space {s.name!r} ({s.inputs} input node(s), {s.nodes} "
                           f"intermediate nodes, cell types {', '.join(s.cell_types)})")
-    bad = sorted({op for op in job.genotype.ops() if op not in s.ops})
-    if bad:
-        raise ConfigError(where, "genotype", str(job.genotype),
-                          f"ops of space {s.name!r} ({', '.join(s.ops)}); not {', '.join(bad)}")
     side = job.data.image_size or IMAGE_SIDE.get(job.data.dataset)
     if side is not None:
         check_cutout(p, side, job.data.dataset, where)
@@ -150,7 +151,9 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``job``'s network and return the last epoch's metrics (see the module docstring).
 
-    ``report(metrics, checkpoint_path)`` is called after every epoch (Ray Tune's report)."""
+    ``report(metrics, checkpoint_path)`` is called after every epoch (Ray Tune's report).
+    ``threads``: torch CPU threads, default 1 (what an evaluation trial of 1 CPU uses, so that a
+    cell evaluated alone reproduces the study's number); recorded in every epoch's metrics."""
     from ..search import resolve_device
 
     log = log or (lambda s: print(s, flush=True))
@@ -164,8 +167,8 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     check_cutout(p, _image_side(train_ds), job.data.dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
+    threads = 1 if threads is None else threads  # an evaluation trial's count (1 CPU)
+    torch.set_num_threads(threads)
     ckpt.seed_everything(job.seed)
     net = build_network(job, train_ds.num_classes, train_ds.in_channels).to(dev)
     n_params = count_params(net)
@@ -245,7 +248,7 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
                        "eval_val_acc": val[1] if val else None,
                        "eval_val_n": len(split["val"]), "eval_params": n_params, "lr": lr,
                        "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
-                       "protocol_short": p.short, "eval_seed": job.seed,
+                       "protocol_short": p.short, "eval_seed": job.seed, "threads": threads,
                        **{k: v for k, v in job.meta.items() if not isinstance(v, (dict, list))}}
             history.append(metrics)
             ckpt.save({"model": net.state_dict(), "optimizer": opt.state_dict(),

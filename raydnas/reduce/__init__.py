@@ -16,13 +16,22 @@ import sys
 import types
 from typing import Any
 
-from .core import reduce
-
 __all__ = ["reduce"]
+
+
+def __getattr__(name: str):
+    # lazy, so that the CLI's parser (the thresholds of ``stats``) imports no torch or pandas
+    if name == "reduce":
+        from .core import reduce
+
+        return reduce
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any):
+        from .core import reduce
+
         return reduce(*args, **kwargs)
 
 

@@ -50,6 +50,8 @@ def _bend(pos: dict, src: int, dst: int, n_edge: int) -> float:
     return 0.0
 
 
+#: an op on no path from an input to the output (its input is cut off, or its node unused)
+DEAD_COLOR = "#9e9e9e"
 OP_COLORS = {"none": "#bbbbbb", "skip_connect": "#d62728", "max_pool_3x3": "#ff7f0e",
              "avg_pool_3x3": "#e377c2"}
 
@@ -74,21 +76,24 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
             face = "#c6dbef" if is_in else ("#fdd49e" if k == -1 else "#e5f5e0")
             ax.text(x, y, _node_name(k, genotype.inputs), ha="center", va="center", fontsize=9,
                     bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="black"), zorder=3)
+        live = genotype.live_edges(ct)
         for j, node in enumerate(genotype.cells[ct]):
             dst = genotype.inputs + j
             for n_edge, (op, src) in enumerate(node):
                 if op == "none":
                     continue
+                dead = (dst, src) not in live
                 (x0, y0), (x1, y1) = pos[src], pos[dst]
                 rad = _bend(pos, src, dst, 0)
                 if rad:  # alternate sides so arcs spread above and below the row of nodes
                     rad = abs(rad) * (1 if bent % 2 else -1)
                     bent += 1
                     bulge = max(bulge, abs(rad) * math.dist(pos[src], pos[dst]) / 2)
-                color = OP_COLORS.get(op, "#1f77b4")
+                color = DEAD_COLOR if dead else OP_COLORS.get(op, "#1f77b4")
                 ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
                                              arrowstyle="-|>", mutation_scale=12, color=color,
-                                             lw=1.6, shrinkA=14, shrinkB=14, zorder=1))
+                                             lw=1.0 if dead else 1.6, ls="--" if dead else "-",
+                                             shrinkA=14, shrinkB=14, zorder=1))
                 # arc3 is a quadratic Bezier with its control point off the chord's middle;
                 # labels sit near the arrow's head (t = 0.7): edges leaving one input for
                 # different nodes then never share a spot, and edges into one node arrive
@@ -100,7 +105,8 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
                 t = 0.7
                 mx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
                 my = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
-                ax.text(mx, my, op, fontsize=7.5, ha="center", va="center", color=color,
+                ax.text(mx, my, op, fontsize=7.5, ha="center",
+                        va="center", color=color,
                         bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.6,
                                   alpha=0.9),
                         zorder=2)
@@ -122,7 +128,8 @@ def cell_diagram(genotype, title: str, path: Path) -> None:
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, 80), fontsize=9)
     fig.text(0.5, 0.01, "blue: ops with weights; red/orange/pink: parameter-free (skip, pools); "
-             "dotted: concatenated into the cell output", ha="center", fontsize=7, color="grey")
+             "dotted: concatenated into the cell output;\ngrey dashed: unused (no path from an "
+             "input through the op to the output)", ha="center", fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

@@ -51,6 +51,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .load import Trial
+from .thresholds import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD  # noqa: F401
 
 if TYPE_CHECKING:  # torch is imported only when genotypes are read
     from ..genotype import Genotype
@@ -60,8 +61,6 @@ METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretizat
            "stabilization_epoch", "alpha_steps", "search_seconds")
 #: the ops whose dominance in the normal cell is collapse
 COLLAPSE_OPS = frozenset({"skip_connect", "none"})
-DEFAULT_COLLAPSE_THRESHOLD = 0.5
-DEFAULT_GAP_THRESHOLD = 0.05
 
 
 def trial_genotype(t: Trial) -> Genotype | None:
