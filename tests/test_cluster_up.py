@@ -3,14 +3,18 @@ as a Ray job, stopped mid-run and continued by the same submit command, reduced,
 
 The "machine" is a real sshd on 127.0.0.1:22 (``tests/sshbox.py``). The YAML is the file a user
 gets with only what must differ changed: the IPs, the SSH user and key, and the one-box edit its
-header documents (no workers, so the head runs the trials). Every other command is the README's
-cluster section as written, run by Ray's own CLI from the repository root.
+header documents (no workers, so the head runs the trials), plus free ports for the head where
+Ray's defaults may be held by another Ray on this machine (``one_box_yaml``; ``ray dashboard``
+then gets the head's ``--remote-port``). Every other command is the README's cluster section as
+written, run by Ray's own CLI from the repository root, with ``raydnas wait-head``
+(raydnas/cluster_wait.py) between ``ray dashboard`` and the first ``ray job submit``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,16 +28,33 @@ from sshbox import HOST, USER, SSHBox, control_dir, kill_matching, missing
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 EPOCHS = 2
-DASH = "http://127.0.0.1:8266"  # the README's forwarded port (8265 is the head's own, here)
+DASH = "http://127.0.0.1:8266"  # the README's forwarded port (the head's own is a free one)
 
 
-def one_box_yaml(box: SSHBox, dest: Path) -> Path:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def one_box_yaml(box: SSHBox, dest: Path, ports: dict[str, int]) -> Path:
+    """The user's cluster_local.yaml for one box; ``ports``: the head's ``ray start`` ports.
+
+    The box has its own PID namespace but shares this machine's network with whatever other Ray
+    runs here, so the head takes free ports instead of Ray's defaults: with the agent's 52365
+    held by another Ray, the head's job agent never registers ("No available agent to submit
+    job" for ever), and a dashboard that finds 8265 taken moves to 8266, leaving the forwarded
+    port to reach another Ray.
+    """
     raw = yaml.safe_load((ROOT / "cluster_local.yaml").read_text())
     raw["provider"].update(head_ip=HOST, worker_ips=[])
     raw["auth"] = {"ssh_user": USER, "ssh_private_key": str(box.key)}
     raw["min_workers"] = raw["max_workers"] = 0
-    raw["head_start_ray_commands"] = [c.replace(" --num-cpus=0", "")
-                                      for c in raw["head_start_ray_commands"]]
+    flags = " ".join(f"--{k}={v}" for k, v in ports.items() if k != "port")
+    raw["head_start_ray_commands"] = [
+        c.replace(" --num-cpus=0", "").replace("--port=6379", f"--port={ports['port']} {flags}")
+        for c in raw["head_start_ray_commands"]]
+    assert f"--port={ports['port']}" in " ".join(raw["head_start_ray_commands"])
     dest.write_text(yaml.safe_dump(raw, sort_keys=False))
     return dest
 
@@ -82,7 +103,9 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
     dashboard = None
     # the box's home holds the remote Ray's sockets: keep it short (AF_UNIX paths <= 107 bytes)
     with SSHBox(Path(tempfile.mkdtemp(prefix="rdbox-"))) as box:
-        cfg = str(one_box_yaml(box, tmp_path / "cluster_local.yaml"))
+        ports = {k: free_port() for k in ("port", "dashboard-port", "dashboard-agent-listen-port",
+                                          "ray-client-server-port")}
+        cfg = str(one_box_yaml(box, tmp_path / "cluster_local.yaml", ports))
         steps = Steps(env)
         try:
             # 0. the token you and every node share (file_mounts), then start the head
@@ -97,14 +120,15 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
                                                   "pip show optuna-dashboard"]).stdout
             # 2. the forwarded job port, with token auth
             env["RAY_AUTH_MODE"] = "token"
-            dashboard = subprocess.Popen(["ray", "dashboard", cfg, "--port", "8266"], cwd=ROOT,
+            dashboard = subprocess.Popen(["ray", "dashboard", cfg, "--port", "8266",
+                                          "--remote-port", str(ports["dashboard-port"])], cwd=ROOT,
                                          env=env, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True)
-            deadline = time.monotonic() + 60
-            while steps.run("jobs api", ["ray", "job", "list", "--address", DASH],
-                            check=False).returncode != 0:
-                assert time.monotonic() < deadline, "the forwarded job port never answered"
-                time.sleep(1)
+            # `ray up` returns before the head's job agent has registered: until it has, a submit
+            # fails with "500: No available agent to submit job" (seen 31 s after `ray up` on a
+            # loaded 2-core box). Wait until the forwarded port answers AND a job can be taken.
+            steps.run("wait-head", [sys.executable, "-m", "raydnas.cluster_wait", DASH,
+                                    "--timeout", "240"], timeout=300)
             steps.env = dict(env, RAY_AUTH_TOKEN="0" * 32)
             wrong = steps.run("wrong token", ["ray", "job", "list", "--address", DASH], check=False)
             steps.env = env

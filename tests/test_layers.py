@@ -29,7 +29,8 @@ LAYERS = [
     ("reduce", ["reduce.*"]),
     ("evaluation", ["evaluation.*"]),
     ("sweep", ["sweep.*"]),
-    ("entry points", ["cli", "evaluate_cli", "reduce_cli", "sweep_cli", "__main__", ""]),
+    ("entry points", ["cli_common", "cluster_wait", "cli", "evaluate_cli", "reduce_cli",
+                      "sweep_cli", "__main__", ""]),
 ]
 
 
