@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_common import add_set_option
 from .errors import ConfigError
 
 
@@ -34,8 +35,36 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
+def _run_remote(args: argparse.Namespace) -> int:
+    """An experiment on remote storage (``s3://...``): its small files are copied to a local
+    folder and its cells evaluated there (finished evaluations are not run again); what the
+    evaluation wrote goes to ``<experiment>/evaluation/``, also when it stops early."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .reduce.remote import fetch_remote, upload_dir
+
+    uri = args.source.rstrip("/")
+    cache = Path(tempfile.mkdtemp(prefix="raydnas-evaluate-"))
+    try:
+        local = fetch_remote(uri, cache, where="raydnas evaluate")
+        try:
+            return _run(argparse.Namespace(**{**vars(args), "source": str(local)}))
+        finally:
+            if (local / "evaluation").is_dir():
+                upload_dir(local / "evaluation", f"{uri}/evaluation")
+                print(f"evaluations written to {uri}/evaluation", flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .evaluation import plan, run_evaluation
+    from .reduce.remote import is_uri
+
+    if args.source is not None and is_uri(args.source):
+        return _run_remote(args)
 
     jobs, skipped = plan(args.source, genotype=args.genotype, space=args.space,
                          protocol=args.protocol, seeds=_seeds(args.seeds),
@@ -156,7 +185,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "paper's protocol and measure it on the dataset's test split (the only "
                     "command that reads it). Running it again continues where it stopped.")
     p.add_argument("source", nargs="?", default=None,
-                   help="a sweep experiment directory (every finished trial) or a search run "
+                   help="a sweep experiment directory or storage URI such as "
+                        "s3://bucket/sweeps/name (every finished trial), or a search run "
                         "directory (raydnas search --out DIR)")
     p.add_argument("--genotype", default=None,
                    help="evaluate this genotype string instead (DARTS Genotype(...) or NB201 "
@@ -167,11 +197,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, choices=sorted(PROTOCOLS),
                    help="training protocol (default: the short one of the cell's macro)")
     p.add_argument("--seeds", default="1", help="evaluation seeds: a count (3: 0,1,2) or a list")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=f"override a protocol key ({', '.join(KEYS)}) or data.KEY (repeatable)")
+    add_set_option(p, f"override a protocol key ({', '.join(KEYS)}) or data.KEY "
+                      "(repeatable)", metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="output directory (--genotype only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default 1, as an evaluation trial of 1 CPU: the "
+                        "count changes the numbers)")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing")
     p.add_argument("--no-ray", action="store_true",
                    help="evaluate an experiment's cells one after another in this process "
@@ -188,9 +220,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also train N cells drawn uniformly from the space (the random "
                         "baseline: the report gives each found cell its percentile among them)")
     p.add_argument("--calibrate", action="store_true",
-                   help="also train the space's reference cells (the best known conv cell, "
-                        "all-pool, all-skip, one path) and say whether the protocol tells them "
-                        "apart on this data")
+                   help="also train the space's 5 reference cells (conv: the best known conv "
+                        "cell; one_path: one conv edge; skip_path: one skip edge; all_pool; "
+                        "all_skip) and say whether the protocol tells them apart on this data")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=_run)
     return p

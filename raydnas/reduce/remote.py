@@ -18,15 +18,17 @@ def is_uri(path: str | Path) -> bool:
     return "://" in str(path)
 
 
-def fetch_remote(uri: str, dest: Path) -> Path:
-    """Copy the small text files of a remote experiment (``s3://``, ``gs://``, ``file://``...)."""
+def fetch_remote(uri: str, dest: Path, where: str = "raydnas reduce") -> Path:
+    """Copy the small text files of a remote experiment (``s3://``, ``gs://``, ``file://``...):
+    those of the experiment and its trials, and those of ``raydnas evaluate``'s evaluations
+    below ``evaluation/``."""
     import pyarrow.fs as pafs
 
     try:
         fs, root = pafs.FileSystem.from_uri(uri)
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except Exception as e:  # noqa: BLE001 - any storage error is a user-input problem here
-        raise ConfigError("raydnas reduce", "EXPERIMENT", uri,
+        raise ConfigError(where, "EXPERIMENT", uri,
                           f"a readable experiment URI ({e})") from None
     root = root.rstrip("/")
     local = dest / Path(root).name
@@ -36,10 +38,18 @@ def fetch_remote(uri: str, dest: Path) -> Path:
             continue
         rel = info.path[len(root):].lstrip("/")
         name = rel.rsplit("/", 1)[-1]
-        if rel.count("/") > 1 or not (name in _FETCH or name.startswith("experiment_state")):
+        deep = rel.count("/") > 1 and not rel.startswith("evaluation/")
+        if deep or not (name in _FETCH or name.startswith("experiment_state")):
             continue
         target = local / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
     return local
+
+
+def upload_dir(local: Path, uri: str) -> None:
+    """Copy the folder ``local`` and everything below it to ``uri`` on remote storage."""
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(str(local), uri)
