@@ -1,9 +1,9 @@
-"""What a study of many trials costs the sweep driver: 50, 200 and 800 tiny search trials.
+"""What a study of many trials costs the sweep driver: 50, 200, 800 (and 1600) tiny search trials.
 
-Each trial is a real search as small as a search gets (tiny space, 2 channels, 1 cell, 1 epoch,
-batch 256, no fine-tuning, 64 BatchNorm images): ~0.5 s of search, so what is measured is the
-driver's and Tune's cost per trial, not training. For each size, in a fresh process (so the
-peak memory is that study's):
+Each trial is a real search as small as a search gets (tiny space, 2 channels, 3 cells (the
+fewest the tiny space accepts), 1 epoch, batch 256, no fine-tuning, 64 BatchNorm images): ~0.5 s
+of search, so what is measured is the driver's and Tune's cost per trial, not training. For each
+size, in a fresh process (so the peak memory is that study's):
 
 * ``wall_s``; the driver's own CPU time (user + sys, ``getrusage(RUSAGE_SELF)``: Ray's workers
   and raylet are other processes) and its peak RSS;
@@ -14,17 +14,23 @@ peak memory is that study's):
 * ``raydnas reduce`` of the experiment in its own process: wall time and peak RSS, and the
   report's size;
 * Optuna's ask + tell per point at the same number of points (TPE, the journal file storage
-  the sweep uses, two parameters): median over the last 10 % of points.
+  the sweep uses, two parameters): median over the last 10 % of points;
+* the checkpoint directories left in the experiment at the end (storage growth) and the
+  1-minute load average before and after (other programs on the machine inflate the times).
 
-Prints one JSON line per size, then a Markdown table. Usage::
+Prints one JSON line per size, then a Markdown table and the driver CPU ratio between sizes, also
+per doubling of trials (``ratio ** (1 / log2(n2 / n1))``). ``--out`` is rewritten after every
+size, so a long run that is stopped keeps the sizes done. Usage::
 
-    python benchmarks/driver_scale.py [--sizes 50 200 800] [--out benchmarks/results/scale.json]
+    python benchmarks/driver_scale.py [--sizes 50 200 800 1600] [--epochs 1]
+        [--out benchmarks/results/scale.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -40,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 STUDY = {
     "space": "tiny", "epochs": 1, "seed": 0,
     "data": {"dataset": "digits", "batch_size": 256},
-    "model": {"channels": 2, "cells": 1},
+    "model": {"channels": 2, "cells": 3},
     "measure": {"tune_epochs": 0, "bn_images": 64, "samples": 1},
     "log": {"print_every": 0, "tensorboard": False, "histograms": False},
     "sweep": {"resources": {"cpu": 1}, "name": "scale"},
@@ -112,14 +118,15 @@ def _optuna(points: int) -> dict:
     return {"optuna_ask_tell_ms": 1000 * statistics.median(tail)}
 
 
-def one(n: int) -> dict:
+def one(n: int, epochs: int = 1) -> dict:
     """One study of ``n`` trials in this process (a fresh one: its peak RSS is this study's)."""
     import yaml
 
     from raydnas.sweep import run_sweep
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
-        cfg = dict(STUDY, sweep=dict(STUDY["sweep"], seeds=n, storage=d))
+        cfg = dict(STUDY, epochs=epochs, sweep=dict(STUDY["sweep"], seeds=n, storage=d))
         path = Path(d) / "scale.yaml"
         path.write_text(yaml.safe_dump(cfg))
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -129,43 +136,54 @@ def one(n: int) -> dict:
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         exp = Path(d) / "scale"
         gaps = _gaps(exp)
-        out = {"trials": n, "done": s.done, "wall_s": wall,
+        ckpts = sum(1 for c in exp.glob("*/checkpoint_*") if c.is_dir())
+        out = {"trials": n, "epochs": epochs, "done": s.done, "wall_s": wall,
                "driver_cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
                "driver_peak_rss_mb": r1.ru_maxrss / 1024,
                "gap_median_s": statistics.median(gaps) if gaps else None,
                "gap_p90_s": (statistics.quantiles(gaps, n=10)[-1] if len(gaps) > 1 else None),
-               **_snapshot(exp), **_reduce(exp), **_optuna(n)}
+               **_snapshot(exp), "checkpoint_dirs": ckpts, **_reduce(exp), **_optuna(n),
+               "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 800])
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="also write the rows as a JSON list here")
     a = ap.parse_args()
     if a.one is not None:
-        print(json.dumps(one(a.one)), flush=True)
+        print(json.dumps(one(a.one, a.epochs)), flush=True)
         return
     rows = []
     for n in a.sizes:  # each size in a fresh process: peak memory and Ray start are its own
-        p = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True,
-                           text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        p = subprocess.run([sys.executable, __file__, "--one", str(n), "--epochs", str(a.epochs)],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if p.returncode != 0:
             sys.exit(p.stderr[-3000:])
         rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
+        if a.out:
+            Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
     cols = [("trials", "{:d}"), ("wall_s", "{:.0f}"), ("driver_cpu_s", "{:.1f}"),
             ("driver_peak_rss_mb", "{:.0f}"), ("gap_median_s", "{:.2f}"), ("gap_p90_s", "{:.2f}"),
             ("snapshot_bytes", "{:,}"), ("snapshot_serialize_ms", "{:.1f}"),
+            ("checkpoint_dirs", "{:d}"),
             ("reduce_s", "{:.1f}"), ("reduce_rss_mb", "{:.0f}"), ("report_md_bytes", "{:,}"),
             ("optuna_ask_tell_ms", "{:.1f}")]
     print("| " + " | ".join(c for c, _ in cols) + " |")
     print("|" + "---:|" * len(cols))
     for r in rows:
-        print("| " + " | ".join("—" if r[c] is None else f.format(r[c]) for c, f in cols) + " |")
+        print("| " + " | ".join("—" if r.get(c) is None else f.format(r[c]) for c, f in cols)
+              + " |")
+    for r0, r1 in zip(rows, rows[1:]):
+        ratio = r1["driver_cpu_s"] / r0["driver_cpu_s"]
+        per = ratio ** (1 / math.log2(r1["trials"] / r0["trials"]))
+        print(f"driver CPU {r0['trials']} -> {r1['trials']} trials: {ratio:.2f}x, "
+              f"{per:.2f}x per doubling (per trial {per / 2:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,14 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from ..tune_util import quiet_ray_advice, repair_lost_checkpoints, temporary_env
+        from ..tune_util import (
+            checkpoint_keeper,
+            quiet_ray_advice,
+            repair_lost_checkpoints,
+            snapshot_period,
+            temporary_env,
+            tidy_checkpoints,
+        )
 
         quiet_ray_advice()
         root = todo[0].out.parent
@@ -63,6 +70,8 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
         env = {"RAY_AIR_NEW_OUTPUT": "0",
                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                "TUNE_MAX_PENDING_TRIALS_PG": str(len(todo))}
+        if "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ:  # see snapshot_period
+            env["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(len(todo))
         try:
             stack.enter_context(temporary_env(env))
             jobs = [pl.job for pl in todo]
@@ -98,11 +107,16 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
                     run_config=tune.RunConfig(
                         name=root.name, storage_path=str(root.parent.resolve()),
                         failure_config=tune.FailureConfig(max_failures=max_failures),
-                        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                        # every checkpoint kept in Tune's eyes; the keeper deletes superseded
+                        # ones once a saved state no longer names them (num_to_keep=1 saves
+                        # the whole state after every checkpoint: O(trials²))
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                         sync_config=tune.SyncConfig(sync_artifacts=True),
+                        callbacks=[checkpoint_keeper()],
                         progress_reporter=reporter, verbose=0 if quiet else 1))
             t0 = time.perf_counter()
             tuner.fit()
+            tidy_checkpoints(root)  # the final state is saved: the newest checkpoint only
             print(f"evaluation trials: {time.perf_counter() - t0:.0f} s", flush=True)
         finally:
             stack.close()

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tune_util import quiet_ray_advice, repair_lost_checkpoints, temporary_env
+from ..tune_util import (
+    checkpoint_keeper,
+    quiet_ray_advice,
+    repair_lost_checkpoints,
+    snapshot_period,
+    temporary_env,
+    tidy_checkpoints,
+)
 from .study import Study, check_fits, parse_study
 from .summary import SweepSummary, optuna_best, print_summary, summarize
 from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
@@ -82,8 +89,10 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
 
     cfg = load_config(config, overrides)
     study = parse_study(cfg, storage=storage, name=name)
-    if cfg.sweep is None and cfg.optuna is None:
-        print(f"{cfg.source}: no sweep block; running one method x 1 seed", flush=True)
+    if cfg.sweep is None and cfg.optuna is None and cfg.evaluate is None:
+        raise ConfigError(cfg.source, "sweep", None,
+                          "a sweep: block (methods or grid, seeds), an optuna: or an evaluate: "
+                          f"block; this config is one search: raydnas search {cfg.source}")
 
     import ray
 
@@ -132,16 +141,21 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
         pending = max(1, slots(study, nodes))
     env = {"TUNE_MAX_PENDING_TRIALS_PG": str(pending),
            "RAY_AIR_NEW_OUTPUT": "0",  # the classic table reporter below
-           # a snapshot per checkpoint is what we want (consistent resume): no warning about it
+           # remote storage: a snapshot per checkpoint is what we want (consistent resume)
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    # local storage: Tune keeps every checkpoint and saves the experiment state on its own
+    # period; the keeper deletes superseded checkpoints once a saved state no longer names
+    # them (num_to_keep=1 would save the whole state after every trial checkpoint: O(trials²))
+    local = "://" not in exp
+    if local and "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ:
+        env["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(study.total_trials())
     if study.evaluate is not None:  # evaluation trials report test_acc, not the search metric
         env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     t0 = time.perf_counter()
     with temporary_env(env):
         if can:
             print(f"continuing the experiment in {exp}", flush=True)
-            if "://" not in exp:
-                repair_lost_checkpoints(Path(exp), log=lambda m: print(m, flush=True))
+            repair_lost_checkpoints(exp, log=lambda m: print(m, flush=True))
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True,
                                        resume_errored=retry_failed)
         else:
@@ -159,13 +173,15 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
                 run_config=tune.RunConfig(
                     name=study.name, storage_path=study.storage,
                     failure_config=tune.FailureConfig(max_failures=study.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None if local else 1),
                     sync_config=tune.SyncConfig(sync_artifacts=True),
-                    callbacks=[tensorboard_callback()],
+                    callbacks=[tensorboard_callback()] + ([checkpoint_keeper()] if local else []),
                     progress_reporter=None if quiet else reporter(study),
                     verbose=0 if quiet else 1),
             )
         results = tuner.fit()
+    if local:  # the final state is saved: each trial keeps its newest checkpoint only
+        tidy_checkpoints(exp)
     summary = summarize(results, study, time.perf_counter() - t0)
     if study.optuna is not None:
         summary.optuna_best = optuna_best(study)
