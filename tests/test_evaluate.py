@@ -104,7 +104,7 @@ def test_cli_genotype_string(tmp_path):
     (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
       "avg_pool_3x3~2|", "--protocol", "darts_short"], "protocol", "nb201 or nb201_short"),
     (["--genotype", "|sep_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
-      "avg_pool_3x3~2|"], "genotype", "not sep_conv_3x3"),
+      "avg_pool_3x3~2|"], "genotype op", "not an op of space"),
     (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"
       "avg_pool_3x3~2|", "--set", "epoch=3"], "epoch", "a protocol key"),
     (["--genotype", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|skip_connect~1|"

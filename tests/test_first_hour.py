@@ -99,14 +99,11 @@ def test_python_api_takes_a_path_and_a_mapping_and_revalidates(tmp_path):
     assert m["epoch"] == 1
 
 
-def test_sweep_of_a_config_without_a_study_block_is_refused_before_ray():
-    import ray
-
-    from raydnas.sweep import run_sweep
-
-    with pytest.raises(ConfigError, match=r"quickstart.yaml: sweep = None: a sweep: block"):
-        run_sweep(QUICK)
-    assert not ray.is_initialized()
+def test_sweep_of_a_config_without_a_study_block_is_refused_before_ray(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "raydnas", "sweep", str(QUICK), "--storage",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "sweep = None: a sweep: block" in r.stderr, r.stderr
+    assert "Started a local Ray" not in r.stdout + r.stderr and not list(tmp_path.iterdir())
 
 
 def test_live_edges_leave_out_ops_cut_off_from_the_inputs():
