@@ -31,7 +31,9 @@ def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
     import ray
     import torch
 
-    threads = max(1, int(resources["cpu"]))
+    from .config import threads_for_cpus
+
+    threads = threads_for_cpus(resources["cpu"])  # what ``threads: null`` resolves to
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     if not gpus or os.environ.get("RAYDNAS_DEVICE", "").lower() == "cpu":
         return "cpu", threads

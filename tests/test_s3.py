@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep_resume import EVAL, _descendants, _kill_tree
+from test_sweep_resume import EVAL, _sigkill_driver
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3")
@@ -190,14 +189,8 @@ def test_sigkill_driver_then_rerun_continues_on_s3(s3, tmp_path):
             time.sleep(0.5)
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(3)  # let Tune record the finished trials in its experiment snapshot
-        tree = _descendants(driver.pid)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        _kill_tree(tree if "tree" in locals() else [])
-        log.close()
+        _sigkill_driver(driver, log)
     before = {}  # trial dir -> (metrics.jsonl bytes, ETag) in the bucket at the kill
     for d, files in _trial_dirs(s3, name).items():
         if "metrics.jsonl" in files:

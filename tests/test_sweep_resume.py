@@ -52,6 +52,17 @@ def _kill_tree(pids: list[int]) -> None:
             pass
 
 
+def _sigkill_driver(driver, log) -> None:
+    """SIGKILL a sweep driver at once, then the local Ray it had started (its descendants), and
+    close its log; also what a failed test leaves running."""
+    tree = _descendants(driver.pid) if driver.poll() is None else []
+    if driver.poll() is None:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver dies at once
+    driver.wait()
+    _kill_tree(tree)
+    log.close()
+
+
 def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     """With an ASHA scheduler: its state resumes with the experiment, and a trial it stopped
     stays stopped (recorded with reason ``scheduler``), neither rerun nor counted complete."""
@@ -74,14 +85,8 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
             time.sleep(0.5)
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(3)  # let Tune record the finished trial in its experiment snapshot
-        tree = _descendants(driver.pid)
-        os.kill(driver.pid, signal.SIGKILL)  # the driver dies at once
-        driver.wait()
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        _kill_tree(tree if "tree" in locals() else [])  # the local Ray it had started
-        log.close()
+        _sigkill_driver(driver, log)
     for d in exp.glob("*_seed*"):
         if _complete(d):
             done_before[d] = ((d / "final.json").stat().st_mtime_ns, (d / "metrics.jsonl").read_bytes())
@@ -133,14 +138,8 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
             time.sleep(0.3)
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(1)
-        tree = _descendants(driver.pid)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        _kill_tree(tree if "tree" in locals() else [])
-        log.close()
+        _sigkill_driver(driver, log)
     evals_before = [d for d in exp.glob("eval-*") if _complete(d)]
     assert len(evals_before) < 6, "kill should land while evaluations run"
 
