@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from raydnas.config import from_dict
-from raydnas.search import SearchState, train_step
+from raydnas.config.experiment import from_dict
+from raydnas.search.run import SearchState, train_step
 
 GRADIENTS = ["first_order", "unrolled", "implicit", "mixed_level", "single_level"]
 

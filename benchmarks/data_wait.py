@@ -1,4 +1,4 @@
-"""The share of a search step spent waiting for data: the tensor path (raydnas.images) against
+"""The share of a search step spent waiting for data: the tensor path (raydnas.data.images) against
 today's per-sample path (what torchvision's CIFAR10 does per image: ``Image.fromarray``,
 RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize, collated by a DataLoader in
 the trial's process), on the same CIFAR-format images; and digits (a float tensor held in memory).
@@ -62,7 +62,7 @@ class PerSample(torch.utils.data.Dataset):
 
 def data_seconds(ds, batch: int, n_batches: int) -> float:
     """Median seconds to produce one training batch (index, augment, normalize)."""
-    from raydnas.data import Batches
+    from raydnas.data.datasets import Batches
 
     b = Batches(ds, list(range(len(ds))), batch, 0, True)
     it = b.iterate(0)
@@ -78,7 +78,7 @@ def step_seconds(ds, batch: int, steps: int) -> float:
     """Median seconds of raydnas's first-order step (NB201, C = 16) on that data's shape."""
     from step import Feeder, build_state, make_config, synthetic_data
 
-    from raydnas.search import train_step
+    from raydnas.search.run import train_step
 
     side, ch = ds.data[0][0].shape[-1], ds.in_channels
     data = synthetic_data(4 * batch, size=side)
@@ -101,7 +101,7 @@ def step_seconds(ds, batch: int, steps: int) -> float:
 
 def main(argv=None) -> dict:
     """Measure and print (and write) the table as JSON."""
-    from raydnas.data import Dataset, load_dataset
+    from raydnas.data.datasets import Dataset, load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)

@@ -40,7 +40,7 @@ NB = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv
 def plain_forward(net, x, drop_p: float):
     """The reference forward of a raydnas DiscreteNetwork with plain functional calls."""
     from benchmarks.reference import plain
-    from raydnas.macro import ResNetBasicBlock
+    from raydnas.model.macro import ResNetBasicBlock
 
     aux = None
 
@@ -86,10 +86,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from raydnas.config import DataConfig
+    from raydnas.config.experiment import DataConfig
     from raydnas.evaluation import EvalJob, build_network, resolve_protocol
-    from raydnas.genotype import parse_genotype
-    from raydnas.spaces import load_space
+    from raydnas.model.genotype import parse_genotype
+    from raydnas.model.spaces import load_space
 
     p = resolve_protocol(a.protocol)
     space = load_space(p.macro)

@@ -7,7 +7,7 @@ and measures, on the search-val split:
 * ``old_val`` / ``old_disc``: raydnas 0.1's protocol: eval mode with the supernet's own running
   statistics; the supernet under softmax(α)/a(α) (also for Gumbel activations), the derived cell
   under its binary op weights;
-* ``val`` / ``disc``: the current protocol (raydnas.measure): BatchNorm re-estimated on fixed
+* ``val`` / ``disc``: the current protocol (raydnas.search.measure): BatchNorm re-estimated on fixed
   search-train images, sampled networks for Gumbel activations;
 * ``tuned``: the derived network fine-tuned for ``measure.tune_epochs`` from inherited weights;
 * ``dist``: distance_to_discrete at the end (0.894 is uniform α on tiny201's 5 ops).
@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from raydnas import checkpoint as ckpt
-from raydnas.config import DEFAULT_BN_IMAGES, from_dict
-from raydnas.data import Batches
-from raydnas.genotype import derive
-from raydnas.measure import Measurer, bn_indices, evaluate
-from raydnas.network import from_supernet
-from raydnas.search import SearchState
+from raydnas.config.experiment import DEFAULT_BN_IMAGES, from_dict
+from raydnas.data.datasets import Batches
+from raydnas.model.genotype import derive
+from raydnas.model.network import from_supernet
+from raydnas.search.measure import Measurer, bn_indices, evaluate
+from raydnas.search.run import SearchState
 
 
 def parts(run: Path) -> dict:

@@ -50,7 +50,7 @@ def time_variant(space: str, variant: str, dev: torch.device, batch: int, channe
     """Median s/step and peak memory of one variant of the first-order search step."""
     from reference import reference_step
 
-    from raydnas.search import train_step
+    from raydnas.search.run import train_step
 
     extra = ["speed.fuse=true"] if variant == "ours_fused" else []
     cfg = make_config(space, "darts_v1", batch, channels, None, extra)
@@ -87,7 +87,7 @@ def time_variant(space: str, variant: str, dev: torch.device, batch: int, channe
 
 def alpha_update(space: str, dev: torch.device, batch: int, channels: int) -> dict:
     """One float64 step on the CPU and on ``dev`` from one state and batch: α compared."""
-    from raydnas.search import train_step
+    from raydnas.search.run import train_step
 
     cfg = make_config(space, "darts_v1", batch, channels, None)
     data = synthetic_data(max(64, 4 * batch))

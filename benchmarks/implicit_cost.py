@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from step import Feeder, _cpu_name, build_state, make_config, synthetic_data  # noqa: E402
 
 from raydnas.axes.schedule import Schedule  # noqa: E402
-from raydnas.search import train_step  # noqa: E402
+from raydnas.search.run import train_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

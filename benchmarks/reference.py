@@ -1,8 +1,8 @@
 """The plain reference step that raydnas's optimized step is measured (and checked) against.
 
 It is what quark0/darts does, written with stock functional torch calls over the parameters of a
-raydnas :class:`~raydnas.supernet.Supernet`, so that it does not depend on any speed-up inside
-``raydnas.ops`` / ``raydnas.supernet``:
+raydnas :class:`~raydnas.model.supernet.Supernet`, so that it does not depend on any speed-up inside
+``raydnas.model.ops`` / ``raydnas.model.supernet``:
 
 - every mixed op computes ``Σ_k w_k · o_k(x)`` over *all* ops, ``none`` included (as ``x·0``);
   with ``one_op`` (GDAS's hard sample) only the sampled op k runs, as AutoDL-Projects'
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raydnas.ops import FactorizedReduce, Pool, Zero
-from raydnas.supernet import Cell, MixedOp, ResNetBasicBlock, Supernet
+from raydnas.model.ops import FactorizedReduce, Pool, Zero
+from raydnas.model.supernet import Cell, MixedOp, ResNetBasicBlock, Supernet
 
 
 def _bn(m: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ def plain_forward(model: Supernet, x: torch.Tensor,
 
 
 def reference_step(st, batch, val, one_op: bool = False) -> float:
-    """One quark0/darts-style search step on a :class:`raydnas.search.SearchState`:
+    """One quark0/darts-style search step on a :class:`raydnas.search.run.SearchState`:
     first-order α step (full backward, Adam), then the weight step (backward, clip, SGD).
     ``one_op``: AutoDL-Projects' GDAS forward (only the sampled op of each edge runs)."""
     model = st.model

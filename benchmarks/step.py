@@ -58,7 +58,7 @@ def method_axes(method: str) -> dict:
     axes like ``activation=softmax,gradient=first_order,gradient.K=2``."""
     import yaml
 
-    from raydnas.config import apply_overrides
+    from raydnas.config.experiment import apply_overrides
 
     path = method if method.endswith((".yaml", ".yml")) else \
         os.path.join(CONFIGS, method + ".yaml")
@@ -76,7 +76,7 @@ def method_axes(method: str) -> dict:
 
 def make_config(space: str, method: str, batch: int, channels: int, cells: int | None,
                 extra: list[str] = ()):
-    from raydnas.config import apply_overrides, from_dict
+    from raydnas.config.experiment import apply_overrides, from_dict
 
     raw = {"space": space, "epochs": 50, "seed": 0, "data": {"batch_size": batch},
            "model": {"channels": channels}, "log": {"tensorboard": False, "print_every": 0},
@@ -91,7 +91,7 @@ def synthetic_data(n: int = 256, seed: int = 0, size: int = 32):
     """``n`` random 3×size×size images with 10 random labels, as a raydnas Dataset."""
     import torch
 
-    from raydnas.data import Dataset
+    from raydnas.data.datasets import Dataset
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, size, size, generator=g)
@@ -101,7 +101,7 @@ def synthetic_data(n: int = 256, seed: int = 0, size: int = 32):
 
 def build_state(cfg, device, dataset):
     """A real ``SearchState`` fed ``dataset`` (synthetic images) instead of ``cfg.data``."""
-    from raydnas.search import SearchState
+    from raydnas.search.run import SearchState
 
     return SearchState(cfg, device, dataset=dataset)
 
@@ -110,7 +110,7 @@ class Feeder:
     """Train batches and a persistent val cycle over the synthetic set, on ``device``."""
 
     def __init__(self, dataset, batch: int, device, seed: int = 0) -> None:
-        from raydnas.data import Batches, Cycle
+        from raydnas.data.datasets import Batches, Cycle
 
         n = len(dataset)
         half = list(range(n // 2))
@@ -140,7 +140,7 @@ def _worker(conn, kind: str, args: dict) -> None:
     import torch
 
     torch.set_num_threads(args["threads"])
-    from raydnas.search import resolve_device, train_step
+    from raydnas.search.run import resolve_device, train_step
 
     dev = resolve_device(args["device"])
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """What the stop rules would have saved on a finished study, and what they would have cost.
 
-Replays ``raydnas.stop_rules`` on every search trial's recorded history (``metrics.jsonl``) of
-an experiment that ran without them: the epoch each rule set would have stopped it, the search
+Replays ``raydnas.search.stop_rules`` on every search trial's recorded history (``metrics.jsonl``)
+of an experiment that ran without them: the epoch each rule set would have stopped it, the search
 time after that epoch (saved), and, where the study retrained its cells, the retrained test
 accuracy of the stopped trials' full-run cells against all found cells (the cost in verdict: a
 rule that stops searches whose cells retrain well throws good cells away). The stopped
@@ -37,11 +37,11 @@ RULE_SETS = {
 def replay(exp: Path) -> list[dict]:
     import yaml
 
-    from raydnas.config import from_dict
-    from raydnas.genotype import parse_genotype
-    from raydnas.reduce.load import load_experiment
+    from raydnas.config.experiment import from_dict
+    from raydnas.model.genotype import parse_genotype
     from raydnas.reduce.truth import load_evaluations, per_trial
-    from raydnas.stop_rules import check
+    from raydnas.results.load import load_experiment
+    from raydnas.search.stop_rules import check
 
     ex = load_experiment(exp)
     evals = load_evaluations(exp, ex.evaluations)

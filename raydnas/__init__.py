@@ -22,19 +22,19 @@ __all__ = ["load_config", "load_space", "run_search", "Supernet", "Genotype", "C
 
 def __getattr__(name: str):
     if name == "load_config":
-        from .config import load_config
+        from .config.experiment import load_config
         return load_config
     if name == "load_space":
-        from .spaces import load_space
+        from .model.spaces import load_space
         return load_space
     if name == "run_search":
-        from .search import run_search
+        from .search.run import run_search
         return run_search
     if name == "Supernet":
-        from .supernet import Supernet
+        from .model.supernet import Supernet
         return Supernet
     if name == "Genotype":
-        from .genotype import Genotype
+        from .model.genotype import Genotype
         return Genotype
     if name == "reduce":  # the subpackage; it is callable: raydnas.reduce(experiment, ...)
         import importlib

@@ -1,7 +1,7 @@
-"""``python -m raydnas``: the command line (:mod:`raydnas.cli`)."""
+"""``python -m raydnas``: the command line (:mod:`raydnas.cli.main`)."""
 
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -29,6 +29,13 @@ class ConfigError(ValueError):
         return e
 
 
+def require_int(file: str | None, key: str, value: Any, lo: int, what: str | None = None) -> int:
+    """``value`` if it is an integer (not a bool) >= ``lo``, else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(file, key, value, what or f"an integer >= {lo}")
+    return value
+
+
 def one_of(file: str | None, key: str, value: Any, choices) -> Any:
     """``value`` if it is among ``choices``, else a ConfigError listing them."""
     if value not in choices:

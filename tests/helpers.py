@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from raydnas.config import from_dict
-from raydnas.data import load_dataset
-from raydnas.search import SearchState
+from raydnas.config.experiment import from_dict
+from raydnas.data.datasets import load_dataset
+from raydnas.search.run import SearchState
 
 
 def tiny_raw(**over) -> dict:
@@ -88,7 +88,7 @@ def step_until_alpha_step(st: SearchState, train, val, limit: int = 60) -> int:
     the search loop (``start_epoch`` of every part), until the schedule takes an α step;
     returns the steps taken (AssertionError after ``limit``)."""
     fixed = FixedVal(val)
-    from raydnas.search import train_step
+    from raydnas.search.run import train_step
 
     while st.alpha_steps == 0:
         assert st.step < limit, f"no α step in {limit} weight steps"

@@ -1,4 +1,4 @@
-"""Write experiment directories in the layout Ray Tune 2.60 writes (see raydnas.reduce.load).
+"""Write experiment directories in the layout Ray Tune 2.60 writes (see raydnas.results.load).
 
 The trial results are synthetic (known genotypes, chosen accuracies) so the tests can compute
 every reliability number by hand; the files are the ones Tune and ``run_search`` write.

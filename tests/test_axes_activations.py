@@ -13,8 +13,8 @@ from helpers import FixedVal, batches, tiny_state
 from raydnas.axes.activation import CRB, Sigmoid
 from raydnas.axes.checks import AxisParamError
 from raydnas.axes.gumbel import Gumbel, GumbelHard
-from raydnas.search import train_step
-from raydnas.supernet import Cell
+from raydnas.model.supernet import Cell
+from raydnas.search.run import train_step
 
 
 def _at(epoch: int, epochs: int) -> SimpleNamespace:

@@ -11,7 +11,7 @@ from helpers import STEPPING, FixedVal, batches, step_until_alpha_step, tiny_cfg
 from raydnas.axes import AXES, AXIS_NAMES
 from raydnas.axes.compat import incompatibility
 from raydnas.errors import ConfigError
-from raydnas.search import train_step
+from raydnas.search.run import train_step
 
 ALL = list(itertools.product(*(AXES[a].names() for a in AXIS_NAMES)))
 

@@ -17,7 +17,7 @@ from raydnas.axes.compat import incompatibility
 from raydnas.axes.gradient import ArchGradient
 from raydnas.axes.regularizer import Regularizer
 from raydnas.axes.schedule import Schedule
-from raydnas.search import train_step
+from raydnas.search.run import train_step
 
 BASES = {"activation": Activation, "gradient": ArchGradient, "schedule": Schedule,
          "regularizer": Regularizer}
@@ -86,7 +86,7 @@ def test_choice_runs_every_hook_and_resumes(axis, name):
 
 
 def _genotype(st):
-    from raydnas.genotype import derive
+    from raydnas.model.genotype import derive
 
     return derive({c: p.detach() for c, p in st.model.op_probs().items()}, st.space)[0]
 
@@ -105,7 +105,7 @@ def test_the_loop_calls_every_hook_of_every_part(tmp_path):
     """A choice that overrides a hook is called: the search loop calls each hook of the base
     on each of the four parts (observed on a real search through a subclass)."""
     from raydnas.axes.schedule import SCHEDULES, Every
-    from raydnas.search import run_search
+    from raydnas.search.run import run_search
 
     calls: dict[str, int] = {}
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from raydnas.axes.gradient import Implicit, MixedLevel
-from raydnas.search import train_step
+from raydnas.search.run import train_step
 
 D = torch.float64
 

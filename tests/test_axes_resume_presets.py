@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import FixedVal, batches, tiny_cfg
 
-from raydnas.config import apply_overrides, from_dict, load_config, read_yaml
-from raydnas.search import SearchState, run_search, train_step
+from raydnas.config.experiment import apply_overrides, from_dict, load_config, read_yaml
+from raydnas.search.run import SearchState, run_search, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ["darts_v1", "darts_v2", "idarts", "milenas", "snas", "gdas", "darts_prime", "maile2021",
@@ -75,7 +75,7 @@ def test_milenas_size_bookkeeping_and_early_stop(tmp_path):
 
 def test_size_book_keeps_the_best_per_count():
     from raydnas.axes.bookkeeping import ModelSizeBook
-    from raydnas.genotype import Genotype
+    from raydnas.model.genotype import Genotype
 
     g = lambda ops: Genotype({"normal": (((ops[0], 0),),), "reduce": (((ops[1], 1),),)}, 2,  # noqa
                              "concat", "darts")
@@ -115,9 +115,9 @@ def test_preset_loads_cites_its_source_and_runs_two_steps(name):
     assert any(not torch.equal(before[c], a.detach()) for c, a in st.model.alphas.items())
     # the epoch's measurement runs on a copy of the stepped supernet (SNAS's single-level step
     # leaves its sample's graph on the model: the copy must still work)
-    from raydnas.data import Batches
-    from raydnas.genotype import derive
-    from raydnas.measure import Measurer, bn_indices
+    from raydnas.data.datasets import Batches
+    from raydnas.model.genotype import derive
+    from raydnas.search.measure import Measurer, bn_indices
 
     ds = st.dataset
     meas = Measurer(ds, bn_indices(list(range(64)), 32, 0),

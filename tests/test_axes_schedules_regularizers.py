@@ -13,8 +13,8 @@ from helpers import tiny_cfg, tiny_state
 from raydnas.axes.checks import AxisParamError
 from raydnas.axes.regularizer import ADMM, BetaDecay, Prox, Resource, project
 from raydnas.axes.schedule import Informed, Interval
-from raydnas.costs import op_costs
 from raydnas.errors import ConfigError
+from raydnas.model.costs import op_costs
 
 
 def _roundtrip(state):

@@ -7,7 +7,7 @@ header documents (no workers, so the head runs the trials), plus free ports for 
 Ray's defaults may be held by another Ray on this machine (``one_box_yaml``; ``ray dashboard``
 then gets the head's ``--remote-port``). Every other command is the README's cluster section as
 written, run by Ray's own CLI from the repository root, with ``raydnas wait-head``
-(raydnas/cluster_wait.py) between ``ray dashboard`` and the first ``ray job submit``.
+(raydnas/cli/wait_head.py) between ``ray dashboard`` and the first ``ray job submit``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
             # `ray up` returns before the head's job agent has registered: until it has, a submit
             # fails with "500: No available agent to submit job" (seen 31 s after `ray up` on a
             # loaded 2-core box). Wait until the forwarded port answers AND a job can be taken.
-            steps.run("wait-head", [sys.executable, "-m", "raydnas.cluster_wait", DASH,
+            steps.run("wait-head", [sys.executable, "-m", "raydnas.cli.wait_head", DASH,
                                     "--timeout", "240"], timeout=300)
             steps.env = dict(env, RAY_AUTH_TOKEN="0" * 32)
             wrong = steps.run("wrong token", ["ray", "job", "list", "--address", DASH], check=False)
@@ -173,7 +173,7 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
             # the study as raydnas reads it: 4 trials, each complete with epochs 1..EPOCHS (Tune
             # appends again the results a restored trial reports that its saved state had not
             # seen; the reader keeps one row per epoch) and no trial started twice
-            from raydnas.reduce.load import load_experiment
+            from raydnas.results.load import load_experiment
 
             trials = load_experiment(exp).trials
             assert [(t.status, [r["epoch"] for r in t.epochs]) for t in trials] \

@@ -1,4 +1,4 @@
-"""``raydnas wait-head`` (raydnas/cluster_wait.py): wait until a cluster's job API takes a job.
+"""``raydnas wait-head`` (raydnas/cli/wait_head.py): wait until a cluster's job API takes a job.
 
 The fast tests start no Ray: an address where nothing listens, and one that accepts a connection
 and never answers, must each end in the one-line timeout message within the timeout. The slow
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from raydnas.cluster_wait import HeadNotReady, main, wait_for_job_agent
+from raydnas.cli.wait_head import HeadNotReady, main, wait_for_job_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_an_answer_that_never_comes_does_not_outlive_the_timeout():
 
 
 def test_importing_the_command_does_not_import_ray():
-    code = ("import sys, argparse, raydnas.cluster_wait as w; "
+    code = ("import sys, argparse, raydnas.cli.wait_head as w; "
             "w.add_parser(argparse.ArgumentParser().add_subparsers()); "
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
@@ -123,7 +123,7 @@ def local_head(tmp_path: Path, agent_port: int | None = None):
 
 
 def wait_head(address: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raydnas.cluster_wait", address,
+    return subprocess.run([sys.executable, "-m", "raydnas.cli.wait_head", address,
                            "--timeout", str(timeout)], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout + 60)
 
@@ -150,7 +150,7 @@ def test_real_head_wait_then_the_first_submit_succeeds(tmp_path):
         assert listed.stdout.count("submission_id=") == 1, listed.stdout  # the probe left no job
         # the fallback for Rays without label selectors: a real job `true`, waited for
         t = time.monotonic()
-        fb = subprocess.run([sys.executable, "-c", "import sys; from raydnas.cluster_wait import "
+        fb = subprocess.run([sys.executable, "-c", "import sys; from raydnas.cli.wait_head import "
                              "probe; print(probe(sys.argv[1], how='job'))", address], env=env,
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
         took["real-job probe"] = round(time.monotonic() - t, 1)

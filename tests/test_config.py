@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from raydnas.cli import main
-from raydnas.config import apply_overrides, from_dict, load_config
+from raydnas.cli.main import main
+from raydnas.config.experiment import apply_overrides, from_dict, load_config
 from raydnas.errors import ConfigError
 
 
@@ -136,7 +136,7 @@ def test_set_values_are_blamed_on_the_set_and_several_follow_one_set(tmp_path, c
 
 
 def test_overrides_merge_as_data_and_optuna_params_keys_stay_literal():
-    from raydnas.config import merge, set_key
+    from raydnas.config.experiment import merge, set_key
 
     raw = {"regularizer": "admm", "optuna": {"params": {}}}
     out = merge(raw, {"regularizer.rho": 0.5, "optim.a_betas": [0.9, 0.99],

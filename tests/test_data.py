@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from raydnas.data import (
+from raydnas.data.datasets import (
     DIGITS_TEST_EVERY,
     Batches,
     Cycle,
@@ -89,7 +89,7 @@ def test_requesting_a_missing_cuda_device_is_a_clear_error():
     import pytest
 
     from raydnas.errors import ConfigError
-    from raydnas.search import resolve_device
+    from raydnas.search.run import resolve_device
 
     with pytest.raises(ConfigError, match="cuda:99"):
         resolve_device("cuda:99")

@@ -13,9 +13,9 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from raydnas.data import DIGITS_TEST_EVERY, load_dataset
+from raydnas.data.datasets import DIGITS_TEST_EVERY, load_dataset
 from raydnas.evaluation import plan, resolve_protocol, run_evaluation
-from raydnas.search import run_search
+from raydnas.search.run import run_search
 
 TINY = {"epochs": 2, "channels": 4, "cells": 1, "batch_size": 64}
 EVAL_NAMES = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "eval_params",
@@ -288,9 +288,9 @@ DARTS_TINY = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_
 def test_evaluate_an_experiment_as_ray_tune_trials(ray_local, tmp_path):
     """raydnas evaluate EXPERIMENT: one Tune trial per searched trial and evaluation seed, in
     <experiment>/evaluation/<protocol>/<trial>_seed<k>/; a second call runs nothing again."""
-    from raydnas.evaluation.ray_trials import run_evaluation_trials
     from raydnas.reduce import reduce
     from raydnas.sweep import run_sweep
+    from raydnas.sweep.eval_trials import run_evaluation_trials
 
     root = Path(__file__).resolve().parents[1]
     run_sweep(str(root / "configs" / "quickstart_sweep.yaml"), storage=str(tmp_path), name="qs",
@@ -325,7 +325,7 @@ def test_bootstrap_ranks_share_ties():
 
 def test_evaluate_with_random_cells_and_calibration_writes_the_verdict(search_run, tmp_path,
                                                                        capsys):
-    from raydnas.cli import main
+    from raydnas.cli.main import main
 
     run = tmp_path / "run"
     import shutil

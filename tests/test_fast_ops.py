@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raydnas.ops import AvgPool3x3, PolyphaseConv2d
-from raydnas.weighting import SharedReLU
+from raydnas.model.ops import AvgPool3x3, PolyphaseConv2d
+from raydnas.model.weighting import SharedReLU
 
 CL = torch.channels_last
 
@@ -102,7 +102,7 @@ def test_conv_avg_pool_default_threshold_switches_on_map_size():
 
 
 def test_shared_pooling_runs_once_per_node_and_stride():
-    from raydnas.ops import MaxPool3x3
+    from raydnas.model.ops import MaxPool3x3
 
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     node = SharedReLU(x)
@@ -140,8 +140,8 @@ def test_a_node_whose_edges_are_all_off_is_zeros_of_the_right_shape(space):
     # Edges with every op off are skipped; a node left with no active edge must still be zeros
     # of its shape (in a reduction cell too), and the cell output must match the plain path.
     from raydnas.axes.activation import ACTIVATIONS
-    from raydnas.spaces import load_space
-    from raydnas.supernet import Supernet
+    from raydnas.model.spaces import load_space
+    from raydnas.model.supernet import Supernet
 
     net = Supernet(load_space(space), ACTIVATIONS.create("softmax"), 10, channels=4, cells=3)
     x = torch.randn(2, 3, 16, 16)
@@ -163,7 +163,7 @@ def test_scaled_bn_equals_weighted_batch_norm_with_running_stats(size):
     # w·BN(x) for a non-affine BN in training, w folded into the normalisation as a
     # per-channel row: values, input and weight gradients and the running statistics equal
     # the stock BatchNorm's.
-    from raydnas.weighting import channel_weights, scaled_bn
+    from raydnas.model.weighting import channel_weights, scaled_bn
 
     torch.manual_seed(0)
     ours, ref = (torch.nn.BatchNorm2d(8, affine=False).double() for _ in range(2))
@@ -183,7 +183,7 @@ def test_scaled_bn_equals_weighted_batch_norm_with_running_stats(size):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_dense_grad_is_the_identity_and_densifies_a_sliced_gradient(layout):
-    from raydnas.layout import dense_grad
+    from raydnas.model.layout import dense_grad
 
     fmt = CL if layout == "channels_last" else torch.contiguous_format
     a = torch.randn(2, 3, 5, 5, dtype=torch.float64).to(memory_format=fmt).requires_grad_()
@@ -214,8 +214,8 @@ def test_supernet_batchnorms_see_channels_last_inputs_and_gradients(space, activ
     channels-last: a concatenation's channel slice (DARTS cells) or an NCHW ``none`` edge (GDAS
     samples it) would put the kernels reading them on paths ≈ 3× slower on the CPU."""
     from raydnas.axes import ACTIVATIONS
-    from raydnas.spaces import load_space
-    from raydnas.supernet import Supernet
+    from raydnas.model.spaces import load_space
+    from raydnas.model.supernet import Supernet
 
     torch.manual_seed(0)
     net = Supernet(load_space(space), ACTIVATIONS.create(activation), 10, 3, channels=4,

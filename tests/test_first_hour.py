@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from raydnas import load_config, run_search
-from raydnas.cli import main
-from raydnas.cli_common import plural, split_set_values
+from raydnas.cli.common import plural, split_set_values
+from raydnas.cli.main import main
 from raydnas.errors import ConfigError
-from raydnas.genotype import parse_genotype
+from raydnas.model.genotype import parse_genotype
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "configs" / "quickstart.yaml"
@@ -35,7 +35,7 @@ def test_one_epoch_is_singular(capsys):
 
 
 def test_help_imports_no_torch():
-    code = ("import sys\nfrom raydnas.cli import main\n"
+    code = ("import sys\nfrom raydnas.cli.main import main\n"
             "for argv in (['--help'], ['search', '--help'], ['sweep', '--help'], "
             "['evaluate', '--help'], ['reduce', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
@@ -45,7 +45,7 @@ def test_help_imports_no_torch():
 
 
 def test_help_texts_match_the_code(capsys):
-    from raydnas.cells import REFERENCE_NAMES
+    from raydnas.model.cells import REFERENCE_NAMES
 
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])

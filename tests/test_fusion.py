@@ -1,4 +1,4 @@
-"""Fused ops (raydnas.fusion) against the same supernet unfused, in float64: outputs, the
+"""Fused ops (raydnas.model.fusion) against the same supernet unfused, in float64: outputs, the
 gradients of α and of every weight, and the BatchNorm running statistics, for every fused form
 (ReLUConvBN, DilConv, SepConv), in training and eval mode, with every op active (softmax), a
 pruned subset (CRB) and one op per edge (GDAS)."""
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from raydnas.axes import AXES
-from raydnas.fusion import fusable, run_fused
-from raydnas.ops import OPS
-from raydnas.spaces import load_space
-from raydnas.supernet import Cell, Supernet
-from raydnas.weighting import SharedReLU
+from raydnas.model.fusion import fusable, run_fused
+from raydnas.model.ops import OPS
+from raydnas.model.spaces import load_space
+from raydnas.model.supernet import Cell, Supernet
+from raydnas.model.weighting import SharedReLU
 
 D = torch.float64
 
@@ -60,7 +60,7 @@ def _data(n=6, side=16):
 
 def _fused_calls(net):
     """How many fused groups a forward runs (the test must exercise fusion at all)."""
-    from raydnas import supernet as sn
+    from raydnas.model import supernet as sn
 
     count = [0]
     orig = sn.run_fused
@@ -143,7 +143,7 @@ def test_speed_fuse_reaches_the_supernet_and_a_run_resumes_with_it_changed(tmp_p
     resumes fused (the resume check leaves ``speed`` out) and matches an unfused run."""
     from helpers import tiny_config
 
-    from raydnas.search import SearchState, run_search
+    from raydnas.search.run import SearchState, run_search
 
     cfg = tiny_config(space="tiny201", speed={"fuse": True})
     st = SearchState(cfg, torch.device("cpu"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import FixedVal, batches, tiny_state
 
-from raydnas.search import train_step
+from raydnas.search.run import train_step
 
 TINY201 = {"space": "tiny201", "model": {"channels": 4, "cells": 1}}
 

@@ -1,4 +1,4 @@
-"""Images held as one uint8 tensor (raydnas.images): the same pixels as torchvision's
+"""Images held as one uint8 tensor (raydnas.data.images): the same pixels as torchvision's
 transforms for the same crop and flip, CIFAR's pickles read as torchvision reads them, batches
 reproducible from their position (resume), and a search on them."""
 
@@ -12,8 +12,8 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from raydnas.data import Batches, load_dataset
-from raydnas.images import TensorImages, crop_flip, read_pickles
+from raydnas.data.datasets import Batches, load_dataset
+from raydnas.data.images import TensorImages, crop_flip, read_pickles
 
 
 def _write_cifar10(root, n_per_batch=40, seed=0):
@@ -92,7 +92,7 @@ def test_batches_depend_on_their_position_only(tmp_path):
 def test_a_search_runs_on_tensor_images(tmp_path):
     from helpers import tiny_config
 
-    from raydnas.search import run_search
+    from raydnas.search.run import run_search
 
     root = _write_cifar10(tmp_path / "data")
     cfg = tiny_config(data={"dataset": "cifar10", "root": str(root), "batch_size": 32},

@@ -1,5 +1,6 @@
-"""The package's layers: no module imports from a layer above its own (imports inside functions
-count too), and importing the supernet pulls in neither Ray, Optuna nor torchvision."""
+"""The package's layers are its folders: a folder imports only itself and the folders below it
+(imports inside functions count too), no modules import each other in a circle, and importing
+the supernet pulls in neither Ray, Optuna nor torchvision."""
 
 from __future__ import annotations
 
@@ -12,35 +13,24 @@ import raydnas
 
 ROOT = Path(raydnas.__file__).parent
 
-#: bottom to top; a module may import its own layer and the ones below. A name ending in ``.*``
-#: is a whole package.
-LAYERS = [
-    ("foundations", ["errors", "registry", "allocator", "layout", "weighting", "tblog", "checkpoint",
-                     "costs"]),
-    ("ops", ["ops"]),
-    ("spaces", ["spaces", "genotype"]),
-    ("data", ["images", "data", "config_sections"]),
-    ("axes", ["axes.*"]),
-    ("model", ["fusion", "macro", "supernet", "network", "metrics", "hessian", "measure",
-               "cells"]),
-    ("config", ["overrides", "config"]),
-    ("search", ["search_state", "stop_rules", "selection", "search_epoch", "search"]),
-    ("tune glue", ["tune_util"]),
-    ("reduce", ["reduce.*"]),
-    ("evaluation", ["evaluation.*"]),
-    ("sweep", ["sweep.*"]),
-    ("entry points", ["cli_common", "cluster_wait", "cli", "evaluate_cli", "reduce_cli",
-                      "sweep_cli", "__main__", ""]),
-]
+#: bottom to top. ``""`` is the package's own files (errors, registry, checkpoint, allocator);
+#: its ``__init__`` and ``__main__`` are the entry points, at the top. A folder may import its
+#: own modules and the folders listed before it.
+LAYERS = ["", "data", "model", "axes", "config", "search", "results", "evaluation", "reduce",
+          "sweep", "cli"]
+ENTRY = {"", "__main__"}  # raydnas/__init__.py (the lazy facade) and python -m raydnas
 
 
 def _layer(module: str) -> int:
-    for i, (_, names) in enumerate(LAYERS):
-        for n in names:
-            if module == n or (n.endswith(".*") and (module == n[:-2]
-                                                     or module.startswith(n[:-1]))):
-                return i
-    raise AssertionError(f"raydnas.{module} is in no layer: add it to LAYERS")
+    if module in ENTRY:
+        return len(LAYERS)
+    head = module.split(".")[0]
+    if "." not in module and (ROOT / f"{module}.py").is_file():
+        return 0
+    if head not in LAYERS:
+        raise AssertionError(f"raydnas.{module} is in no layer: put it in one of the folders "
+                             f"{', '.join(LAYERS[1:])} or add its folder to LAYERS")
+    return LAYERS.index(head)
 
 
 def _modules() -> dict[str, Path]:
@@ -78,28 +68,83 @@ def _imports(module: str, path: Path, known: set[str]) -> set[str]:
     return found - {module}
 
 
-def test_every_module_is_in_a_layer_and_imports_only_downwards():
+def _graph() -> dict[str, set[str]]:
     mods = _modules()
+    return {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan). A package's
+    ``__init__`` that only hands its modules' names on is left out: importing a module of the
+    package runs it anyway, so it is no circle of the code's own."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _faces() -> set[str]:
+    """Package ``__init__`` modules (their imports of their own package's modules are a face)."""
+    return {m for m, p in _modules().items() if p.name == "__init__.py"}
+
+
+def test_every_folder_imports_only_itself_and_the_folders_below():
     upward = []
-    for m, path in sorted(mods.items()):
+    for m, deps in sorted(_graph().items()):
         mine = _layer(m)
-        for dep in sorted(_imports(m, path, set(mods))):
+        for dep in sorted(deps - {""}):  # the package itself (__version__) is loaded first
             if _layer(dep) > mine:
-                upward.append(f"raydnas.{m} ({LAYERS[mine][0]}) imports raydnas.{dep} "
-                              f"({LAYERS[_layer(dep)][0]})")
+                upward.append(f"raydnas.{m} imports raydnas.{dep}, a layer above it "
+                              f"(layers, bottom to top: {LAYERS})")
     assert not upward, "\n".join(upward)
 
 
-def test_the_check_sees_an_upward_import(tmp_path):
-    """The scan resolves relative imports: an axis importing the supernet is caught."""
+def test_no_modules_import_each_other_in_a_circle():
+    faces = _faces()
+    graph = {m: {d for d in deps if not (m in faces and d.startswith(m + "."))}
+             for m, deps in _graph().items()}
+    assert _circles(graph) == []
+
+
+def test_the_checks_see_an_upward_import_and_a_circle(tmp_path):
+    """The scan resolves relative imports: an axis importing the supernet is caught; a circle
+    of two modules is found."""
     p = tmp_path / "x.py"
-    p.write_text("def f():\n    from ..supernet import Supernet\n")
-    assert "supernet" in _imports("axes.x", p, set(_modules()))
-    assert _layer("supernet") > _layer("axes.x")
+    p.write_text("def f():\n    from ..model.supernet import Supernet\n")
+    assert "model.supernet" in _imports("search.x", p, set(_modules()))
+    assert "model.supernet" in _imports("data.x", p, set(_modules()))
+    assert _layer("model.supernet") > _layer("data.x")
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_importing_the_supernet_and_the_search_loads_no_ray_optuna_or_torchvision():
-    code = ("import sys, raydnas.supernet, raydnas.search, raydnas.axes, raydnas.config; "
+    code = ("import sys, raydnas.model.supernet, raydnas.search.run, raydnas.axes, "
+            "raydnas.config.experiment, raydnas.evaluation.train; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'optuna', "
             "'torchvision'}); print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

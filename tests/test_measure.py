@@ -1,4 +1,4 @@
-"""The measurement protocol (raydnas.measure): BatchNorm re-estimation, the stand-alone network
+"""The measurement protocol (raydnas.search.measure): BatchNorm re-estimation, the stand-alone network
 of a genotype, sampled measurement of stochastic activations, the fine-tuned metric."""
 
 import copy
@@ -9,15 +9,15 @@ from helpers import _digits, read_final, tiny_config
 from torch import nn
 
 from raydnas.axes import ACTIVATIONS
-from raydnas.data import Batches
-from raydnas.genotype import derive, parse_genotype
-from raydnas.measure import Measurer, bn_indices, reestimate_bn
-from raydnas.metrics import derived_params
-from raydnas.network import DiscreteNetwork, from_supernet
-from raydnas.search import run_search
-from raydnas.spaces import load_space
-from raydnas.supernet import Supernet
-from raydnas.weighting import scaled_bn
+from raydnas.data.datasets import Batches
+from raydnas.model.genotype import derive, parse_genotype
+from raydnas.model.network import DiscreteNetwork, from_supernet
+from raydnas.model.spaces import load_space
+from raydnas.model.supernet import Supernet
+from raydnas.model.weighting import scaled_bn
+from raydnas.search.measure import Measurer, bn_indices, reestimate_bn
+from raydnas.search.metrics import derived_params
+from raydnas.search.run import run_search
 
 CPU = torch.device("cpu")
 

@@ -14,10 +14,10 @@ from raydnas.axes.checks import AxisParamError
 from raydnas.axes.dirichlet import pathwise_sample
 from raydnas.axes.regularizer import DirichletKL, ZeroOne
 from raydnas.axes.smoothing import AdversarialSmoothing, RandomSmoothing, clip
-from raydnas.config import from_dict
+from raydnas.config.experiment import from_dict
 from raydnas.errors import ConfigError
-from raydnas.hessian import dominant_eigenvalue, eigenvalue_stop
-from raydnas.search import run_search, train_step
+from raydnas.search.hessian import dominant_eigenvalue, eigenvalue_stop
+from raydnas.search.run import run_search, train_step
 
 
 def _random_alphas(st, scale=1.0):
@@ -336,7 +336,7 @@ def test_incompatible_field_methods_are_one_line_errors(over, key, allowed):
 
 # -- PC-DARTS ---------------------------------------------------------------------------------
 def test_channel_shuffle_is_the_group_transpose_permutation():
-    from raydnas.supernet import channel_shuffle
+    from raydnas.model.supernet import channel_shuffle
 
     x = torch.randn(2, 12, 3, 3)
     K = 4
@@ -348,7 +348,7 @@ def test_channel_shuffle_is_the_group_transpose_permutation():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_partial_channel_mixed_op_is_ops_on_the_first_quarter_then_shuffle(stride):
-    from raydnas.supernet import MixedOp
+    from raydnas.model.supernet import MixedOp
 
     torch.manual_seed(0)
     ops = ["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"]
@@ -393,7 +393,7 @@ def test_edge_normalization_scales_each_edge_by_its_nodes_softmax_and_steers_der
     train_step(st, train, FixedVal(val))
     assert all(not torch.equal(b, c) for b, c in zip(betas, before))
     # a node's edge with a much larger β wins the top-2 ranking over equal op weights
-    from raydnas.genotype import derive
+    from raydnas.model.genotype import derive
 
     with torch.no_grad():
         for a in model.alphas.values():
@@ -423,9 +423,9 @@ def test_partial_channels_that_cannot_run_are_one_line_errors(model, extra, key,
 # -- selection: FairDARTS threshold, DARTS-PT --------------------------------------------------
 def _loop_for(st, tmp_path):
     """The real batches and measurer of a search on ``st`` (as run_search builds them)."""
-    from raydnas.data import Batches, Cycle, load_or_make_split
-    from raydnas.measure import Measurer, bn_indices
-    from raydnas.search_epoch import Loop
+    from raydnas.data.datasets import Batches, Cycle, load_or_make_split
+    from raydnas.search.epoch import Loop
+    from raydnas.search.measure import Measurer, bn_indices
 
     split = load_or_make_split(tmp_path / "split.json", len(st.dataset), 0.5, 0)
     tr = Batches(st.dataset, split["train"][:128], 32, 0, True)
@@ -435,8 +435,8 @@ def _loop_for(st, tmp_path):
 
 
 def test_threshold_selection_drops_chosen_ops_below_the_threshold(tmp_path):
-    from raydnas.genotype import derive
-    from raydnas.selection import SELECTIONS
+    from raydnas.model.genotype import derive
+    from raydnas.search.selection import SELECTIONS
 
     st = tiny_state({"activation": "sigmoid"}, select={"name": "threshold", "threshold": 0.6})
     _random_alphas(st, 2.0)
@@ -460,8 +460,8 @@ def test_threshold_selection_drops_chosen_ops_below_the_threshold(tmp_path):
 
 
 def test_pt_fixes_the_op_whose_removal_costs_most_accuracy_and_keeps_the_top_k_edges(tmp_path):
-    from raydnas.measure import copy_model
-    from raydnas.selection import Perturbation
+    from raydnas.search.measure import copy_model
+    from raydnas.search.selection import Perturbation
 
     st = tiny_state(select={"name": "pt", "pt_tune_epochs": 0})
     _random_alphas(st, 1.0)
@@ -510,7 +510,7 @@ def test_a_search_with_pt_selection_records_the_selected_cell_and_its_own_accura
     assert m["selected_by"] == "pt" and m["genotype_argmax"] and m["select_tune_epochs"] == 0
     fin = read_final(tmp_path / "r")
     assert fin["genotype"]["darts"] == m["genotype"]
-    from raydnas.genotype import parse_genotype
+    from raydnas.model.genotype import parse_genotype
 
     g = parse_genotype(m["genotype"])
     assert all(len(node) == 2 for nodes in g.cells.values() for node in nodes)

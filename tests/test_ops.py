@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from raydnas.ops import OPS, PARAM_FREE
+from raydnas.model.ops import OPS, PARAM_FREE
 
 
 @pytest.mark.parametrize("name", OPS.names())

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydnas.config import load_config
+from raydnas.config.experiment import load_config
 from raydnas.errors import ConfigError
-from raydnas.genotype import parse_genotype
-from raydnas.search import run_search
+from raydnas.model.genotype import parse_genotype
+from raydnas.search.run import run_search
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")

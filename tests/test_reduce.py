@@ -13,9 +13,9 @@ from PIL import Image
 from reduce_fixtures import ExperimentWriter, darts, flat
 
 import raydnas
-from raydnas.cells import DARTS_V2
-from raydnas.cli import main
+from raydnas.cli.main import main
 from raydnas.errors import ConfigError
+from raydnas.model.cells import DARTS_V2
 from raydnas.reduce import reduce
 
 M = "softmax/first_order/every/none"
@@ -236,7 +236,7 @@ def test_published_cells_collapse_only_where_the_literature_says(tmp_path):
 
 
 def test_dead_cells_are_flagged_per_seed_and_group(tmp_path):
-    from raydnas.genotype import parse_genotype
+    from raydnas.model.genotype import parse_genotype
 
     assert parse_genotype(DEAD).dead_cells() == ["normal"]
     assert parse_genotype(N1).dead_cells() == [] and parse_genotype(N2).dead_cells() == []
@@ -262,7 +262,7 @@ def test_dead_cells_are_flagged_per_seed_and_group(tmp_path):
 def test_relabelled_intermediate_nodes_are_the_same_cell(tmp_path):
     """Nodes 1 and 2 of an NB201 cell swapped (with the edges renumbered) is the same graph;
     in the DARTS format, nodes 2 and 3 swapped likewise."""
-    from raydnas.genotype import parse_genotype
+    from raydnas.model.genotype import parse_genotype
 
     a = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
     b = "|skip_connect~0|+|nor_conv_3x3~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -306,7 +306,7 @@ def test_search_margin_metrics_and_undecided_flag():
     """The margin is chosen-op weight minus runner-up per kept edge; uniform α is undecided."""
     import torch
 
-    from raydnas.metrics import alpha_margins
+    from raydnas.search.metrics import alpha_margins
 
     probs = {"normal": torch.tensor([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33], [0.5, 0.5, 0.0]])}
     masks = {"normal": torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])}
@@ -322,7 +322,7 @@ def test_reduce_a_single_search_run(tmp_path):
     from helpers import tiny_config
 
     from raydnas.evaluation import plan, run_evaluation
-    from raydnas.search import run_search
+    from raydnas.search.run import run_search
 
     run = tmp_path / "q"
     run_search(tiny_config(space="tiny201", epochs=1, data={"batch_size": 32},

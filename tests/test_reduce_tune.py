@@ -34,8 +34,8 @@ def _trainable(config: dict) -> None:
     """A trial: one run_search with the flat trial config applied as overrides."""
     from ray import tune
 
-    from raydnas.config import load_config
-    from raydnas.search import run_search
+    from raydnas.config.experiment import load_config
+    from raydnas.search.run import run_search
 
     over = ["model.channels=4", "epochs=2", "data.batch_size=32", "log.print_every=0",
             "log.histograms=false"]

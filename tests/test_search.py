@@ -14,7 +14,7 @@ import yaml
 from helpers import read_final, tiny_config, tiny_raw
 
 from raydnas import checkpoint as ckpt
-from raydnas.search import run_search
+from raydnas.search.run import run_search
 
 METRICS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "discrete_val_acc",
            "discretization_gap", "distance_to_discrete", "alpha_entropy", "genotype",
@@ -175,8 +175,8 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
 
 
 def test_importing_the_supernet_imports_neither_ray_nor_torchvision():
-    code = ("import sys, raydnas, raydnas.supernet, raydnas.search, raydnas.config, "
-            "raydnas.network, raydnas.measure, raydnas.evaluation; "
+    code = ("import sys, raydnas, raydnas.model.supernet, raydnas.search.run, raydnas.config.experiment, "
+            "raydnas.model.network, raydnas.search.measure, raydnas.evaluation; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torchvision', 'optuna')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,9 +8,9 @@ import torch
 
 from raydnas.axes.activation import Softmax
 from raydnas.errors import ConfigError
-from raydnas.genotype import derive, parse_genotype
-from raydnas.spaces import list_spaces, load_space
-from raydnas.supernet import Supernet
+from raydnas.model.genotype import derive, parse_genotype
+from raydnas.model.spaces import list_spaces, load_space
+from raydnas.model.supernet import Supernet
 
 
 def _counts(space, **kw):
@@ -137,7 +137,7 @@ def test_genotype_of_a_one_input_space_pastes_into_darts_and_nb201_parsers():
 
     from nas_201_api import NASBench201API
 
-    from raydnas.genotype import parse_genotype
+    from raydnas.model.genotype import parse_genotype
 
     s = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
     g = parse_genotype(s)

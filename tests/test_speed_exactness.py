@@ -2,7 +2,7 @@
 
 The reference (``benchmarks/reference.py``) computes every op of every edge, ``none`` included,
 as ``w · op(x)`` with stock functional calls, and takes α's gradient from a full backward, as
-quark0/darts does. The optimized step (``raydnas.search.train_step``) skips zero ops, takes
+quark0/darts does. The optimized step (``raydnas.search.run.train_step``) skips zero ops, takes
 α-only gradients, shares ReLUs, folds op weights into BatchNorm and accumulates in place. Both run
 on identical states (same config and seed) in double precision; after every step α, the
 weights and the BatchNorm statistics must agree to float64 round-off.
@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reference import plain_forward, reference_step  # noqa: E402
 from step import Feeder, build_state, make_config, synthetic_data  # noqa: E402
 
-from raydnas.genotype import derive  # noqa: E402
-from raydnas.search import train_step  # noqa: E402
+from raydnas.model.genotype import derive  # noqa: E402
+from raydnas.search.run import train_step  # noqa: E402
 
 CASES = {  # space: (channels, cells) small enough for a few seconds on 2 cores
     "darts": (4, 3),
@@ -140,7 +140,7 @@ def test_index_free_max_pool_matches_torch_to_second_order(stride: int) -> None:
     # MaxPool3x3 saves no argmax indices (it finds them again in backward): values and
     # gradients must equal F.max_pool2d's exactly, and double backward (iDARTS's Hessian-vector
     # products go through it) must pass gradgradcheck.
-    from raydnas.ops import MaxPool3x3
+    from raydnas.model.ops import MaxPool3x3
 
     torch.manual_seed(0)
     pool = MaxPool3x3(stride)

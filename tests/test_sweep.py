@@ -84,7 +84,7 @@ def test_quickstart_sweep_every_trial_logs_reach_storage(ray_local, tmp_path):
     assert seen == {(m, k) for k in (0, 1) for m in ("softmax/first_order/every/none",
                                                       "softmax/first_order/interval/none")}
     assert s.search_seconds > 0 and s.wall_seconds > 0
-    from raydnas.reduce.load import load_experiment
+    from raydnas.results.load import load_experiment
 
     assert all("lr" in t.last for t in load_experiment(exp).trials)
 

@@ -98,7 +98,7 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     keys = [(json.loads((d / "params.json").read_text())["method"],
              json.loads((d / "params.json").read_text())["seed"]) for d in dirs]
     assert len(dirs) == 4 and len(set(keys)) == 4  # no trial was started twice
-    from raydnas.reduce.load import load_experiment
+    from raydnas.results.load import load_experiment
 
     status = {t.path.name: (t.status, t.stopped_reason) for t in load_experiment(exp).trials}
     for d in dirs:
@@ -194,7 +194,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(ray_loca
     import ray.cloudpickle
     from ray import tune
 
-    from raydnas.tune_util import repair_lost_checkpoints
+    from raydnas.sweep.tune_util import repair_lost_checkpoints
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     run = tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0,

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from raydnas.config import from_dict
+from raydnas.config.experiment import from_dict
 from raydnas.sweep import parse_study
 from raydnas.sweep.searcher import StudySearcher, open_storage
 

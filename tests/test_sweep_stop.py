@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from raydnas.config import from_dict
+from raydnas.config.experiment import from_dict
 from raydnas.errors import ConfigError
-from raydnas.genotype import derive, parse_genotype
-from raydnas.metrics import DECIDED_MARGIN
-from raydnas.spaces import load_space
-from raydnas.stop_rules import check
+from raydnas.model.genotype import derive, parse_genotype
+from raydnas.model.spaces import load_space
+from raydnas.search.metrics import DECIDED_MARGIN
+from raydnas.search.stop_rules import check
 
 
 def _stop(**kw):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydnas.config import from_dict, load_config
+from raydnas.config.experiment import from_dict, load_config
 from raydnas.errors import ConfigError
 from raydnas.sweep import parse_study, validate_study
 from raydnas.sweep.study import check_fits
@@ -150,7 +150,7 @@ def test_maile2021_grid_keeps_base_hyperparameters_and_rho_applies_to_admm_only(
     ({"set": {"cutout": 0, "epochs": -2}}, "epochs", "an integer >= 1"),
 ])
 def test_evaluate_block_is_checked_before_anything_starts(block, key, allowed):
-    from raydnas.config import from_dict
+    from raydnas.config.experiment import from_dict
     from raydnas.errors import ConfigError
     from raydnas.sweep import parse_study
 
@@ -161,7 +161,7 @@ def test_evaluate_block_is_checked_before_anything_starts(block, key, allowed):
 
 
 def test_evaluate_stage_counts_its_trials():
-    from raydnas.config import from_dict
+    from raydnas.config.experiment import from_dict
     from raydnas.sweep import parse_study
 
     raw = {"space": "tiny", "epochs": 1, "sweep": {"seeds": 2, "grid": {"schedule": ["every",
@@ -178,7 +178,7 @@ def test_field_study_runs_every_preset_with_its_preset_settings(tmp_path):
     select settings (only the seed differs), so its verdict is the presets' verdict."""
     import dataclasses
 
-    from raydnas.config import create_axis
+    from raydnas.config.experiment import create_axis
     from raydnas.sweep import parse_study
 
     study = parse_study(load_config(ROOT / "configs" / "field_study.yaml"),

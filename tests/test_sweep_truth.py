@@ -107,7 +107,7 @@ def test_optuna_is_told_the_evaluations_and_the_report_leads_with_the_truth(ray_
 def test_bad_truth_settings_are_one_line_before_anything_starts(tmp_path, edit, key):
     import copy
 
-    from raydnas.config import load_config
+    from raydnas.config.experiment import load_config
     from raydnas.sweep.study import parse_study
 
     bad = copy.deepcopy(STUDY)
@@ -130,7 +130,7 @@ def test_progress_table_of_a_study_with_evaluation_trials_does_not_sort_on_a_mis
     from ray.tune.experiment import Trial
     from ray.tune.progress_reporter import _get_progress_table_data
 
-    from raydnas.config import load_config
+    from raydnas.config.experiment import load_config
     from raydnas.sweep import parse_study
     from raydnas.sweep.tune_setup import reporter, sortable
 

@@ -1,5 +1,5 @@
 """The random-cell baseline, the reference cells, the calibration verdict, percentiles and the
-collapse definition (raydnas.cells, raydnas.reduce.baseline, raydnas.reduce.stats)."""
+collapse definition (raydnas.model.cells, raydnas.reduce.baseline, raydnas.reduce.stats)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ from collections import Counter
 import pytest
 from test_reduce import DARTS_V1, DARTS_V2  # the published cells, copied independently
 
-from raydnas.cells import (
-    NB201_BEST,
-    param_free_cell,
-    random_cell,
-    reference_cells,
-)
 from raydnas.errors import ConfigError
-from raydnas.genotype import parse_genotype
+from raydnas.model.cells import NB201_BEST, param_free_cell, random_cell, reference_cells
+from raydnas.model.genotype import parse_genotype
+from raydnas.model.spaces import load_space
 from raydnas.reduce.baseline import calibration, cell_value, percentile, random_summary, told_apart
 from raydnas.reduce.stats import collapse_fraction, skip_none_fraction
-from raydnas.spaces import load_space
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 ALL_POOL = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|"

@@ -24,13 +24,14 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @runtime_checkable
 class SearchContext(Protocol):
-    """What the search loop exposes to the axes (``raydnas.search.SearchState`` implements it).
+    """What the search loop exposes to the axes (``raydnas.search.run.SearchState`` implements it).
 
     Attributes:
-        model: the supernet (``raydnas.supernet.Supernet``): ``alphas``, ``arch_parameters()``,
+        model: the supernet (``raydnas.model.supernet.Supernet``): ``alphas``,
+        ``arch_parameters()``,
             ``weight_parameters()``, ``op_probs()``, ``last_op_weights``, ``activation``.
         space: the search space the supernet was built on (after the activation's
-            ``drops_ops``); its discretization rule is ``raydnas.genotype.derive``.
+            ``drops_ops``); its discretization rule is ``raydnas.model.genotype.derive``.
         device: the device the model and batches are on.
         epoch: epochs completed so far (0 during the first epoch).
         epochs: epochs of the whole search.

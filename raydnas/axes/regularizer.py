@@ -1,7 +1,7 @@
 """Regularizer axis: a term added to the α loss only (never to the weight loss).
 
 ``penalty(ctx)`` reads ``ctx.model.op_probs()`` (the deterministic a(α)), ``ctx.progress`` (t/T)
-and ``ctx.space``; Π(·) below is the space's discretization (``raydnas.genotype.derive``) as a
+and ``ctx.space``; Π(·) below is the space's discretization (``raydnas.model.genotype.derive``) as a
 binary mask, computed on detached values.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..genotype import derive
+from ..model.genotype import derive
 from ..registry import Registry
 from .base import AxisChoice, SearchContext
 from .checks import require

@@ -45,7 +45,7 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
     ``overrides``: protocol keys (``epochs``) and ``data.KEY`` entries (``data.root``).
     ``train=False``: jobs for a benchmark lookup (no training checks).
     ``random``: also ``random`` cells drawn uniformly from the space, and ``calibrate``: the
-    space's reference cells (:mod:`raydnas.cells`), trained under the same protocol, seeds and
+    space's reference cells (:mod:`raydnas.model.cells`), trained under the same protocol, seeds and
     data beside the found cells (``<cell id>_seed<k>``).
     Returns the jobs and a line for each trial of an experiment that is left out."""
     from .jobs import from_baseline
@@ -56,7 +56,7 @@ def plan(source: str | None, *, genotype: str | None = None, space: str | None =
     if (random or calibrate) and jobs:
         first = jobs[0]
         if calibrate:
-            from ..cells import reference_cells
+            from ..model.cells import reference_cells
 
             reference_cells(first.job.space, where=where, key="--calibrate")
         root = first.out.parent if source is not None else \
@@ -80,7 +80,7 @@ def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train
                           "either an experiment or search run directory, or --genotype")
     if genotype is not None:
         if space is None:
-            from ..genotype import parse_genotype
+            from ..model.genotype import parse_genotype
 
             try:
                 space = "nb201" if parse_genotype(genotype).format == "nb201" else "darts"
@@ -105,7 +105,7 @@ def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train
 
 
 def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
-    from ..reduce.load import load_experiment
+    from ..results.load import load_experiment
     from .jobs import from_experiment
 
     exp = load_experiment(src)
@@ -128,7 +128,7 @@ def _protocol(name: str | None, space: str | None, overrides, where,
               dataset: str = "digits") -> Protocol:
     """The named protocol, or the short one of the space's macro (``default_protocol``)."""
     if name is None:
-        from ..spaces import load_space
+        from ..model.spaces import load_space
 
         macro = load_space(space, where=where).macro if space else "nb201"
         name = default_protocol(macro, dataset)

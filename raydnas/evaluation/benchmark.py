@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..genotype import Genotype
+from ..model.genotype import Genotype
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (result key, API dataset, API set name in get_more_info's output)

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from ..config_sections import DataConfig, build_section
+from ..config.sections import DataConfig, build_section
 from ..errors import ConfigError
-from ..genotype import Genotype, parse_genotype
-from ..spaces import load_space
+from ..model.genotype import Genotype, parse_genotype
+from ..model.spaces import load_space
 from .protocol import Protocol
 from .train import EvalJob, check_job
 
@@ -103,8 +103,8 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
     """Jobs of every finished trial, and a line for each trial left out."""
     import json
 
-    from ..reduce.load import USED, load_experiment
-    from ..reduce.stats import trial_genotype
+    from ..results.genotype import trial_genotype
+    from ..results.load import USED, load_experiment
 
     e = load_experiment(exp)
     plans, skipped = [], []
@@ -167,10 +167,10 @@ def _plan(g, space, data, protocol, seed, meta, out, where, bench_out=None,
 
 def baseline_cells(space, random: int, calibrate: bool) -> list[dict[str, Any]]:
     """The random cells (``random`` of them) and, with ``calibrate``, the reference cells of
-    ``space`` (:mod:`raydnas.cells`): one dict per cell with ``role``, ``method``, ``seed`` (the
-    cell's number), ``search_trial_id``, ``genotype``, ``cell_dead`` and, for reference cells,
+    ``space`` (:mod:`raydnas.model.cells`): one dict per cell with ``role``, ``method``, ``seed``
+    (the cell's number), ``search_trial_id``, ``genotype``, ``cell_dead`` and, for reference cells,
     ``reference`` (its name) and ``reference_what``."""
-    from ..cells import random_cell, reference_cells
+    from ..model.cells import random_cell, reference_cells
 
     out = []
     for k in range(random):

@@ -30,7 +30,7 @@ the same for every cell) and report ``eval_val_acc`` on it: the validation truth
 select on (``optuna.metric: eval_val_acc``); test accuracy is only ever reported. The paper
 protocols train on the whole training split, as the papers do (``val_fraction`` 0).
 ``reduction`` (nb201 macro): ``residual`` is NAS-Bench-201's ResNet block between stages,
-``light`` only its 1×1 shortcut (:class:`raydnas.macro.LightReduction`), so that the cells
+``light`` only its 1×1 shortcut (:class:`raydnas.model.macro.LightReduction`), so that the cells
 carry the network's nonlinearity.
 """
 

@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config_sections import DataConfig
-from ..data import Batches, Dataset, load_dataset
+from ..config.sections import DataConfig
+from ..data.datasets import Batches, Dataset, load_dataset
+from ..data.images import TensorImages
 from ..errors import ConfigError
-from ..genotype import Genotype
-from ..images import TensorImages
-from ..measure import evaluate
-from ..network import DiscreteNetwork
-from ..spaces import SearchSpace
+from ..model.genotype import Genotype
+from ..model.network import DiscreteNetwork
+from ..model.spaces import SearchSpace
+from ..search.measure import evaluate
 from .protocol import Protocol
 
 Report = Callable[[dict, Path], None]
@@ -154,7 +154,7 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     ``report(metrics, checkpoint_path)`` is called after every epoch (Ray Tune's report).
     ``threads``: torch CPU threads, default 1 (what an evaluation trial of 1 CPU uses, so that a
     cell evaluated alone reproduces the study's number); recorded in every epoch's metrics."""
-    from ..search import resolve_device
+    from ..search.run import resolve_device
 
     log = log or (lambda s: print(s, flush=True))
     check_job(job)
@@ -175,7 +175,7 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum,
                           nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=p.lr_min)
-    from ..data import make_split
+    from ..data.datasets import make_split
 
     split = make_split(len(train_ds), p.val_fraction, VAL_SEED) if p.val_fraction else \
         {"train": list(range(len(train_ds))), "val": []}

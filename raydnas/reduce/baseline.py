@@ -81,7 +81,7 @@ def random_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def calibration(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The calibration verdict from the reference cells' values (name -> cell_value(...) plus
     ``what`` and ``genotype``)."""
-    from ..cells import PARAM_FREE_REFERENCES, REFERENCE_NAMES
+    from ..model.cells import PARAM_FREE_REFERENCES, REFERENCE_NAMES
 
     refs = {k: refs[k] for k in sorted(refs, key=lambda k: (
         REFERENCE_NAMES.index(k) if k in REFERENCE_NAMES else len(REFERENCE_NAMES), k))}

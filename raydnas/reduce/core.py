@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..axes import AXIS_NAMES
 from ..errors import ConfigError
-from .load import USED, Experiment, Trial, load_experiment, not_an_experiment
-from .remote import is_uri
+from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
+from ..results.remote import is_uri
+from .limits import DEFAULT_TOP
 from .stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row
 
 if TYPE_CHECKING:
@@ -135,10 +136,6 @@ def build_table(exp: Experiment, *, collapse_threshold: float,
     if not df.empty:
         df.index = pd.RangeIndex(len(df))
     return df, members
-
-
-#: groups shown in the markdown and the plots of a large study (the CSV holds all)
-DEFAULT_TOP = 20
 
 
 def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,

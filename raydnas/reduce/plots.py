@@ -16,9 +16,11 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..results.genotype import trial_genotype
+from ..results.load import USED, Trial
 from .cell_plot import cell_diagram, pyplot
-from .load import USED, Trial
-from .stats import trial_genotype, trial_values
+from .limits import shown
+from .stats import trial_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,8 +199,6 @@ def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> 
     files: dict[str, str] = {}
     for old in [*out.glob("cell_*.png"), *out.glob("alpha_*.png")]:
         old.unlink()  # from an earlier reduce with other groups
-    from .report import shown
-
     full, df = df, df.head(shown(df))  # a large study: its first groups (the CSV has all)
     df.attrs = full.attrs
     acc_vs_gap(df, members, out / "acc_vs_gap.png", df.attrs.get("gap_threshold", 0.05))

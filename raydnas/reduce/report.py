@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .load import Trial
+from ..results.load import Trial
+from .limits import shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,12 +194,6 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
     lines.append("")
     lines += _more(df, "by the truth's rank")
     return lines
-
-
-def shown(df: "pd.DataFrame") -> int:
-    """How many groups the markdown and plots show (``top``; 0: all)."""
-    top = df.attrs.get("top") or 0
-    return len(df) if not top else min(top, len(df))
 
 
 def _more(df: "pd.DataFrame", order: str) -> list[str]:

@@ -23,20 +23,20 @@ Definitions (each one is a column of the report):
 * ``collapse_rate``: the share of seeds whose **normal** cell has collapsed onto parameter-free
   ops: at least ``collapse_threshold`` (default 0.5) of its *live* ops (``none`` is a missing
   edge, not an op) are ``skip_connect`` or pools (ops without weights,
-  ``raydnas.cells.live_param_free_share``). NAS-Bench-201's all-skip and all-pool cells are
+  ``raydnas.model.cells.live_param_free_share``). NAS-Bench-201's all-skip and all-pool cells are
   collapsed; DARTS's published DARTS_V1/V2 (normal cells with 3 and 2 skips of 8) are not, and
   neither is a sparse cell whose live edges are convs.
   ``collapse_rate_skip_none``: raydnas 0.1's rule, kept as a named variant: at least the
   threshold of the normal cell's chosen ops are ``skip_connect`` or ``none``.
 * ``param_free_rate``, ``param_free_seeds``: seeds whose normal cell is live but no path from
-  an input to the output passes an op with weights (``raydnas.cells.param_free_cell``): the
+  an input to the output passes an op with weights (``raydnas.model.cells.param_free_cell``): the
   cell is a fixed function (pools and skips) and the network's weights sit elsewhere.
 * ``dead_rate``: the share of seeds whose cell is dead: a cell type whose output no path of
   non-``none`` edges connects to its inputs (``Genotype.dead_cells()``), so that the network
   outputs a constant and cannot learn. Reported apart from collapse; ``dead_cell`` per seed.
 * ``alpha_margin_mean``: per seed, the mean over the derived cell's edges of the chosen op's
   weight minus the runner-up's (a(α) normalized per edge); ``undecided_rate``: the share of
-  seeds whose mean margin is below ``raydnas.metrics.DECIDED_MARGIN`` (0.05), i.e. whose cell
+  seeds whose mean margin is below ``raydnas.search.metrics.DECIDED_MARGIN`` (0.05), i.e. whose cell
   is still mostly α-initialization noise rather than a search result.
 * ``gap_reliability``: the share of seeds whose final ``discretization_gap``
   (``val_acc - discrete_val_acc``) is below ``gap_threshold`` (default 0.05, i.e. five
@@ -50,42 +50,18 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .load import Trial
-from .thresholds import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD  # noqa: F401
+from ..results.genotype import trial_genotype
+from ..results.load import Trial
+from .limits import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD  # noqa: F401
 
 if TYPE_CHECKING:  # torch is imported only when genotypes are read
-    from ..genotype import Genotype
+    from ..model.genotype import Genotype
 
 METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
            "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
            "stabilization_epoch", "alpha_steps", "search_seconds")
 #: the ops whose dominance in the normal cell is collapse
 COLLAPSE_OPS = frozenset({"skip_connect", "none"})
-
-
-def trial_genotype(t: Trial) -> Genotype | None:
-    """The trial's final genotype: the cells in ``final.json`` when they belong to the last
-    epoch (exact node structure), else parsed from the last epoch's ``genotype`` string."""
-    from ..genotype import Genotype, parse_genotype
-
-    text = t.last.get("genotype")
-    if not isinstance(text, str):
-        if t.final and isinstance(t.final.get("genotype"), dict):
-            text = t.final["genotype"].get("darts")
-        if not isinstance(text, str):
-            return None
-    try:
-        g = parse_genotype(text)
-    except (ValueError, SyntaxError):
-        return None
-    fin = t.final or {}
-    geno = fin.get("genotype")
-    cells = geno.get("cells") if isinstance(geno, dict) else None
-    same_epoch = fin.get("metrics", {}).get("epoch") == t.last.get("epoch")
-    if cells and same_epoch and set(cells) == set(g.cells):
-        g = Genotype({c: tuple(tuple((str(op), int(i)) for op, i in node) for node in nodes)
-                      for c, nodes in cells.items()}, g.inputs, g.output, g.format)
-    return g
 
 
 def stabilization_epoch(epochs: list[dict[str, Any]]) -> float:
@@ -154,7 +130,7 @@ def consensus(edge_sets: list[frozenset]) -> float:
 
 def collapse_fraction(g: Genotype) -> float:
     """The share of the normal cell's live ops that have no weights (skips, pools)."""
-    from ..cells import live_param_free_share
+    from ..model.cells import live_param_free_share
 
     return live_param_free_share(g, "normal")
 
@@ -204,7 +180,7 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
         row["modal_genotype_nb201"] = g_best.to_nb201() if g_best.inputs == 1 else None
         row["modal_trial"] = t_best.trial_id
         row["modal_seed"] = t_best.seed
-        from ..cells import param_free_cell
+        from ..model.cells import param_free_cell
 
         for col, fn in (("collapse_rate", collapse_fraction),
                         ("collapse_rate_skip_none", skip_none_fraction)):

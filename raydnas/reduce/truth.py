@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .load import Trial
+from ..results.load import Trial
 
 PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned", "eval_val_acc")
 BOOTSTRAP = 2000

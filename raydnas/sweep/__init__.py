@@ -13,7 +13,7 @@ from .optuna_spec import OptunaSpec, Param
 from .study import Study, parse_study
 
 if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+    from ..config.experiment import ExperimentConfig
     from .summary import SweepSummary
 
 

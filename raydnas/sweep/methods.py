@@ -13,7 +13,7 @@ from ..axes import AXES, AXIS_NAMES
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+    from ..config.experiment import ExperimentConfig
 
 #: Ray Tune reserves these characters in experiment names (they become directory names)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")

@@ -6,11 +6,11 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..axes import AXES, AXIS_NAMES
-from ..errors import ConfigError, one_of
-from .study import Method, Study, _int
+from ..errors import ConfigError, one_of, require_int
+from .methods import Method
 
 OPTUNA_KEYS = ("params", "n_trials", "metric", "mode", "aggregate", "robust_k", "sampler", "seed",
                "storage")
@@ -95,7 +95,7 @@ def _param(f: str, key: str, spec: Any) -> Param:
     return Param(key, kind, [lo, hi])
 
 
-def _applies(study: Study, method: Method, p: Param) -> bool:
+def _applies(method: Method, p: Param) -> bool:
     """Whether parameter ``p`` names a config key of ``method`` (an axis hyperparameter of the
     method's choice on that axis, or any other config key)."""
     head, _, rest = p.key.partition(".")
@@ -113,8 +113,11 @@ def _names(key: str, error_key: Any) -> bool:
     return k == key or k.startswith(key + ".") or key.startswith(k + ".")
 
 
-def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
-    """Validate the ``optuna:`` block against the study's methods (each resolved once more)."""
+def parse_optuna(o: dict, f: str, methods: list[Method], evaluate: Any,
+                 trial_config: Callable[..., Any]) -> OptunaSpec:
+    """Validate the ``optuna:`` block against the study's ``methods`` (each resolved once more
+    by ``trial_config(method, seed, params)``); ``evaluate`` is the study's evaluation stage
+    (or None), which a metric of the retrained cells needs."""
     for k, v in o.items():
         if k not in OPTUNA_KEYS:
             raise ConfigError(f, f"optuna.{k}", v,
@@ -131,26 +134,26 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
             raise ConfigError(f, f"optuna.params.{key}", spec,
                               "a tunable config key (not seed, space, sweep or optuna)")
         p = _param(f, key, spec)
-        users = [m for m in study.methods if _applies(study, m, p)]
+        users = [m for m in methods if _applies(m, p)]
         if not users:
-            names = ", ".join(m.name for m in study.methods)
+            names = ", ".join(m.name for m in methods)
             raise ConfigError(f, f"optuna.params.{key}", spec,
                               f"a config key of at least one method ({names})")
         for m in users:
             m.params.append(key)
         plist.append(p)
     first = {p.key: p.args[0] for p in plist}
-    for m in study.methods:  # each method validates once, with a value of each of its keys
+    for m in methods:  # each method validates once, with a value of each of its keys
         if not m.params:
             continue
         try:
-            study.trial_config(m, 0, {k: first[k] for k in m.params})
+            trial_config(m, 0, {k: first[k] for k in m.params})
         except ConfigError as e:
             key = next((k for k in reversed(m.params) if _names(k, e.key)), m.params[-1])
             raise ConfigError(f, f"optuna.params.{key}", params[key],
                               f"not a valid config key for {m.name}: {e.key}: "
                               f"{e.allowed}") from None
-    n = _int(f, "optuna.n_trials", o.get("n_trials", 8), 1)
+    n = require_int(f, "optuna.n_trials", o.get("n_trials", 8), 1)
     metrics = o.get("metric", "discrete_val_acc")
     modes = o.get("mode", "max")
     metrics = metrics if isinstance(metrics, list) else [metrics]
@@ -162,14 +165,14 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
             raise ConfigError(f, "optuna.metric", m, "a validation metric (eval_val_acc, or a "
                               "search metric such as discrete_val_acc): selecting on the test "
                               "split makes its accuracy no longer a test accuracy")
-        if m in EVAL_METRICS and study.evaluate is None:
+        if m in EVAL_METRICS and evaluate is None:
             raise ConfigError(f, "optuna.metric", m, "a search metric (discrete_val_acc, "
                               "val_acc, ...), or add an evaluate: block: eval_val_acc is the "
                               "retrained cells' validation accuracy")
-        if m in EVAL_METRICS and not study.evaluate.protocol.val_fraction:
+        if m in EVAL_METRICS and not evaluate.protocol.val_fraction:
             raise ConfigError(f, "optuna.metric", m, "a search metric, or an evaluate: "
                               f"protocol with val_fraction > 0 (protocol "
-                              f"{study.evaluate.protocol.name} holds out no validation part; "
+                              f"{evaluate.protocol.name} holds out no validation part; "
                               "evaluate: {set: {val_fraction: 0.2}})")
     if len(modes) != len(metrics) or any(m not in MODES for m in modes):
         raise ConfigError(f, "optuna.mode", o.get("mode"),
@@ -184,7 +187,7 @@ def parse_optuna(study: Study, o: dict, f: str) -> OptunaSpec:
                           "a multi-objective sampler (tpe, nsga2, random)")
     seed = o.get("seed", 0)
     if seed is not None:
-        _int(f, "optuna.seed", seed, 0, "an integer >= 0 or null")
+        require_int(f, "optuna.seed", seed, 0, "an integer >= 0 or null")
     storage = o.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage):
         raise ConfigError(f, "optuna.storage", storage,

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tune_util import (
+from .study import Study, check_fits, parse_study
+from .summary import SweepSummary, optuna_best, print_summary, summarize
+from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
+from .tune_util import (
     checkpoint_keeper,
     quiet_ray_advice,
     repair_lost_checkpoints,
@@ -27,9 +30,6 @@ from ..tune_util import (
     temporary_env,
     tidy_checkpoints,
 )
-from .study import Study, check_fits, parse_study
-from .summary import SweepSummary, optuna_best, print_summary, summarize
-from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
 
 STUDY_FILE = "raydnas_study.json"
 
@@ -85,7 +85,7 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
     Raises:
         ConfigError: bad study, before anything starts.
     """
-    from ..config import load_config
+    from ..config.experiment import load_config
 
     cfg = load_config(config, overrides)
     study = parse_study(cfg, storage=storage, name=name)

@@ -12,7 +12,7 @@
 
 Both compare trials **across methods and seeds**: a method that looks worse early loses its
 seeds, so the study's verdict then rests partly on an early proxy. The stop rules of ``stop:``
-(:mod:`raydnas.stop_rules`) need no comparison. Evaluation trials report no search metric and
+(:mod:`raydnas.search.stop_rules`) need no comparison. Evaluation trials report no search metric and
 are left alone. A stopped search is recorded as ``stopped`` (reason ``scheduler``) in the
 report, and with Optuna its point is told PRUNED.
 """

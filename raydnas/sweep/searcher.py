@@ -106,7 +106,7 @@ class StudySearcher(Searcher):
         self._configs: dict[str, dict[str, Any]] = {}     # running trial id -> its config
         self._studies: dict[str, Any] | None = None       # optuna studies (not pickled)
         if study.evaluate is not None and (study.evaluate.random or study.evaluate.calibrate):
-            from ..spaces import load_space
+            from ..model.spaces import load_space
             from .stage import baseline_configs
 
             extra = {p.key: None for p in study.optuna.params} if study.optuna else {}

@@ -6,7 +6,7 @@ finishes, the training of its found cell from scratch, in the same Ray Tune expe
                                 # the short one of the space's macro; darts_cpu on digits)
       seeds: 1                  # evaluation seeds per found cell (or a list)
       set: {epochs: 12}         # protocol keys and data.KEY overrides
-      calibrate: false          # also train the space's reference cells (raydnas.cells)
+      calibrate: false          # also train the space's reference cells (raydnas.model.cells)
 
 With ``sweep.baseline: {random: N}`` the stage also trains N cells drawn uniformly from the
 space (``role: random``, ``method: random_cells``), and with ``calibrate: true`` the space's
@@ -57,7 +57,7 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
                               f"unknown key; allowed: {', '.join(EVALUATE_KEYS)}")
     from ..evaluation import default_protocol, resolve_protocol
     from ..evaluation.train import IMAGE_SIDE, check_cutout
-    from ..spaces import load_space
+    from ..model.spaces import load_space
 
     space = load_space(cfg.space, where=f)
     over0 = block.get("set") or {}
@@ -96,7 +96,7 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
     if not isinstance(cal, bool):
         raise ConfigError(f, "evaluate.calibrate", cal, "true or false")
     if cal:
-        from ..cells import reference_cells
+        from ..model.cells import reference_cells
 
         reference_cells(space, where=f, key="evaluate.calibrate")
     return EvalStage(p, seed_list, data, dict(block), calibrate=cal)
@@ -143,10 +143,10 @@ def job_of(config: dict[str, Any], study) -> Any:
     """The :class:`~raydnas.evaluation.EvalJob` of an evaluation trial's config."""
     import dataclasses
 
-    from ..config_sections import DataConfig, build_section
+    from ..config.sections import DataConfig, build_section
     from ..evaluation import EvalJob
-    from ..genotype import parse_genotype
-    from ..spaces import load_space
+    from ..model.genotype import parse_genotype
+    from ..model.spaces import load_space
 
     role = config.get("role")
     if role:  # a random or reference cell: the study's base data and space

@@ -45,14 +45,11 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import ExperimentConfig, from_dict, merge
-from ..errors import ConfigError
+from ..config.experiment import ExperimentConfig, from_dict, merge
+from ..errors import ConfigError, require_int
 from .methods import NAME_RE, Method, expand_methods
-
-if TYPE_CHECKING:
-    from .optuna_spec import OptunaSpec
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
               "storage", "name", "baseline", "scheduler")
@@ -71,7 +68,7 @@ class Study:
     max_failures: int
     storage: str
     name: str
-    optuna: "OptunaSpec | None" = None
+    optuna: Any = None                # raydnas.sweep.optuna_spec.OptunaSpec, or None
     evaluate: Any = None              # raydnas.sweep.stage.EvalStage, or None
     scheduler: Any = None             # raydnas.sweep.scheduler.SchedulerSpec, or None
 
@@ -110,7 +107,7 @@ class Study:
         """Evaluation trials of the random and reference cells."""
         if self.evaluate is None:
             return 0
-        from ..cells import REFERENCE_NAMES
+        from ..model.cells import REFERENCE_NAMES
 
         cells = self.evaluate.random + (len(REFERENCE_NAMES) if self.evaluate.calibrate else 0)
         return cells * len(self.evaluate.seeds)
@@ -155,12 +152,6 @@ class Study:
             return config["epochs"]
         m = next((x for x in self.methods if x.name == config.get("method")), None)
         return m.epochs if m is not None else None
-
-
-def _int(f: str, key: str, v: Any, lo: int, what: str | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f, key, v, what or f"an integer >= {lo}")
-    return v
 
 
 def _resources(f: str, r: Any) -> dict[str, float]:
@@ -208,12 +199,12 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
                               "an integer >= 1 or a list of distinct seeds >= 0")
         seed_list = list(seeds)
     else:
-        seed_list = list(range(_int(f, "sweep.seeds", seeds, 1,
+        seed_list = list(range(require_int(f, "sweep.seeds", seeds, 1,
                                     "an integer >= 1 or a list of distinct seeds >= 0")))
     mc = sweep.get("max_concurrent")
     if mc is not None:
-        _int(f, "sweep.max_concurrent", mc, 1, "an integer >= 1 or null")
-    mf = _int(f, "sweep.max_failures", sweep.get("max_failures", 2), 0)
+        require_int(f, "sweep.max_concurrent", mc, 1, "an integer >= 1 or null")
+    mf = require_int(f, "sweep.max_failures", sweep.get("max_failures", 2), 0)
     st = storage if storage is not None else sweep.get("storage", "runs/sweeps")
     if not isinstance(st, str) or not st:
         raise ConfigError(f, "sweep.storage", st, "a directory or a URI such as s3://bucket/path")
@@ -250,7 +241,8 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     if cfg.optuna is not None:
         from .optuna_spec import parse_optuna
 
-        study.optuna = parse_optuna(study, cfg.optuna, f)
+        study.optuna = parse_optuna(cfg.optuna, f, study.methods, study.evaluate,
+                                    study.trial_config)
     return study
 
 

@@ -1,4 +1,5 @@
-"""The Ray Tune trial: the unchanged ``raydnas.search.run_search`` with ``report`` bound to Tune.
+"""The Ray Tune trial: the unchanged ``raydnas.search.run.run_search`` with ``report`` bound to
+Tune.
 
 Per trial: the experiment config is rebuilt from the study and the trial's flat keys (so a bad
 value fails validation here too), the device comes from the GPUs Ray assigned
@@ -18,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..tune_util import device_and_threads, with_tune_checkpoints
 from .study import Study
+from .tune_util import device_and_threads, with_tune_checkpoints
 
 FAILURE_MARKER = "failure.json"
 
@@ -28,11 +29,11 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
     """Function trainable: one complete search with one method, seed (and Optuna point); or,
     for ``kind: evaluate`` configs (the study's evaluation stage), one evaluation."""
     if config.get("kind") == "evaluate":
-        from ..evaluation.ray_trials import evaluation_trial
+        from .eval_trials import evaluation_trial
         from .stage import job_of
 
         return evaluation_trial(config, job_of(config, study), study.resources)
-    from ..search import NonFiniteLoss, run_search
+    from ..search.run import NonFiniteLoss, run_search
 
     method = next(m for m in study.methods if m.name == config["method"])
     params = {k: config[k] for k in method.params if config.get(k) is not None}

@@ -1,0 +1,52 @@
+"""Cost tables of a supernet's candidate ops: parameters or multiply-adds per (cell, edge, op).
+
+Used through :meth:`raydnas.model.supernet.Supernet.op_costs` (the resource regularizer's costs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per cell type a ``[cells, edges, ops]`` tensor: the cost of every candidate op of every
+    cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``)."""
+    ops = list(model.mixed_ops())
+    n_cells = {ct: 1 + max(i for i, c, *_ in ops if c == ct) for ct in model.alphas}
+    costs = {ct: torch.zeros((n_cells[ct], *a.shape)) for ct, a in model.alphas.items()}
+    if kind == "params":
+        for i, ct, e, k, op in ops:
+            costs[ct][i, e, k] = sum(p.numel() for p in op.parameters())
+        return costs
+
+    def hook(mod, inp, out, acc):
+        per = out[0].numel()
+        if isinstance(mod, torch.nn.Conv2d):
+            acc[0] += per * mod.in_channels // mod.groups * mod.kernel_size[0] \
+                * mod.kernel_size[1]
+        elif isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+            acc[0] += per * k * k
+
+    hooks, counters = [], []
+    for i, ct, e, k, op in ops:
+        acc = [0.0]
+        counters.append((i, ct, e, k, acc))
+        for m in op.modules():
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, o, acc=acc: hook(mod, inp, o, acc)))
+    was = model.training
+    model.eval()
+    try:
+        model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
+                             for ct, a in model.alphas.items()})
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    for i, ct, e, k, acc in counters:
+        costs[ct][i, e, k] = acc[0]
+    return costs

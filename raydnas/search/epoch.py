@@ -1,0 +1,263 @@
+"""One epoch of a search (train, derive, measure, log) and the files written after it."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.datasets import Batches, Cycle
+from ..model.genotype import derive
+from ..model.network import from_supernet
+from . import stop_rules
+from .hessian import eigenvalue_stop
+from .measure import Measurer
+from .metrics import (
+    DECIDED_MARGIN,
+    alpha_entropy,
+    alpha_margins,
+    derived_params,
+    distance_to_discrete,
+    param_free_ops,
+)
+from .state import NonFiniteLoss, SearchState, _to, train_step
+
+
+@dataclass
+class Loop:
+    """The batches and the measurer of one run."""
+
+    train: Batches
+    val_eval: Batches  # every val image once (measurement)
+    val: Cycle | None  # the α steps' val batches
+    measurer: Measurer
+    tune: Batches  # fine-tuning of the derived network (discrete_val_acc_tuned)
+    interactive: bool = False  # a progress bar with ETAs instead of step lines (a terminal)
+    started: float = 0.0
+    epochs_run: int = 0
+    genotype: Any = None  # the last epoch's derived genotype and the a(α) it came from
+    probs: dict[str, torch.Tensor] | None = None
+
+
+def _progress(loop: Loop, st: SearchState):
+    """A tqdm bar over the epoch's steps, with the ETA of the epoch and of the whole search."""
+    from tqdm import tqdm
+
+    cfg = st.cfg
+    desc = f"epoch {st.epoch + 1}/{cfg.epochs}"
+    if loop.epochs_run:
+        per = (time.perf_counter() - loop.started) / loop.epochs_run
+        left = per * (cfg.epochs - st.epoch)
+        desc += f" (search ETA {int(left // 60)}:{int(left % 60):02d})"
+    return tqdm(total=len(loop.train), desc=desc, leave=False, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> dict[str, Any]:
+    """Train one epoch, then derive, measure and log it; returns the epoch's metrics."""
+    cfg, model = st.cfg, st.model
+    train_b, val = loop.train, loop.val
+    t0 = time.perf_counter()
+    a0 = st.alpha_steps
+    model.aux_beta = cfg.model.aux_beta(st.epoch, cfg.epochs)
+    for part in st.parts.values():
+        part.start_epoch(st)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    every = cfg.log.print_every
+    bar = _progress(loop, st) if loop.interactive else None
+    for i, batch in enumerate(train_b.iterate(st.epoch)):
+        batch = _to(batch, st.device)
+        loss, c = train_step(st, batch, val)
+        loss_sum += loss * len(batch[1])
+        correct += c
+        seen += len(batch[1])
+        if bar is not None:
+            bar.set_postfix_str(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f} "
+                                f"α steps {st.alpha_steps}", refresh=False)
+            bar.update(1)
+        elif every and ((i + 1) % every == 0 or i + 1 == len(train_b)):
+            log(f"epoch {st.epoch + 1}/{cfg.epochs} step {i + 1}/{len(train_b)} "
+                f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "
+                f"alpha_steps {st.alpha_steps}")
+    if bar is not None:
+        bar.close()
+    st.lr_scheduler.step()
+    st.epoch += 1
+    probs = {c: p.detach() for c, p in model.op_probs().items()}
+    genotype, masks = derive({c: w.detach() for c, w in model.derive_weights().items()},
+                             st.space)
+    loop.genotype, loop.probs = genotype, probs
+    acc = loop.measurer.supernet(model, masks)
+    val_loss, val_acc, disc_acc = acc["val_loss"], acc["val_acc"], acc["discrete_val_acc"]
+    g = str(genotype)
+    m = {
+        "epoch": st.epoch,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "discrete_val_acc": disc_acc,
+        "discrete_val_loss": acc["discrete_val_loss"],
+        "discretization_gap": val_acc - disc_acc,
+        "distance_to_discrete": distance_to_discrete(probs, masks),
+        "alpha_entropy": alpha_entropy(probs),
+        **_margin_metrics(alpha_margins(probs, masks, tuple(
+            k for k, o in enumerate(st.space.ops) if o in st.space.exclude))),
+        "genotype": g,
+        "genotype_changed": prev_genotype is not None and g != prev_genotype,
+        "arch_params": derived_params(model, masks),
+        "param_free_ops": param_free_ops(genotype),
+        "alpha_steps": st.alpha_steps,
+        "alpha_steps_epoch": st.alpha_steps - a0,
+        "lr": st.lr,
+        **({"aux_skip_beta": model.aux_beta} if cfg.model.aux_skip_beta else {}),
+        "epoch_seconds": time.perf_counter() - t0,
+    }
+    for part in st.parts.values():
+        m.update(part.epoch_metrics(st, genotype, m))
+    if not m.get("early_stop"):
+        code = stop_rules.check(cfg.stop, st.history, m, genotype, cfg.epochs)
+        if code is not None:
+            m["early_stop"], m["stopped_reason"] = stop_rules.sentence(code, m, cfg.stop), code
+    rolled = _hessian(st, loop, m)
+    if rolled is not None:
+        genotype, g, disc_acc = rolled, m["genotype"], m["discrete_val_acc"]
+    if not math.isfinite(m["val_loss"]):
+        raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
+    if cfg.select.name != "argmax" and (st.epoch >= cfg.epochs or m.get("early_stop")):
+        genotype = _select(st, loop, m, genotype)
+        g, disc_acc = str(genotype), m["discrete_val_acc"]
+    tuned = ""
+    if cfg.measure.tune_epochs and (st.epoch >= cfg.epochs or m.get("early_stop")):
+        t1 = time.perf_counter()
+        net = from_supernet(model, genotype)
+        m.update(loop.measurer.tuned(net, loop.tune, cfg.measure.tune_epochs,
+                                     cfg.measure.tune_lr or cfg.optim.w_lr, cfg.optim))
+        del net
+        m["tune_seconds"] = time.perf_counter() - t1
+        tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}"
+    log(f"epoch {st.epoch}/{cfg.epochs} val_acc {val_acc:.3f} discrete_val_acc {disc_acc:.3f} "
+        f"gap {m['discretization_gap']:+.3f}{tuned} dist {m['distance_to_discrete']:.3f} "
+        f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
+        f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
+    return m
+
+
+def _select(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> Any:
+    """The ``select`` rule's final cell in place of the argmax one
+    (:mod:`raydnas.search.selection`):
+    the record's ``genotype`` and discrete metrics become the selected cell's."""
+    from .selection import SELECTIONS
+
+    t0 = time.perf_counter()
+    sel = SELECTIONS.get(st.cfg.select.name)(st.cfg.select)
+    probs = {c: w.detach() for c, w in st.model.derive_weights().items()}
+    chosen, masks, extra = sel.select(st, loop, probs)
+    m.update(extra)
+    acc = _use_cell(st, loop, m, chosen, str(chosen), masks, "genotype_argmax")
+    m.update({"selected_by": st.cfg.select.name, "val_acc_after_select": acc["val_acc"],
+              "select_seconds": time.perf_counter() - t0})
+    return chosen
+
+
+def _use_cell(st: SearchState, loop: Loop, m: dict[str, Any], cell: Any, text: str,
+              masks: dict[str, torch.Tensor], previous: str) -> dict[str, float]:
+    """Make ``cell`` (its string ``text``, binary ``masks``) the record's result in place of
+    the derived one, which is kept under ``previous``: the discrete metrics are measured on the
+    current supernet. Returns that measurement."""
+    acc = loop.measurer.supernet(st.model, masks)
+    m.update({previous: m["genotype"], "genotype": text,
+              "discrete_val_acc": acc["discrete_val_acc"],
+              "discrete_val_loss": acc["discrete_val_loss"],
+              "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
+              "arch_params": derived_params(st.model, masks),
+              "param_free_ops": param_free_ops(cell)})
+    loop.genotype = cell
+    return acc
+
+
+def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> Any:
+    """``hessian_eigenvalue`` on its epochs, and the DARTS-ES rule (``stop.hessian_factor``).
+
+    Epochs here are the code's 0-based indices (the record's ``epoch`` − 1): the eigenvalue is
+    taken after epoch indices 0, every, 2·every, ... and the last. On a stop with
+    ``stop.hessian_rollback`` the record's ``genotype`` becomes the cell the code returns (its
+    ``discrete_val_acc`` measured on the current supernet), the stopping epoch's stays as
+    ``genotype_at_stop``; returns the genotype the search ends with."""
+    cfg = st.cfg
+    every = cfg.measure.hessian_every
+    last = st.epoch >= cfg.epochs
+    if not every or ((st.epoch - 1) % every and not last):
+        return None
+    t0 = time.perf_counter()
+    m["hessian_eigenvalue"] = loop.measurer.hessian_eigenvalue(st.model, cfg.measure.hessian_iters)
+    m["hessian_seconds"] = time.perf_counter() - t0
+    sc = cfg.stop
+    if sc.hessian_factor is None or last or m.get("early_stop"):
+        return None
+    values = [(h["epoch"] - 1, h["hessian_eigenvalue"]) for h in [*st.history, m]
+              if "hessian_eigenvalue" in h and (h["epoch"] - 1) % every == 0]
+    hit = eigenvalue_stop(values, every, sc.hessian_window, sc.hessian_delta, sc.hessian_factor,
+                          sc.hessian_start_epoch)
+    if hit is None:
+        return None
+    reason, back = hit
+    m["early_stop"] = reason
+    m["stopped_reason"] = "hessian"
+    old = next((h for h in st.history if h["epoch"] - 1 == back), None)
+    if old is None:
+        return None
+    m["early_stop_genotype"] = old["genotype"]
+    m["early_stop_genotype_epoch"] = old["epoch"]
+    if not sc.hessian_rollback:
+        return None
+    from ..model.genotype import masks_of, parse_genotype
+
+    g = parse_genotype(old["genotype"], nodes=st.space.nodes)
+    _use_cell(st, loop, m, g, old["genotype"], masks_of(g, st.space), "genotype_at_stop")
+    return g
+
+
+def _margin_metrics(margins: list[float]) -> dict[str, Any]:
+    """``alpha_margin_mean``/``_min`` over the derived cell's edges and ``decided``."""
+    mean = sum(margins) / len(margins) if margins else 0.0
+    return {"alpha_margin_mean": mean, "alpha_margin_min": min(margins, default=0.0),
+            "decided": mean >= DECIDED_MARGIN}
+
+
+def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
+                  probs: dict[str, torch.Tensor]) -> None:
+    """``metrics.jsonl``, ``genotype.txt`` and ``final.json`` of the epoch just finished."""
+    with open(out / "metrics.jsonl.tmp", "w") as f:
+        for m in st.history:
+            f.write(json.dumps(m) + "\n")
+    (out / "metrics.jsonl.tmp").replace(out / "metrics.jsonl")
+    text = f"{genotype.to_darts()}\n"
+    if genotype.inputs == 1:
+        text += f"{genotype.to_nb201()}\n"
+    (out / "genotype.txt").write_text(text)
+    final = {
+        "metrics": metrics,
+        "method": st.cfg.method(),
+        "seed": st.cfg.seed,
+        "threads": st.cfg.threads,
+        "space": st.space.name,
+        "ops": list(st.space.ops),
+        "edges": st.space.edges,
+        "genotype": {"darts": genotype.to_darts(),
+                     "nb201": genotype.to_nb201() if genotype.inputs == 1 else None,
+                     "cells": {c: [list(map(list, node)) for node in nodes]
+                               for c, nodes in genotype.cells.items()}},
+        "op_weights": {c: p.detach().cpu().tolist() for c, p in probs.items()},
+        "complete": st.epoch >= st.cfg.epochs or bool(metrics.get("early_stop")),
+        "early_stop": metrics.get("early_stop"),
+    }
+    (out / "final.json.tmp").write_text(json.dumps(final, indent=1))
+    (out / "final.json.tmp").replace(out / "final.json")

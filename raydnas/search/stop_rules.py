@@ -1,0 +1,66 @@
+"""Stop rules that need no comparison between trials (``stop:`` of an experiment): a search
+whose derived cell has already failed ends early, with its reason recorded.
+
+Each rule reads the epoch's record (and the history before it) and returns a short reason code
+or None; the first that fires ends the search. The record then carries ``early_stop`` (a
+sentence) and ``stopped_reason`` (the code): the sweep's report counts such a trial as stopped
+for that reason (``raydnas.reduce``), never as a search that ran to its end.
+
+* ``dead``: the derived cell is cut off from its inputs (``Genotype.dead_cells``: no path of
+  non-``none`` edges from an input to the output), so its network outputs a constant;
+* ``collapsed``: the normal cell's live ops are parameter-free (skip, pools) in at least this
+  share (the report's ``collapse_rate`` uses 0.5; a rule that ends searches wants a higher
+  share, e.g. 1.0 for a normal cell without a single op with weights);
+* ``margin_stalled``: the mean α margin (``alpha_margin_mean``) moved by less than
+  ``margin_stall_delta`` over the last ``margin_stall_epochs`` epochs while the search is
+  undecided (mean margin below ``DECIDED_MARGIN``): α is not leaving its initialization.
+
+Rules apply from epoch ``rules_min_epochs`` on (the first epochs' cells are noise) and never at
+the last epoch (a search that ends then ran to its end).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model.cells import live_param_free_share
+from .metrics import DECIDED_MARGIN
+
+#: reason code -> the sentence recorded as ``early_stop``
+REASONS = {"dead": "the derived cell is dead (no path from an input to the output)",
+           "collapsed": "the normal cell collapsed onto parameter-free ops",
+           "margin_stalled": "the α margin stalled while undecided",
+           "hessian": "the Hessian eigenvalue rose (DARTS-ES)"}
+
+
+def check(stop: Any, history: list[dict[str, Any]], m: dict[str, Any], genotype: Any,
+          epochs: int) -> str | None:
+    """The reason code of the first rule of ``stop`` (a
+    :class:`~raydnas.config.experiment.StopConfig`)
+    that fires at this epoch's record ``m`` (``history``: the records before it), or None."""
+    e = m["epoch"]
+    if e >= epochs or e < stop.rules_min_epochs:
+        return None
+    if stop.dead and genotype.dead_cells():
+        return "dead"
+    if stop.collapsed is not None:
+        share = live_param_free_share(genotype, "normal")
+        if share == share and share >= stop.collapsed:  # NaN: no live op (dead, above)
+            return "collapsed"
+    k = stop.margin_stall_epochs
+    if k and len(history) >= k and m["alpha_margin_mean"] < DECIDED_MARGIN:
+        past = history[-k]["alpha_margin_mean"]
+        if abs(m["alpha_margin_mean"] - past) < stop.margin_stall_delta:
+            return "margin_stalled"
+    return None
+
+
+def sentence(code: str, m: dict[str, Any], stop: Any) -> str:
+    """The ``early_stop`` text of a rule's stop at record ``m``."""
+    extra = ""
+    if code == "collapsed":
+        extra = f" (share >= {stop.collapsed:g})"
+    elif code == "margin_stalled":
+        extra = (f" (mean margin {m['alpha_margin_mean']:.3f}, moved < "
+                 f"{stop.margin_stall_delta:g} in {stop.margin_stall_epochs} epochs)")
+    return f"stop.{code}: {REASONS[code]}{extra} after epoch {m['epoch']}"
