@@ -39,6 +39,7 @@ def _quiet(_):
     pass
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 @pytest.mark.parametrize("name", list(STATEFUL))
 def test_stop_and_resume_continues_exactly(name, tmp_path):
     torch.set_num_threads(1)
@@ -59,6 +60,7 @@ def test_stop_and_resume_continues_exactly(name, tmp_path):
     assert repr(sa) == repr(sb)  # every axis's state, tensors included
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_milenas_size_bookkeeping_and_early_stop(tmp_path):
     torch.set_num_threads(1)
     every_count = [[n, r] for n in range(5) for r in range(5)]

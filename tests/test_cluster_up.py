@@ -5,7 +5,7 @@ The "machine" is a real sshd on 127.0.0.1:22 (``tests/sshbox.py``). The YAML is 
 gets with only what must differ changed: the IPs, the SSH user and key, and the one-box edit its
 header documents (no workers, so the head runs the trials), plus free ports for the head where
 Ray's defaults may be held by another Ray on this machine (``one_box_yaml``; ``ray dashboard``
-then gets the head's ``--remote-port``). Every other command is the README's cluster section as
+then gets the head's ``--remote-port``). Every other command is the cluster section of docs/sweeps.md as
 written, run by Ray's own CLI from the repository root, with ``raydnas wait-head``
 (raydnas/cli/wait_head.py) between ``ray dashboard`` and the first ``ray job submit``.
 """
@@ -29,7 +29,7 @@ from sshbox import HOST, USER, SSHBox, control_dir, kill_matching, missing
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 EPOCHS = 6  # enough that a trial is mid-run when the stop lands, on a loaded box too
-DASH = "http://127.0.0.1:8266"  # the README's forwarded port (the head's own is a free one)
+DASH = "http://127.0.0.1:8266"  # the docs' forwarded port (the head's own is a free one)
 
 
 def free_port() -> int:

@@ -45,6 +45,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_nothing_listens_one_line_timeout_and_exit_1(capsys):
     with _bound_port() as s:
         address = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -65,6 +66,7 @@ def test_nothing_listens_one_line_timeout_and_exit_1(capsys):
         assert err.count("\n") == 0 and err.startswith(f"error: {address}: "), err
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_an_answer_that_never_comes_does_not_outlive_the_timeout():
     with _bound_port(listen=True) as s:
         address = f"http://127.0.0.1:{s.getsockname()[1]}"

@@ -62,6 +62,7 @@ def test_missing_config_file(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_cli_error_has_no_traceback(tmp_path):
     p = _cfg(tmp_path, "space: tiny\noptim: {w_lr: -1}\n")
     r = subprocess.run([sys.executable, "-m", "raydnas", "search", str(p), "--out",
@@ -101,6 +102,7 @@ def test_version_flag():
     ("digits", ["--device", "cuda:99"], "--device", "a visible CUDA device"),
     ("empty_cifar", [], "data.root", "cifar10 could not be read"),
 ])
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_errors_before_the_first_epoch_leave_no_directory(tmp_path, setup, args, key, allowed):
     """A missing GPU or unreadable data: one line, exit 2, no banner, no run directory."""
     cfg = tmp_path / "exp.yaml"

@@ -83,6 +83,7 @@ def test_evaluate_a_search_run_and_resume(search_run, tmp_path):
     assert [e.step for e in acc.Scalars("evaluate/test_acc")] == [1, 2]
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_cli_genotype_string(tmp_path):
     out = tmp_path / "g"
     r = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", "--genotype",
@@ -117,6 +118,7 @@ def test_cli_genotype_string(tmp_path):
       "('max_pool_3x3', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('max_pool_3x3', 1)], "
       "reduce_concat=range(2, 6))", "--protocol", "darts_short"], "cutout", "--set cutout=0"),
 ])
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_bad_input_is_one_line_before_anything_starts(args, key, allowed, tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "raydnas.cli", "evaluate", *args, "--out",
@@ -240,6 +242,7 @@ def _nb201_file(path, archs):
                 "evaluated_indexes": list(range(len(archs)))}, path)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_nb201_benchmark_lookup_through_the_official_api(search_run, tmp_path):
     from raydnas.evaluation.benchmark import lookup, open_api
 
@@ -393,6 +396,7 @@ def _nats_tss(root, archs):
     return root / "NATS-tss-mini.pickle.pbz2", d
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_nats_bench_tss_lookup_through_the_official_api_in_both_layouts(search_run, tmp_path):
     from raydnas.evaluation.benchmark import lookup, open_api
 

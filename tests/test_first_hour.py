@@ -34,6 +34,7 @@ def test_one_epoch_is_singular(capsys):
     assert plural(1, "group") == "1 group" and plural(3, "group") == "3 groups"
 
 
+@pytest.mark.before_ray  # names sweep, refused (or --help) before Ray starts
 def test_help_imports_no_torch():
     code = ("import sys\nfrom raydnas.cli.main import main\n"
             "for argv in (['--help'], ['search', '--help'], ['sweep', '--help'], "
@@ -82,6 +83,7 @@ def test_unknown_op_in_a_genotype_is_named_first():
         plan(None, genotype=g, space="nb201", protocol="nb201_short")
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_python_api_takes_a_path_and_a_mapping_and_revalidates(tmp_path):
     cfg = load_config(QUICK, {"epochs": 1, "log.tensorboard": False, "log.print_every": 0})
     assert cfg.epochs == 1
@@ -99,6 +101,7 @@ def test_python_api_takes_a_path_and_a_mapping_and_revalidates(tmp_path):
     assert m["epoch"] == 1
 
 
+@pytest.mark.before_ray  # names sweep, refused (or --help) before Ray starts
 def test_sweep_of_a_config_without_a_study_block_is_refused_before_ray(tmp_path):
     r = subprocess.run([sys.executable, "-m", "raydnas", "sweep", str(QUICK), "--storage",
                         str(tmp_path)], capture_output=True, text=True, timeout=120)
@@ -133,6 +136,7 @@ def test_default_threads_are_a_sweep_trials():
         _cfg(threads=0)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_threads_recorded_in_config_final_and_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -150,6 +154,7 @@ def test_threads_recorded_in_config_final_and_tensorboard(tmp_path):
     assert hp[0]["activation"].string_value == "softmax"
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_resume_keeps_the_recorded_threads_or_says_it_is_not_exact(tmp_path):
     lines: list[str] = []
     run_search(_cfg(), tmp_path / "a", device="cpu", log=lambda s: None, stop_after_epochs=1,

@@ -138,6 +138,7 @@ def test_every_fused_form_against_its_ops_one_by_one(name, stride):
             assert torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_speed_fuse_reaches_the_supernet_and_a_run_resumes_with_it_changed(tmp_path):
     """``speed.fuse`` turns fusion on; it never changes results, so a run started unfused
     resumes fused (the resume check leaves ``speed`` out) and matches an unfused run."""

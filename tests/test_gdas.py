@@ -82,6 +82,7 @@ def test_v1_form_same_values_zero_gradient_on_none_edges():
     assert helped > 0
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 @pytest.mark.parametrize("form", ["gdas", "v1"])
 def test_gdas_500_alpha_steps_without_a_crash(form):
     """500 GDAS search steps (an α step before each weight step) on tiny201 with α pushed toward

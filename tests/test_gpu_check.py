@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -32,6 +35,7 @@ def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     assert res["wall_s"] < 240
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_step_benchmark_profiles_kernels_and_times_the_autodl_gdas_reference():
     # benchmarks/step.py as a user runs it, tiny: one JSON line with both paths timed, the
     # kernel seconds of each, the floor ratio, and a peak RSS taken before the profiler ran.

@@ -89,6 +89,7 @@ def test_batches_depend_on_their_position_only(tmp_path):
     assert not test.data.augment and len(test) == 40
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_a_search_runs_on_tensor_images(tmp_path):
     from helpers import tiny_config
 

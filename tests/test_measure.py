@@ -170,6 +170,7 @@ def test_bn_indices_fixed_per_seed():
         bn_indices(train, 491, 0)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_search_reports_measured_and_tuned_metrics(tmp_path):
     """A real search ends with discrete_val_acc_tuned (fine-tuned derived network) and reports
     the BN-re-estimated accuracies every epoch."""
@@ -191,6 +192,7 @@ def test_search_reports_measured_and_tuned_metrics(tmp_path):
     ("measure.tune_epochs", -1, "an integer >= 0"),
     ("activation.form", "v2", "gdas or v1"),
 ])
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_bad_measurement_settings_are_one_line_errors(key, value, allowed, tmp_path):
     import subprocess
     import sys

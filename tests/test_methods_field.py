@@ -229,6 +229,7 @@ def test_aux_skip_adds_beta_times_the_identity_on_every_edge_and_decays_linearly
 
 
 # -- RobustDARTS ------------------------------------------------------------------------------
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_power_iteration_finds_the_explicit_hessians_dominant_eigenvalue():
     st = tiny_state(dtype=torch.float64)
     _random_alphas(st, 0.5)
@@ -294,6 +295,7 @@ def test_darts_es_rule_matches_the_local_average_reference_on_random_sequences()
     assert fired > 10
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_search_with_darts_minus_and_the_hessian_signal_records_both_and_stops_early(tmp_path):
     cfg = tiny_config(epochs=4, model={"channels": 4, "aux_skip_beta": 1.0},
                       measure={"hessian_every": 1, "hessian_iters": 5, "tune_epochs": 0},
@@ -503,6 +505,7 @@ def test_pt_fixes_the_op_whose_removal_costs_most_accuracy_and_keeps_the_top_k_e
     st.model.projection = None
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_a_search_with_pt_selection_records_the_selected_cell_and_its_own_accuracy(tmp_path):
     cfg = tiny_config(epochs=1, select={"name": "pt", "pt_tune_epochs": 0},
                       measure={"tune_epochs": 0}, log={"tensorboard": False, "print_every": 0})

@@ -316,6 +316,7 @@ def test_search_margin_metrics_and_undecided_flag():
     assert alpha_margins(probs, masks, exclude=(0,)) == pytest.approx([0.1, 0.5])
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_reduce_a_single_search_run(tmp_path):
     """raydnas reduce on one `raydnas search` directory: its numbers, cell drawing and α plot;
     an evaluation of that run joins as its truth."""
@@ -339,6 +340,7 @@ def test_reduce_a_single_search_run(tmp_path):
     assert g["n_evaluated"] == 1 and 0 <= g["test_acc_mean"] <= 1
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_a_study_of_30_groups_shows_the_top_20_and_keeps_every_group_in_the_csv(tmp_path):
     """Readable with many groups (Optuna points): the markdown's tables, genotype sections and
     per-group plots hold the first ``top`` groups and say where the rest are."""

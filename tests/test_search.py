@@ -93,6 +93,7 @@ def test_run_again_continues_instead_of_starting_over(finished_run):
     assert m2 == m
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_damaged_checkpoint_falls_back_to_the_previous_or_explains(tmp_path):
     """A truncated checkpoint.pt: continue from checkpoint.prev.pt (one epoch earlier) and reach
     the same result; with no readable previous one, one line saying what to do."""
@@ -136,6 +137,7 @@ def _launch(cfg_path, out):
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_killed_search_resumes_to_the_same_result(tmp_path):
     raw = tiny_raw(epochs=3)
     cfg_path = tmp_path / "exp.yaml"
@@ -211,6 +213,7 @@ def _run_in_terminal(args: list[str]) -> str:
     return out.decode(errors="replace")
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_progress_bar_with_eta_on_a_terminal_step_lines_otherwise(tmp_path):
     qs = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
     args = ["search", qs, "--set", "epochs=2", "--out"]

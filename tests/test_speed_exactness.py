@@ -99,6 +99,7 @@ def test_discrete_forward_matches_plain_reference(space: str, training: bool) ->
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_benchmark_smoke_prints_one_json_line() -> None:
     import json
 
@@ -115,6 +116,7 @@ def test_benchmark_smoke_prints_one_json_line() -> None:
     assert rec["ours"]["peak_rss_gb"] > 0 and rec["device"] == "cpu"
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_implicit_cost_benchmark_smoke_covers_every_K_and_T() -> None:
     import json
 

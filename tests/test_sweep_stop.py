@@ -91,6 +91,7 @@ def _dead_and_live_seeds(space_name: str) -> tuple[int, int]:
     raise AssertionError("no dead and live initializations in 200 seeds")
 
 
+@pytest.mark.slow  # a whole search or a CLI subprocess: the full lane
 def test_a_search_stopped_for_a_dead_cell_carries_its_reason_into_the_report_and_optuna(
         ray_local, tmp_path):
     import optuna

@@ -99,6 +99,7 @@ def test_quickstart_study_configs_hold_several_distinct_methods_and_seeds():
         assert all(m.epochs == cfg.epochs for m in s.methods)
 
 
+@pytest.mark.before_ray  # names sweep, refused (or --help) before Ray starts
 def test_cli_bad_study_exits_2_with_one_line_before_ray_starts(tmp_path):
     raw = dict(BASE, sweep={"grid": {"activation": ["softmax"]}, "seeds": 0})
     p = tmp_path / "bad.yaml"

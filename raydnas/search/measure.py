@@ -1,6 +1,6 @@
 """How raydnas measures a supernet and the cell derived from it (the per-epoch accuracies).
 
-The protocol, the same for every method (metric names as in the README's Metrics section):
+The protocol, the same for every method (metric names as in docs/configs.md, Metrics):
 
 * **BatchNorm re-estimated.** Every accuracy is measured on a copy of the supernet whose
   BatchNorm running statistics were reset and re-estimated, as a cumulative average

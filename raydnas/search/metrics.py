@@ -1,4 +1,4 @@
-"""Per-epoch discretization metrics (their names are listed in the README's Metrics section)."""
+"""Per-epoch discretization metrics (their names are listed in docs/configs.md, Metrics)."""
 
 from __future__ import annotations
 
