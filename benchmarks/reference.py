@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raydnas.model.macro import ResNetBasicBlock
+from raydnas.model.mixed import Cell, MixedOp
 from raydnas.model.ops import FactorizedReduce, Pool, Zero
-from raydnas.model.supernet import Cell, MixedOp, ResNetBasicBlock, Supernet
+from raydnas.model.supernet import Supernet
 
 
 def _bn(m: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:

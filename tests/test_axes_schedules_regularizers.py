@@ -11,7 +11,8 @@ import torch
 from helpers import tiny_cfg, tiny_state
 
 from raydnas.axes.checks import AxisParamError
-from raydnas.axes.regularizer import ADMM, BetaDecay, Prox, Resource, project
+from raydnas.axes.penalties import BetaDecay, Resource
+from raydnas.axes.regularizer import ADMM, Prox, project
 from raydnas.axes.schedule import Informed, Interval
 from raydnas.errors import ConfigError
 from raydnas.model.costs import op_costs

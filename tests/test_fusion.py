@@ -12,9 +12,10 @@ import torch
 
 from raydnas.axes import AXES
 from raydnas.model.fusion import fusable, run_fused
+from raydnas.model.mixed import Cell
 from raydnas.model.ops import OPS
 from raydnas.model.spaces import load_space
-from raydnas.model.supernet import Cell, Supernet
+from raydnas.model.supernet import Supernet
 from raydnas.model.weighting import SharedReLU
 
 D = torch.float64
@@ -60,7 +61,7 @@ def _data(n=6, side=16):
 
 def _fused_calls(net):
     """How many fused groups a forward runs (the test must exercise fusion at all)."""
-    from raydnas.model import supernet as sn
+    from raydnas.model import mixed as sn
 
     count = [0]
     orig = sn.run_fused

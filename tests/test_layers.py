@@ -149,3 +149,9 @@ def test_importing_the_supernet_and_the_search_loads_no_ray_optuna_or_torchvisio
             "'torchvision'}); print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_module_is_over_300_lines():
+    """Small modules with one concern: a module that grows past 300 lines is split."""
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}

@@ -12,7 +12,7 @@ from helpers import FixedVal, batches, read_final, tiny_config, tiny_state
 
 from raydnas.axes.checks import AxisParamError
 from raydnas.axes.dirichlet import pathwise_sample
-from raydnas.axes.regularizer import DirichletKL, ZeroOne
+from raydnas.axes.penalties import DirichletKL, ZeroOne
 from raydnas.axes.smoothing import AdversarialSmoothing, RandomSmoothing, clip
 from raydnas.config.experiment import from_dict
 from raydnas.errors import ConfigError
@@ -338,7 +338,7 @@ def test_incompatible_field_methods_are_one_line_errors(over, key, allowed):
 
 # -- PC-DARTS ---------------------------------------------------------------------------------
 def test_channel_shuffle_is_the_group_transpose_permutation():
-    from raydnas.model.supernet import channel_shuffle
+    from raydnas.model.mixed import channel_shuffle
 
     x = torch.randn(2, 12, 3, 3)
     K = 4
@@ -350,7 +350,7 @@ def test_channel_shuffle_is_the_group_transpose_permutation():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_partial_channel_mixed_op_is_ops_on_the_first_quarter_then_shuffle(stride):
-    from raydnas.model.supernet import MixedOp
+    from raydnas.model.mixed import MixedOp
 
     torch.manual_seed(0)
     ops = ["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"]

@@ -323,7 +323,7 @@ import json, sys
 import ray, ray.cloudpickle
 from ray import tune
 import test_sweep_resume
-from raydnas.tune_util import repair_lost_checkpoints
+from raydnas.sweep.keeper import repair_lost_checkpoints
 
 ray.cloudpickle.register_pickle_by_value(test_sweep_resume)
 trainable = test_sweep_resume._epoch_trainable

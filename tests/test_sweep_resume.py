@@ -194,7 +194,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(ray_loca
     import ray.cloudpickle
     from ray import tune
 
-    from raydnas.sweep.tune_util import repair_lost_checkpoints
+    from raydnas.sweep.keeper import repair_lost_checkpoints
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     run = tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0,

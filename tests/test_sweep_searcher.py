@@ -12,7 +12,8 @@ from ray.tune.search import Searcher
 
 from raydnas.config.experiment import from_dict
 from raydnas.sweep import parse_study
-from raydnas.sweep.searcher import StudySearcher, open_storage
+from raydnas.sweep.optuna_setup import open_storage
+from raydnas.sweep.searcher import StudySearcher
 
 BASE = {"space": "tiny", "epochs": 1, "model": {"channels": 4}}
 

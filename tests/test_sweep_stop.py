@@ -128,7 +128,7 @@ def test_a_search_stopped_for_a_dead_cell_carries_its_reason_into_the_report_and
     md = (exp / "report" / "report.md").read_text()
     assert "1/2 (dead 1)" in md
     # the Optuna point, one of whose seeds was stopped, is told PRUNED
-    from raydnas.sweep.searcher import open_storage
+    from raydnas.sweep.optuna_setup import open_storage
 
     storage = open_storage(str(exp / "optuna.journal"))
     (name,) = [st.study_name for st in optuna.get_all_study_summaries(storage)]

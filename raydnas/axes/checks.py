@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -16,3 +17,8 @@ def require(ok: bool, param: str, value: Any, allowed: str) -> None:
     """Raise :class:`AxisParamError` unless ``ok``."""
     if not ok:
         raise AxisParamError(param, value, allowed)
+
+
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

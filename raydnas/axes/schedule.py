@@ -7,11 +7,9 @@ A schedule may ask for its own train/val split (``requested_val_fraction``; conf
 
 from __future__ import annotations
 
-import math
-
 from ..registry import Registry
 from .base import AxisChoice, SearchContext
-from .checks import require
+from .checks import is_number, require
 
 SCHEDULES: Registry["Schedule"] = Registry("schedule", default="every")
 
@@ -33,10 +31,6 @@ class Schedule(AxisChoice):
 
 def _int_ge(v, lo):
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @SCHEDULES.register("every")
@@ -97,11 +91,11 @@ class Informed(Schedule):
 
     def __init__(self, threshold: float = 1.0, threshold_multiplier: float = 1.05,
                  every: float = 10, ewma: float = 0.2, match_split: bool = False) -> None:
-        require(_num(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
-        require(_num(threshold_multiplier) and threshold_multiplier > 1, "threshold_multiplier",
-                threshold_multiplier, "a number > 1")
-        require(_num(every) and every > 0, "every", every, "a number > 0")
-        require(_num(ewma) and 0 < ewma <= 1, "ewma", ewma, "a number in (0, 1]")
+        require(is_number(threshold) and threshold > 0, "threshold", threshold, "a number > 0")
+        require(is_number(threshold_multiplier) and threshold_multiplier > 1,
+                "threshold_multiplier", threshold_multiplier, "a number > 1")
+        require(is_number(every) and every > 0, "every", every, "a number > 0")
+        require(is_number(ewma) and 0 < ewma <= 1, "ewma", ewma, "a number in (0, 1]")
         require(isinstance(match_split, bool), "match_split", match_split, "true or false")
         self.tau0, self.m, self.s, self.beta = float(threshold), float(threshold_multiplier), \
             float(every), float(ewma)

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import SearchContext
-from .checks import require
-from .regularizer import REGULARIZERS, Regularizer, _num
+from .checks import is_number, require
+from .regularizer import REGULARIZERS, Regularizer
 
 #: ε of the first epoch (the code's constant)
 EPS_START = 0.03
@@ -48,7 +48,7 @@ class _Smoothing(Regularizer):
     replaces_weight_step_weights = True
 
     def __init__(self, epsilon: float) -> None:
-        require(_num(epsilon) and epsilon >= 0, "epsilon", epsilon, "a number >= 0")
+        require(is_number(epsilon) and epsilon >= 0, "epsilon", epsilon, "a number >= 0")
         self.epsilon_max = float(epsilon)
 
     def epsilon(self, epoch: int, epochs: int) -> float:

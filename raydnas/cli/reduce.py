@@ -9,7 +9,7 @@ from .common import plural
 
 def _run(args: argparse.Namespace) -> int:
     from ..reduce import reduce
-    from ..reduce.report import _num, mean_std
+    from ..reduce.formats import fmt_num, mean_std
 
     df = reduce(args.experiment, args.out, sort=args.sort, top=args.top,
                 collapse_threshold=args.collapse_threshold, gap_threshold=args.gap_threshold,
@@ -34,8 +34,8 @@ def _run(args: argparse.Namespace) -> int:
                       f"{int(r['test_rank_ci_high'])}])")
         for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
             if v["n"]:
-                print(f"  proxy {proxy}: Spearman {_num(v['spearman'], 2)}, Kendall "
-                      f"{_num(v['kendall'], 2)} (n={v['n']})")
+                print(f"  proxy {proxy}: Spearman {fmt_num(v['spearman'], 2)}, Kendall "
+                      f"{fmt_num(v['kendall'], 2)} (n={v['n']})")
     for e in df.attrs["excluded"]:
         print(f"  not used: {e['describe']}")
     print(f"report: {df.attrs['out_dir']}/report.md ({len(df.attrs['files'])} files)")

@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..axes import AXES, AXIS_NAMES, DEFAULT_METHOD
+from ..axes import AXIS_NAMES, DEFAULT_METHOD
 from ..errors import ConfigError, one_of
+from .axis_blocks import axis_block, create_axis  # noqa: F401  (create_axis: re-exported)
+from .cross_checks import check_model, check_sizes
 from .overrides import apply_overrides, merge, parse_override, set_key  # noqa: F401
 from .sections import (  # noqa: F401  (re-exported)
     DEFAULT_BN_IMAGES,
@@ -131,43 +132,6 @@ _TOP = {"space", "epochs", "seed", "threads", "name", "description", *_SECTIONS,
         "sweep", "optuna", "evaluate"}
 
 
-def _axis(raw: Any, axis: str, f: str) -> tuple[AxisConfig, Any]:
-    """Validate one axis block: its config and the instance its constructor checked."""
-    reg = AXES[axis]
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise ConfigError(f, axis, raw,
-                          f"a name ({', '.join(reg.names())}) or a mapping with 'name'")
-    name = raw["name"]
-    if name not in reg:
-        raise ConfigError(f, f"{axis}.name", name, f"one of {', '.join(reg.names())}")
-    params = {k: v for k, v in raw.items() if k != "name"}
-    cls = reg.get(name)
-    sig = inspect.signature(cls)
-    accepted = [p for p in sig.parameters if p not in ("self",)]
-    for k, v in params.items():
-        if k not in accepted:
-            allowed = (f"allowed: {', '.join(accepted)}" if accepted
-                       else "it takes no hyperparameters")
-            raise ConfigError(f, f"{axis}.{k}", v,
-                              f"unknown hyperparameter of {axis} {name!r}; {allowed}")
-    cfg = AxisConfig(name, params)
-    return cfg, create_axis(axis, cfg, f)  # the constructor checks the values
-
-
-def create_axis(axis: str, cfg: AxisConfig, f: str | None = None):
-    """Instantiate an axis choice; a bad hyperparameter becomes a ConfigError."""
-    from ..axes.checks import AxisParamError
-
-    try:
-        return AXES[axis].create(cfg.name, **cfg.params)
-    except AxisParamError as e:
-        raise ConfigError(f, f"{axis}.{e.param}", e.value, e.allowed) from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f, axis, {"name": cfg.name, **cfg.params}, str(e)) from None
-
-
 def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     """Validate a config mapping (already parsed YAML) into an :class:`ExperimentConfig`."""
     f = source
@@ -210,12 +174,12 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
         if not data.download and not Path(data.root).exists():
             raise ConfigError(f, "data.root", data.root,
                               "an existing directory (or set data.download: true)")
-    _check_model(f, sections, load_space(space))
+    check_model(f, sections, load_space(space))
     if sections["stop"].hessian_factor is not None and not sections["measure"].hessian_every:
         raise ConfigError(f, "stop.hessian_factor", sections["stop"].hessian_factor,
                           "null, or set measure.hessian_every > 0: the rule reads the Hessian "
                           "eigenvalue")
-    checked = {a: _axis(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
+    checked = {a: axis_block(raw[a] if raw.get(a) is not None else DEFAULT_METHOD[a], a, f)
                for a in AXIS_NAMES}
     axes = {a: c for a, (c, _) in checked.items()}
     parts = {a: instance for a, (_, instance) in checked.items()}
@@ -241,50 +205,8 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
                            sweep=raw.get("sweep"), optuna=raw.get("optuna"),
                            evaluate=raw.get("evaluate"), source=f,
                            raw=copy.deepcopy(raw))
-    _check_sizes(cfg)
+    check_sizes(cfg)
     return cfg
-
-
-def _check_model(f: str, sections: dict[str, Any], space: Any) -> None:
-    """Supernet options that cannot go with the space, the speed levers or the measurement."""
-    model, K = sections["model"], sections["model"].partial_channels
-    L = model.cells or space.cells
-    if space.macro == "darts" and L < 3:
-        raise ConfigError(f, "model.cells", L,
-                          f"an integer >= 3 for space {space.name!r}: its reduction cells sit "
-                          "at 1/3 and 2/3 of the depth, so fewer cells leave no normal cell "
-                          "to search")
-    if K == 1:
-        return
-    C = model.channels or space.channels
-    need = 2 * K if space.macro == "darts" else K
-    if C % need:
-        why = " (FactorizedReduce halves them)" if space.macro == "darts" else ""
-        raise ConfigError(f, "model.partial_channels", K,
-                          f"a K that divides the supernet's {C} channels into C/K per op"
-                          f"{why}: C must be a multiple of {need}")
-    if sections["measure"].tune_epochs:
-        raise ConfigError(f, "measure.tune_epochs", sections["measure"].tune_epochs,
-                          f"0 with model.partial_channels {K}: the supernet's ops hold C/K "
-                          "channels, so a derived network cannot inherit them for fine-tuning")
-    if sections["speed"].fuse:
-        raise ConfigError(f, "speed.fuse", True,
-                          f"false with model.partial_channels {K} (fused kernels see all channels)")
-
-
-def _check_sizes(cfg: ExperimentConfig) -> None:
-    """A gradient that reads val batches needs a val split; where the dataset's size is known
-    now (digits), the batch and ``measure.bn_images`` must fit its splits."""
-    from ..data.datasets import check_split, known_size
-
-    needs_val = AXES["gradient"].get(cfg.gradient.name).needs_val
-    if needs_val and cfg.data.val_fraction <= 0:
-        raise ConfigError(cfg.source, "data.val_fraction", cfg.data.val_fraction,
-                          f"> 0: gradient {cfg.gradient.name!r} needs a validation split")
-    n = known_size(cfg.data.dataset)
-    if n is not None:
-        check_split(cfg.source, cfg.data.dataset, n, cfg.data.val_fraction, cfg.data.batch_size,
-                    needs_val, cfg.measure.bn_images)
 
 
 def read_yaml(path: str | Path) -> dict:

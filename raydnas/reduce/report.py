@@ -2,86 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
+from .formats import (
+    fmt_num,
+    fmt_pct,
+    fmt_share,
+    mean_std,
+    write_csv,
+    write_json,
+)
 from .limits import shown
 
 if TYPE_CHECKING:
     import pandas as pd
-
-LIST_COLUMNS = ("seeds", "dead_seeds", "param_free_seeds")
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, float) and abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if isinstance(v, float) and v == int(v) and abs(v) >= 10:
-        return f"{int(v):,}"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def mean_std(row: Any, m: str, digits: int = 3) -> str:
-    """``mean ± std`` of metric ``m`` in a report row (``n/a`` when missing)."""
-    mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-    if isinstance(mean, float) and math.isnan(mean):
-        return "n/a"
-    return f"{_num(float(mean), digits)} ± {_num(float(std), digits)}"
-
-
-def _share(v: float, n: int) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.2f} ({round(v * n)}/{n})"
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy scalars -> Python."""
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    return v
-
-
-def records(df: "pd.DataFrame") -> list[dict[str, Any]]:
-    """The report's rows as JSON-ready dicts (NaN → None)."""
-    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
-
-
-def write_csv(df: "pd.DataFrame", path: Path) -> None:
-    """``report.csv``: one row per group, list columns joined."""
-    flat = df.copy()
-    for c in LIST_COLUMNS:
-        if c in flat.columns:
-            flat[c] = [json.dumps(_clean(v)) for v in flat[c]]
-    flat.to_csv(path, index=False)
-
-
-def write_json(df: "pd.DataFrame", path: Path) -> None:
-    """``report.json``: the experiment, the sort, counts and every group's row."""
-    doc = {
-        "experiment": df.attrs.get("experiment"),
-        "sort": df.attrs.get("sort"),
-        "collapse_threshold": df.attrs.get("collapse_threshold"),
-        "gap_threshold": df.attrs.get("gap_threshold"),
-        "counts": df.attrs.get("counts"),
-        "truth": {k: v for k, v in (df.attrs.get("truth") or {}).items() if k != "per_trial"},
-        "proxy_validity": {k: {kk: _clean(vv) for kk, vv in v.items()}
-                           for k, v in (df.attrs.get("proxy_validity") or {}).items()},
-        "groups": records(df),
-        "excluded": [{k: v for k, v in e.items() if k != "describe"}
-                     for e in df.attrs.get("excluded", [])],
-    }
-    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-
 
 def _stopped(r: Any) -> str:
     """``2/3 (dead 2)``: the group's stopped searches and why ('—' when none stopped)."""
@@ -97,15 +34,15 @@ TABLE = [  # (header, function of row)
     ("gap", lambda r: mean_std(r, "discretization_gap")),
     ("tuned", lambda r: mean_std(r, "discrete_val_acc_tuned")),
     ("dist. to discrete", lambda r: mean_std(r, "distance_to_discrete")),
-    ("consensus", lambda r: _num(r["consensus"], 2)),
+    ("consensus", lambda r: fmt_num(r["consensus"], 2)),
     ("distinct", lambda r: str(r["distinct_genotypes"])),
     ("modal", lambda r: f"{r['modal_count']}/{r['n']}"),
-    ("collapse", lambda r: _share(r["collapse_rate"], r["n"])),
-    ("param-free", lambda r: _share(r["param_free_rate"], r["n"])),
-    ("dead", lambda r: _share(r["dead_rate"], r["n"])),
-    ("undecided", lambda r: _share(r["undecided_rate"], r["n"])),
+    ("collapse", lambda r: fmt_share(r["collapse_rate"], r["n"])),
+    ("param-free", lambda r: fmt_share(r["param_free_rate"], r["n"])),
+    ("dead", lambda r: fmt_share(r["dead_rate"], r["n"])),
+    ("undecided", lambda r: fmt_share(r["undecided_rate"], r["n"])),
     ("α margin", lambda r: mean_std(r, "alpha_margin_mean")),
-    ("gap reliable", lambda r: _share(r["gap_reliability"], r["n"])),
+    ("gap reliable", lambda r: fmt_share(r["gap_reliability"], r["n"])),
     ("arch params", lambda r: mean_std(r, "arch_params", 0)),
     ("param-free ops", lambda r: mean_std(r, "param_free_ops", 1)),
     ("stable from epoch", lambda r: mean_std(r, "stabilization_epoch", 1)
@@ -115,17 +52,14 @@ TABLE = [  # (header, function of row)
 ]
 
 
-def _pct(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
-
-
 def validity_lines(df: "pd.DataFrame") -> list[str]:
     """Each proxy's validity on this study in one line, and a plain sentence when the proxy
     the table is sorted by fails (Spearman ≤ 0 or p > 0.1)."""
     pv = df.attrs.get("proxy_validity") or {}
     col = (df.attrs.get("sort") or {}).get("column", "")
     out = []
-    parts = [f"`{k}` ρ = {_num(v['spearman'], 2)} (n = {v['n']}, p = {_num(v['spearman_p'], 3)})"
+    parts = [f"`{k}` ρ = {fmt_num(v['spearman'], 2)} (n = {v['n']}, "
+             f"p = {fmt_num(v['spearman_p'], 3)})"
              for k, v in pv.items() if v["n"]]
     if parts:
         out.append("Proxy validity on this study (Spearman rank correlation with the retrained "
@@ -136,8 +70,8 @@ def validity_lines(df: "pd.DataFrame") -> list[str]:
                 or v["spearman_p"] > 0.1
             if fails:
                 out.append(f"**The table below is sorted by `{k}`, a proxy that fails on this "
-                           f"study (ρ = {_num(v['spearman'], 2)}, p = "
-                           f"{_num(v['spearman_p'], 3)}): its order says nothing about which "
+                           f"study (ρ = {fmt_num(v['spearman'], 2)}, p = "
+                           f"{fmt_num(v['spearman_p'], 3)}): its order says nothing about which "
                            "cells are good.** Sort by `test_acc` (the default) instead.")
     return out
 
@@ -178,19 +112,19 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
     k = shown(df)
     for i in order[:k]:
         r = df.iloc[i]
-        ci = (f"[{_num(r['test_acc_ci_low'])}, {_num(r['test_acc_ci_high'])}]"
+        ci = (f"[{fmt_num(r['test_acc_ci_low'])}, {fmt_num(r['test_acc_ci_high'])}]"
               if not math.isnan(r["test_acc_ci_low"]) else "n/a")
         rci = (f"[{int(r['test_rank_ci_low'])}, {int(r['test_rank_ci_high'])}]"
                if not math.isnan(r["test_rank_ci_low"]) else "n/a")
         rank = "n/a" if math.isnan(r["test_rank"]) else str(int(r["test_rank"]))
         lines.append(f"| {rank} | {r['group']} | {r['n_evaluated']}/{r['n']} | "
                      f"{mean_std(r, 'test_acc')} | {ci} | {rci} | "
-                     f"{_pct(r.get('random_percentile_mean'))} | "
-                     f"{_num(r.get('eval_val_acc_mean'))} | "
-                     f"{_share(r['collapse_rate'], r['n'])} | "
-                     f"{_share(r['param_free_rate'], r['n'])} | "
-                     f"{_share(r['dead_rate'], r['n'])} | {_stopped(r)} | "
-                     f"{_num(r['eval_params_mean'], 0)} |")
+                     f"{fmt_pct(r.get('random_percentile_mean'))} | "
+                     f"{fmt_num(r.get('eval_val_acc_mean'))} | "
+                     f"{fmt_share(r['collapse_rate'], r['n'])} | "
+                     f"{fmt_share(r['param_free_rate'], r['n'])} | "
+                     f"{fmt_share(r['dead_rate'], r['n'])} | {_stopped(r)} | "
+                     f"{fmt_num(r['eval_params_mean'], 0)} |")
     lines.append("")
     lines += _more(df, "by the truth's rank")
     return lines
@@ -215,15 +149,16 @@ def _baseline_lines(t: dict[str, Any]) -> list[str]:
         for name, c in cal["cells"].items():
             cmp = cal["comparisons"].get(name)
             lines.append(f"| {name} | {c.get('what') or ''} | {c['eval_seeds']} | "
-                         f"{_num(c['test_acc'], 4)} | {_num(c['se'], 4)} | "
-                         + (f"{_num(cmp['diff'], 4)} (threshold {_num(cmp['threshold'], 4)}) | "
+                         f"{fmt_num(c['test_acc'], 4)} | {fmt_num(c['se'], 4)} | "
+                         + (f"{fmt_num(cmp['diff'], 4)} "
+                            f"(threshold {fmt_num(cmp['threshold'], 4)}) | "
                             f"{'yes' if cmp['told_apart'] else '**no**'} |" if cmp else "— | — |"))
         lines.append("")
     b = t.get("baseline")
     if b and b.get("n"):
         lines += [f"Random baseline: {b['n']} cells drawn uniformly from the space "
-                  f"({b['n_dead']} dead), test_acc min {_num(b['min'], 4)}, median "
-                  f"{_num(b['median'], 4)}, max {_num(b['max'], 4)}. {b['sentence']}", ""]
+                  f"({b['n_dead']} dead), test_acc min {fmt_num(b['min'], 4)}, median "
+                  f"{fmt_num(b['median'], 4)}, max {fmt_num(b['max'], 4)}. {b['sentence']}", ""]
     elif t.get("evaluations"):
         lines += ["No random baseline: percentiles are n/a (add `sweep.baseline: {random: N}` "
                   "or run `raydnas evaluate EXPERIMENT --random N`).", ""]
@@ -244,9 +179,9 @@ def proxy_validity_section(df: "pd.DataFrame", plots: dict[str, Any]) -> list[st
     for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
         ok = v["n"] and not math.isnan(v["spearman"]) and v["spearman"] > 0 \
             and v["spearman_p"] <= 0.1
-        lines.append(f"| {proxy} | {v['n']} | {_num(v['spearman'], 2)} | "
-                     f"{_num(v['spearman_p'], 3)} | {_num(v['kendall'], 2)} | "
-                     f"{_num(v['kendall_p'], 3)} | {'holds' if ok else '**fails**'} |")
+        lines.append(f"| {proxy} | {v['n']} | {fmt_num(v['spearman'], 2)} | "
+                     f"{fmt_num(v['spearman_p'], 3)} | {fmt_num(v['kendall'], 2)} | "
+                     f"{fmt_num(v['kendall_p'], 3)} | {'holds' if ok else '**fails**'} |")
     lines.append("")
     if "proxy_vs_truth" in plots:
         lines += [f"![proxy_vs_truth]({plots['proxy_vs_truth']})", ""]

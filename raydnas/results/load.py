@@ -37,6 +37,7 @@ from typing import Any
 
 from ..axes import AXIS_NAMES
 from ..errors import ConfigError
+from .files import epoch_rows, read_json, read_jsonl
 from .remote import fetch_remote, is_uri
 
 USED = ("complete", "stopped")
@@ -114,48 +115,12 @@ class Experiment:
         return [t for t in self.trials if t.status in statuses]
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        text = path.read_text()
-    except OSError:
-        return rows
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut short by a killed writer
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-epoch rows ordered by ``epoch``; a repeated epoch (after a restore) keeps the last."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        e = r.get("epoch", r.get("training_iteration"))
-        if isinstance(e, (int, float)):
-            by_epoch[int(e)] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def _state_entries(path: Path) -> dict[str, dict[str, Any]]:
     """Trial id -> {status, config, dir, error} from the newest ``experiment_state-*.json``."""
     files = sorted(path.glob("experiment_state-*.json"))
     if not files:
         return {}
-    data = _read_json(files[-1])
+    data = read_json(files[-1])
     out: dict[str, dict[str, Any]] = {}
     for item in (data or {}).get("trial_data", []) if isinstance(data, dict) else []:
         try:
@@ -221,16 +186,16 @@ def _load_trial(trial_id: str, d: Path | None, entry: dict[str, Any]) -> Trial:
     config = dict(entry.get("config") or {})
     if d is None:
         return Trial(trial_id, None, config, "missing")
-    params = _read_json(d / "params.json")
+    params = read_json(d / "params.json")
     if isinstance(params, dict):
         config = params
-    rows = _epochs(_read_jsonl(d / "result.json"))
-    own = _epochs(_read_jsonl(d / "metrics.jsonl"))
+    rows = epoch_rows(read_jsonl(d / "result.json"))
+    own = epoch_rows(read_jsonl(d / "metrics.jsonl"))
     # the search's own history holds every metric (Tune is reported a part of each epoch,
     # raydnas.sweep.reported); Tune's record is used where it is ahead (a running trial)
     if own and len(own) >= len(rows):
         rows = own
-    final = _read_json(d / "final.json")
+    final = read_json(d / "final.json")
     final = final if isinstance(final, dict) else None
     error = _first_error_line(d / "error.txt") if (d / "error.txt").is_file() else None
     failed = error is not None or entry.get("status") == "ERROR"
@@ -267,8 +232,8 @@ def _single_run(d: Path, source: str) -> Experiment:
         config[a] = v.get("name") if isinstance(v, dict) else (v or "?")
     config["method"] = "/".join(str(config[a]) for a in AXIS_NAMES)
     config["seed"] = raw.get("seed")
-    rows = _epochs(_read_jsonl(d / "metrics.jsonl"))
-    final = _read_json(d / "final.json")
+    rows = epoch_rows(read_jsonl(d / "metrics.jsonl"))
+    final = read_json(d / "final.json")
     final = final if isinstance(final, dict) else None
     status = _status("TERMINATED" if final and final.get("complete") else None, rows, final,
                      False, raw.get("epochs") if isinstance(raw.get("epochs"), int) else None)

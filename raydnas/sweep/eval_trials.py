@@ -47,14 +47,13 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from .tune_util import (
+        from .keeper import (
             checkpoint_keeper,
-            quiet_ray_advice,
             repair_lost_checkpoints,
             snapshot_period,
-            temporary_env,
             tidy_checkpoints,
         )
+        from .tune_util import quiet_ray_advice, temporary_env
 
         quiet_ray_advice()
         root = todo[0].out.parent

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from ..axes import AXES, AXIS_NAMES
 from ..errors import ConfigError, one_of, require_int
+from ..results.remote import is_uri
 from .methods import Method
 
 OPTUNA_KEYS = ("params", "n_trials", "metric", "mode", "aggregate", "robust_k", "sampler", "seed",
@@ -192,7 +193,7 @@ def parse_optuna(o: dict, f: str, methods: list[Method], evaluate: Any,
     if storage is not None and (not isinstance(storage, str) or not storage):
         raise ConfigError(f, "optuna.storage", storage,
                           "a journal file path, or a database URL (sqlite:///..., postgresql://...)")
-    if storage and "://" not in storage:
+    if storage and not is_uri(storage):
         storage = str(Path(storage).expanduser().resolve())
     return OptunaSpec(plist, n, metrics, modes, agg, sampler, seed, storage, float(k))
 

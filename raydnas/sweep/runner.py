@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..results.remote import is_uri
+from .keeper import (
+    checkpoint_keeper,
+    repair_lost_checkpoints,
+    snapshot_period,
+    tidy_checkpoints,
+)
 from .study import Study, check_fits, parse_study
 from .summary import SweepSummary, optuna_best, print_summary, summarize
 from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
-from .tune_util import (
-    checkpoint_keeper,
-    quiet_ray_advice,
-    repair_lost_checkpoints,
-    snapshot_period,
-    temporary_env,
-    tidy_checkpoints,
-)
+from .tune_util import quiet_ray_advice, temporary_env
 
 STUDY_FILE = "raydnas_study.json"
 
@@ -49,7 +49,7 @@ def _fingerprint(study: Study) -> dict[str, Any]:
 
 def _check_same_study(study: Study, exists: bool) -> None:
     """Refuse to continue an experiment that was started from a different study."""
-    if "://" in study.storage:
+    if is_uri(study.storage):
         return
     path = Path(study.experiment_path) / STUDY_FILE
     fp = json.loads(json.dumps(_fingerprint(study)))
@@ -123,7 +123,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     nodes = node_capacities()
     check_fits(study, nodes)
     live = sum(1 for n in ray.nodes() if n.get("Alive"))  # nodes also lists launchable types
-    if "://" not in study.storage and (live > 1 or len(nodes) > live):
+    if not is_uri(study.storage) and (live > 1 or len(nodes) > live):
         print(f"note: a cluster ({live} nodes now) and a local storage path ({study.storage}); "
               "on a real cluster use storage every node reaches (s3://..., gs://..., or NFS)",
               flush=True)
@@ -146,7 +146,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     # local storage: Tune keeps every checkpoint and saves the experiment state on its own
     # period; the keeper deletes superseded checkpoints once a saved state no longer names
     # them (num_to_keep=1 would save the whole state after every trial checkpoint: O(trials²))
-    local = "://" not in exp
+    local = not is_uri(exp)
     if local and "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ:
         env["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(study.total_trials())
     if study.evaluate is not None:  # evaluation trials report test_acc, not the search metric

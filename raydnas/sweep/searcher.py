@@ -38,51 +38,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from .optuna_setup import make_sampler, open_storage, tell_point
 from .study import Method, Study
-
-_AGG = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
-
-
-def aggregate(values: list[float], how: str, mode: str = "max", k: float = 1.0) -> float:
-    """The seeds' values of one Optuna point as one objective: ``mean``, ``median``, ``min``,
-    ``max``, or ``robust``: mean − k·std for a maximized metric, mean + k·std for a minimized
-    one (sample std; 0 with one seed), which prefers points that are good on every seed."""
-    if how != "robust":
-        return _AGG[how](values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values) + (-k if mode == "max" else k) * sd
-
-
-def open_storage(spec: str):
-    """An Optuna storage from a journal file path or a database URL."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in spec:
-        return optuna.storages.RDBStorage(spec)
-    from pathlib import Path
-
-    Path(spec).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(spec))
-
-
-def make_sampler(name: str, seed: int | None, multi: bool):
-    """The Optuna sampler called ``name``, seeded (multi-objective variants where needed)."""
-    import optuna
-
-    s = optuna.samplers
-    if name == "tpe":
-        return s.TPESampler(seed=seed)
-    if name == "random":
-        return s.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return s.CmaEsSampler(seed=seed)
-    if name == "gp":
-        return s.GPSampler(seed=seed)
-    if name == "nsga2":
-        return s.NSGAIISampler(seed=seed)
-    return s.QMCSampler(seed=seed)
 
 
 class StudySearcher(Searcher):
@@ -290,20 +247,8 @@ class StudySearcher(Searcher):
             return
 
     def _tell(self, method: str, point: int, rec: dict) -> None:
-        from optuna.trial import TrialState
-
-        st = self.studies()[method]
-        vals = list(rec["values"].values())
-        if any(v is None for v in vals):
-            st.tell(point, state=TrialState.FAIL, skip_if_finished=True)
-        elif rec.get("stopped"):  # a seed stopped early: the point was not run out
-            st.tell(point, state=TrialState.PRUNED, skip_if_finished=True)
-        else:
-            o = self.study.optuna
-            objective = [aggregate([v[i] for v in vals], o.aggregate, o.modes[i], o.robust_k)
-                         for i in range(len(o.metrics))]
-            st.tell(point, objective if len(objective) > 1 else objective[0],
-                    skip_if_finished=True)
+        tell_point(self.studies()[method], point, list(rec["values"].values()),
+                   bool(rec.get("stopped")), self.study.optuna)
         rec["told"] = True
 
     # -- trial configs ----------------------------------------------------------------------

@@ -49,6 +49,7 @@ from typing import Any
 
 from ..config.experiment import ExperimentConfig, from_dict, merge
 from ..errors import ConfigError, require_int
+from ..results.remote import is_uri
 from .methods import NAME_RE, Method, expand_methods
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
@@ -91,7 +92,7 @@ class Study:
             return None
         if self.optuna.storage:
             return self.optuna.storage
-        if "://" in self.storage:  # remote experiment storage: keep the journal on the driver
+        if is_uri(self.storage):  # remote experiment storage: keep the journal on the driver
             return str(Path.home() / "raydnas-optuna" / f"{self.name}.journal")
         return str(Path(self.experiment_path) / "optuna.journal")
 
@@ -208,7 +209,7 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     st = storage if storage is not None else sweep.get("storage", "runs/sweeps")
     if not isinstance(st, str) or not st:
         raise ConfigError(f, "sweep.storage", st, "a directory or a URI such as s3://bucket/path")
-    if "://" not in st:
+    if not is_uri(st):
         st = str(Path(st).expanduser().resolve())
     default_name = Path(f).stem if f != "<config>" else "sweep"
     nm = name if name is not None else sweep.get("name", default_name)
@@ -220,7 +221,7 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     if cfg.space.endswith((".yaml", ".yml")) and Path(cfg.space).exists():
         base["space"] = str(Path(cfg.space).resolve())
     root = (base.get("data") or {}).get("root")
-    if isinstance(root, str) and "://" not in root and not Path(root).expanduser().is_absolute():
+    if isinstance(root, str) and not is_uri(root) and not Path(root).expanduser().is_absolute():
         base["data"] = dict(base["data"], root=str(Path(root).expanduser().resolve()))
     study = Study(base=base, source=f, methods=[], seeds=seed_list,
                   resources=_resources(f, sweep.get("resources")), max_concurrent=mc,

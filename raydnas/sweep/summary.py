@@ -121,7 +121,7 @@ def optuna_best(study: Study) -> dict[str, Any]:
     """
     import optuna
 
-    from .searcher import open_storage
+    from .optuna_setup import open_storage
 
     storage = open_storage(study.journal_path())
     out: dict[str, Any] = {}

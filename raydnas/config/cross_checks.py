@@ -1,0 +1,51 @@
+"""Checks across an experiment's sections (each problem one ConfigError line, before anything
+runs): supernet options against the space, the speed levers and the measurement; the splits
+against the gradient and, where the dataset's size is known now, the batch sizes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..axes import AXES
+from ..data.datasets import check_split, known_size
+from ..errors import ConfigError
+
+
+def check_model(f: str, sections: dict[str, Any], space: Any) -> None:
+    """Supernet options that cannot go with the space, the speed levers or the measurement."""
+    model, K = sections["model"], sections["model"].partial_channels
+    L = model.cells or space.cells
+    if space.macro == "darts" and L < 3:
+        raise ConfigError(f, "model.cells", L,
+                          f"an integer >= 3 for space {space.name!r}: its reduction cells sit "
+                          "at 1/3 and 2/3 of the depth, so fewer cells leave no normal cell "
+                          "to search")
+    if K == 1:
+        return
+    C = model.channels or space.channels
+    need = 2 * K if space.macro == "darts" else K
+    if C % need:
+        why = " (FactorizedReduce halves them)" if space.macro == "darts" else ""
+        raise ConfigError(f, "model.partial_channels", K,
+                          f"a K that divides the supernet's {C} channels into C/K per op"
+                          f"{why}: C must be a multiple of {need}")
+    if sections["measure"].tune_epochs:
+        raise ConfigError(f, "measure.tune_epochs", sections["measure"].tune_epochs,
+                          f"0 with model.partial_channels {K}: the supernet's ops hold C/K "
+                          "channels, so a derived network cannot inherit them for fine-tuning")
+    if sections["speed"].fuse:
+        raise ConfigError(f, "speed.fuse", True,
+                          f"false with model.partial_channels {K} (fused kernels see all channels)")
+
+
+def check_sizes(cfg: Any) -> None:
+    """A gradient that reads val batches needs a val split; where the dataset's size is known
+    now (digits), the batch and ``measure.bn_images`` must fit its splits."""
+    needs_val = AXES["gradient"].get(cfg.gradient.name).needs_val
+    if needs_val and cfg.data.val_fraction <= 0:
+        raise ConfigError(cfg.source, "data.val_fraction", cfg.data.val_fraction,
+                          f"> 0: gradient {cfg.gradient.name!r} needs a validation split")
+    n = known_size(cfg.data.dataset)
+    if n is not None:
+        check_split(cfg.source, cfg.data.dataset, n, cfg.data.val_fraction, cfg.data.batch_size,
+                    needs_val, cfg.measure.bn_images)
