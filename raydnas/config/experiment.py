@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from ..axes import AXIS_NAMES, DEFAULT_METHOD
-from ..errors import ConfigError, one_of
+from ..errors import ConfigError, one_of, require_int
 from .axis_blocks import axis_block, create_axis  # noqa: F401  (create_axis: re-exported)
 from .cross_checks import check_model, check_sizes
 from .overrides import apply_overrides, merge, parse_override, set_key  # noqa: F401
@@ -151,17 +151,12 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
             and not Path(space).exists() and (Path(f).parent / space).exists():
         space = str(Path(f).parent / space)
     load_space(space, where=f, key="space")
-    epochs = raw.get("epochs", 10)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f, "epochs", epochs, "an integer >= 1")
-    seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f, "seed", seed, "an integer >= 0")
+    epochs = require_int(f, "epochs", raw.get("epochs", 10), 1)
+    seed = require_int(f, "seed", raw.get("seed", 0), 0)
     threads = raw.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ConfigError(f, "threads", threads,
-                          "an integer >= 1, or null (the count a sweep trial of it uses)")
+    if threads is not None:
+        require_int(f, "threads", threads, 1,
+                    "an integer >= 1, or null (the count a sweep trial of it uses)")
     sections = {k: build_section(cls, raw.get(k), k, f) for k, cls in _SECTIONS.items()}
     data = sections["data"]
     from ..data.datasets import DATASETS

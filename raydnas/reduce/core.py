@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..axes import AXIS_NAMES
-from ..errors import ConfigError
+from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
 from .limits import DEFAULT_TOP
@@ -177,8 +177,7 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
     Raises:
         ConfigError: not an experiment directory, unknown sort key, bad threshold.
     """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise ConfigError("raydnas reduce", "--top", top, "an integer >= 0 (0: every group)")
+    require_int("raydnas reduce", "--top", top, 0, "an integer >= 0 (0: every group)")
     _check_threshold("collapse_threshold", collapse_threshold)
     _check_threshold("gap_threshold", gap_threshold)
     cache = Path(tempfile.mkdtemp(prefix="raydnas-reduce-")) if is_uri(experiment) else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require_int
 
 EVALUATE_KEYS = ("protocol", "seeds", "set", "calibrate")
 
@@ -108,9 +108,8 @@ def parse_baseline(block: Any, stage: EvalStage | None, f: str) -> int:
         return 0
     if not isinstance(block, dict) or set(block) != {"random"}:
         raise ConfigError(f, "sweep.baseline", block, "a mapping {random: N}")
-    n = block["random"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f, "sweep.baseline.random", n, "an integer >= 1 (random cells)")
+    n = require_int(f, "sweep.baseline.random", block["random"], 1,
+                    "an integer >= 1 (random cells)")
     if stage is None:
         raise ConfigError(f, "sweep.baseline", block,
                           "an evaluate: block too: the random cells are trained with its "
