@@ -76,8 +76,10 @@ def watch():
     while not stop.is_set():
         try:
             if seen["killed"] is None and exp.is_dir():
-                done = [d for d in exp.glob("*_seed*") if (d / "result.json").is_file()
-                        and (d / "result.json").read_text().count("\n") >= 1]
+                # the trials' own checkpoints: Tune's result.json on storage lags by a
+                # snapshot period (the checkpoint keeper), long enough for a trial to finish
+                done = [d for d in exp.glob("*_seed*")
+                        if any(d.glob("checkpoint_*/raydnas_reported.json"))]
             alive = trials_alive()
             nodes = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != head]
         except Exception:
@@ -108,7 +110,7 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 from raydnas.sweep import run_sweep
 s = run_sweep(config, storage=storage, name="as", reduce=False, quiet=True,
-              overrides=["epochs=2", "sweep.resources={cpu: 1, gpu: 0.5}",
+              overrides=["epochs=4", "sweep.resources={cpu: 1, gpu: 0.5}",
                          "sweep.max_failures=3"])
 stop.set()
 out["t"]["sweep"] = time.monotonic() - t0 - out["t"]["head up"]
