@@ -154,7 +154,8 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
             finished = {n for n, e in before.items() if e == EPOCHS}
             started = {n for n, e in before.items() if 0 < e < EPOCHS}
             assert started, f"nothing was mid-run when the job stopped: {before}"
-            done_at = {n: (exp / n / "result.json").stat().st_mtime for n in finished}
+            # the search's own record of each finished trial (Tune's result.json may lag)
+            done_at = {n: (exp / n / "metrics.jsonl").read_bytes() for n in finished}
             # the trials say where they resume from (RAYDNAS_TRIAL_LOG=1: their log lines reach
             # the job's log through Ray's worker-to-driver forwarding)
             trial_log = json.dumps({"env_vars": {"RAYDNAS_TRIAL_LOG": "1"}})
@@ -187,7 +188,7 @@ def test_ray_up_job_submit_stop_continue_reduce_down(tmp_path):
                 else:  # a trial Tune had made but not started when the job stopped: left empty
                     assert not any(d.iterdir()), (d.name, list(d.iterdir()))
             for n in finished:  # finished trials were kept, not run again
-                assert (exp / n / "result.json").stat().st_mtime == done_at[n]
+                assert (exp / n / "metrics.jsonl").read_bytes() == done_at[n]
             # Optuna continued the same studies: 2 points per method, each told once
             import optuna
             from optuna.storages import JournalStorage
