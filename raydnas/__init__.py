@@ -6,7 +6,10 @@ functions that need them.
 
 from __future__ import annotations
 
+import importlib
 import os
+
+# Lazy imports: the facade imports each name on first use, so `import raydnas` loads no torch.
 
 # OpenMP threads that wait for work sleep instead of spinning. torch's OpenMP reads this when
 # torch is first imported (so it holds where raydnas is imported before torch: the CLI, Ray
@@ -37,8 +40,6 @@ def __getattr__(name: str):
         from .model.genotype import Genotype
         return Genotype
     if name == "reduce":  # the subpackage; it is callable: raydnas.reduce(experiment, ...)
-        import importlib
-
         return importlib.import_module(".reduce", __name__)
     if name == "ConfigError":
         from .errors import ConfigError

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -79,8 +81,6 @@ def load_or_previous(path: str | Path, map_location: Any = "cpu",
                      log=print) -> tuple[dict[str, Any], Path]:
     """``load(path)``; if that file is damaged (a disk error, a copy gone wrong), the previous
     checkpoint, saying so; if neither reads, one ConfigError line saying what to do."""
-    from .errors import ConfigError
-
     path = Path(path)
     try:
         return load(path, map_location), path

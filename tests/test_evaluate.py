@@ -428,3 +428,33 @@ def test_nats_bench_tss_lookup_through_the_official_api_in_both_layouts(search_r
                         "--benchmark", str(bad)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "a NATS-Bench topology benchmark" in p.stderr
     assert len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_the_verdicts_come_from_the_library_as_the_cli_prints_them(search_run, tmp_path):
+    """The Python API alone (plan, run_evaluation, verdicts) gives the calibration the CLI
+    prints: each reference cell's value is the mean over its seeds, and calibration.json is
+    what write_verdicts writes."""
+    import shutil
+
+    from raydnas.evaluation import plan, run_evaluation
+    from raydnas.reduce.baseline import calibration, cell_value, verdicts, write_verdicts
+
+    run = tmp_path / "run"
+    shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("evaluation"))
+    jobs, _ = plan(str(run), protocol="nb201_short", seeds=[0, 1], calibrate=True,
+                   overrides=dict(TINY, epochs=1))
+    rows = [(p.job, p.out, run_evaluation(p.job, p.out, log=lambda s: None)) for p in jobs]
+    doc = verdicts(rows)
+    conv = [m["test_acc"] for j, _, m in rows if j.meta.get("reference") == "conv"]
+    assert len(conv) == 2
+    want = cell_value(conv, rows[0][2]["test_n"])
+    assert doc["calibration"]["cells"]["conv"]["test_acc"] == pytest.approx(want["test_acc"])
+    assert doc["calibration"]["cells"]["conv"]["se"] == pytest.approx(want["se"])
+    refs = {k: {a: b for a, b in v.items()} for k, v in doc["calibration"]["cells"].items()}
+    assert doc["calibration"]["discriminates"] == calibration(refs)["discriminates"]
+    assert "baseline" not in doc and doc["lines"] == [doc["calibration"]["sentence"]
+                                                      .replace("**", "")]
+    path = write_verdicts(doc)
+    assert path == run / "evaluation" / "nb201_short" / "calibration.json"
+    assert json.loads(path.read_text())["calibration"]["sentence"] == \
+        doc["calibration"]["sentence"]

@@ -155,3 +155,44 @@ def test_no_module_is_over_300_lines():
     """Small modules with one concern: a module that grows past 300 lines is split."""
     long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 300}
     assert long == {}
+
+
+def _function_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every import inside a function (relative ones with their dots)."""
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(fn):
+                if isinstance(n, ast.ImportFrom):
+                    out.append((n.lineno, "." * n.level + (n.module or "")))
+                elif isinstance(n, ast.Import):
+                    out.extend((n.lineno, a.name) for a in n.names)
+    return out
+
+
+def test_imports_are_at_the_top_unless_the_module_says_why_it_waits():
+    """An import inside a function is deliberate: the module says why once (a
+    ``# Lazy imports:`` comment), it is not of the standard library (always cheap) and not a
+    module the file already imports at the top."""
+    bad = []
+    for m, p in sorted(_modules().items()):
+        text = p.read_text()
+        tree = ast.parse(text)
+        inner = _function_imports(tree)
+        if not inner:
+            continue
+        top = set()
+        for n in tree.body:
+            if isinstance(n, ast.ImportFrom):
+                top.add("." * n.level + (n.module or ""))
+            elif isinstance(n, ast.Import):
+                top.update(a.name for a in n.names)
+        if "\n# Lazy imports:" not in text:
+            bad.append(f"raydnas.{m}: imports inside functions (line {inner[0][0]}) and no "
+                       "'# Lazy imports:' comment saying why")
+        for line, mod in inner:
+            if mod.split(".")[0] in sys.stdlib_module_names:
+                bad.append(f"raydnas.{m}:{line}: the standard library's {mod} belongs at the top")
+            elif mod in top:
+                bad.append(f"raydnas.{m}:{line}: {mod} is imported at the top already")
+    assert not bad, "\n".join(bad)

@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..stop import Stop
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -121,8 +123,15 @@ class AxisChoice:
     def epoch_metrics(self, ctx: SearchContext, genotype: Any,
                       metrics: dict[str, Any]) -> dict[str, Any]:
         """After each epoch's measurement: extra metrics for the epoch's record (may read
-        ``metrics``; must not change it). An ``early_stop`` key (a reason) ends the search."""
+        ``metrics``; must not change it)."""
         return {}
+
+    def stop(self, ctx: SearchContext, genotype: Any, metrics: dict[str, Any]) -> Stop | None:
+        """After :meth:`epoch_metrics`: a :class:`~raydnas.stop.Stop` to end the search after
+        this epoch (a method's own end, e.g. MiLeNAS's model-size target), else None (the
+        default). ``metrics`` is the epoch's full record; the search loop decides
+        (:func:`raydnas.search.stopping.decide`)."""
+        return None
 
     def state_dict(self) -> dict:
         """Everything needed to resume (plain data and CPU tensors); saved every epoch."""
@@ -134,4 +143,4 @@ class AxisChoice:
 
 #: the loop's hooks, in the order of a step; the contract test checks no choice adds others
 HOOKS = ("setup", "start_epoch", "after_arch_step", "weight_step_weights", "after_weight_step",
-         "epoch_metrics", "state_dict", "load_state_dict")
+         "epoch_metrics", "stop", "state_dict", "load_state_dict")

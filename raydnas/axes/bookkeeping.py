@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..stop import Reason, Stop
 from .checks import require
 
 
@@ -60,9 +61,15 @@ class ModelSizeBook:
                               "genotype": str(genotype)}
         m: dict[str, Any] = {f"conv_ops_{ct}": c for ct, c in zip(genotype.cells, counts)}
         m["size_best"] = {k: dict(v) for k, v in self.best.items()}
-        if any(t == counts for t in self.targets):
-            m["early_stop"] = f"derived cells reached {key} conv ops (early_stop_at)"
         return m
+
+    def stop(self, genotype: Any) -> Stop | None:
+        """The search's end when the derived cells' counts are a target, else None."""
+        counts = conv_counts(genotype)
+        if any(t == counts for t in self.targets):
+            return Stop(Reason.SIZE_TARGET,
+                        f"derived cells reached {_key(counts)} conv ops (early_stop_at)")
+        return None
 
     def state_dict(self) -> dict:
         return {"best": {k: dict(v) for k, v in self.best.items()}}

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .activation import ACTIVATIONS  # the registry: every choice has registered by call time
+
 
 def incompatibility(parts: dict[str, Any],
                     params: dict[str, dict[str, Any]] | None = None) -> str | None:
@@ -32,8 +34,6 @@ def incompatibility(parts: dict[str, Any],
     ``parts``: axis name → the constructed choice (``AxisChoice`` instances); ``params``: the
     hyperparameters each was given (named in the message).
     """
-    from . import ACTIVATIONS
-
     act, grad, reg = parts["activation"], parts["gradient"], parts["regularizer"]
     if reg.requires_normalized and not act.normalized:
         ok = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).normalized]

@@ -230,6 +230,9 @@ class _SizeBookMixin:
         return self.book.update(metrics["epoch"], metrics["val_acc"], genotype) if self.book \
             else {}
 
+    def stop(self, ctx, genotype, metrics):
+        return self.book.stop(genotype) if self.book else None
+
     def state_dict(self):
         return {"book": self.book.state_dict()} if self.book else {}
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
+from pathlib import Path
 
 from ..errors import ConfigError
 from .common import add_set_option
+
+# Lazy imports: the library (torch, Ray) loads when the command runs; parsing and `--help` import
+# neither.
 
 
 def _seeds(text: str) -> list[int]:
@@ -23,25 +29,15 @@ def _seeds(text: str) -> list[int]:
 
 
 def _overrides(items: list[str]) -> dict:
-    import yaml
+    from ..config.overrides import parse_override
 
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError("--set", item, item,
-                              "KEY=VALUE, e.g. --set epochs=2 or --set data.root=~/data")
-        k, _, v = item.partition("=")
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
-    return out
+    return dict(parse_override(item) for item in items)
 
 
 def _run_remote(args: argparse.Namespace) -> int:
     """An experiment on remote storage (``s3://...``): its small files are copied to a local
     folder and its cells evaluated there (finished evaluations are not run again); what the
     evaluation wrote goes to ``<experiment>/evaluation/``, also when it stops early."""
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     from ..results.remote import fetch_remote, upload_dir
 
@@ -122,45 +118,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _verdicts(rows) -> None:
-    """The calibration and random-baseline verdicts of what just ran (also written next to
-    the evaluations as calibration.json)."""
-    import json
+    """Print the calibration and random-baseline verdicts of what just ran
+    (:func:`raydnas.reduce.baseline.verdicts`) and write them as calibration.json."""
+    from ..reduce.baseline import verdicts, write_verdicts
 
-    from ..reduce.baseline import calibration, cell_value, random_summary
-
-    by: dict[tuple, list] = {}
-    info: dict[tuple, dict] = {}
-    for j, out, m in rows:
-        role = j.meta.get("role")
-        if role and m is not None:
-            key = (role, j.meta.get("reference") or j.meta["search_trial_id"])
-            by.setdefault(key, []).append(m["test_acc"])
-            info[key] = {"what": j.meta.get("reference_what"), "genotype": str(j.genotype),
-                         "dead": bool(j.meta.get("cell_dead")), "test_n": m.get("test_n"),
-                         "root": out.parent}
-    cells = {k: {**cell_value(v, info[k]["test_n"]), **{a: b for a, b in info[k].items()
-                                                        if a != "root"}}
-             for k, v in by.items()}
-    refs = {k[1]: v for k, v in cells.items() if k[0] == "reference"}
-    rand = {k[1]: v for k, v in cells.items() if k[0] == "random"}
-    doc = {}
-    if refs:
-        doc["calibration"] = calibration(refs)
-        print("\n" + doc["calibration"]["sentence"].replace("**", ""))
-    if rand:
-        doc["baseline"] = random_summary(rand)
-        b = doc["baseline"]
-        print(f"random baseline: {b['n']} cells, test_acc min {b['min']:.4f} median "
-              f"{b['median']:.4f} max {b['max']:.4f}. " + b["sentence"].replace("**", ""))
-    if doc:
-        root = next(iter(info.values()))["root"]
-        (root / "calibration.json").write_text(json.dumps(doc, indent=1, default=str))
-        print(f"(written to {root / 'calibration.json'}; raydnas reduce shows it in the report)")
+    doc = verdicts(rows)
+    for line in doc["lines"]:
+        print("\n" + line if line.startswith("Calibration") else line)
+    path = write_verdicts(doc)
+    if path is not None:
+        print(f"(written to {path}; raydnas reduce shows it in the report)")
 
 
 def _is_experiment(source: str | None) -> bool:
-    from pathlib import Path
-
     return source is not None and not (Path(source) / "config.yaml").is_file()
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from ..errors import ConfigError
 from .common import add_set_option, plural, split_set_values
 
+# Lazy imports: each command's library code (torch, Ray) loads when it runs; `--help` imports
+# neither.
+
 
 def _search(args: argparse.Namespace) -> int:
     from ..config.experiment import load_config

@@ -6,6 +6,9 @@ import argparse
 
 from .common import plural
 
+# Lazy imports: the report's library code (torch, pandas) loads when the command runs, not for
+# `--help`.
+
 
 def _run(args: argparse.Namespace) -> int:
     from ..reduce import reduce

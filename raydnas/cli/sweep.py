@@ -6,6 +6,8 @@ import argparse
 
 from .common import add_set_option
 
+# Lazy imports: the sweep code (torch, Ray) loads when the command runs, not for `--help`.
+
 
 def _sweep(args: argparse.Namespace) -> int:
     from ..sweep import run_sweep

@@ -42,12 +42,15 @@ for importing Ray and its dashboard client.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 import threading
 import time
 import uuid
 from typing import Callable
+
+# Lazy imports: Ray loads when the command runs, not for `--help`.
 
 # Not a valid Ray label key (a space), so the agent rejects the probe before it creates a job.
 PROBE_LABEL = "raydnas wait-head probe"
@@ -116,7 +119,6 @@ def probe(address: str, how: str = "label") -> tuple[bool, str]:
     (older Rays): a real job ``true``, submitted and waited for. Raises
     :class:`HeadAuthError` when the head refuses the token.
     """
-    import inspect
 
     from ray.job_submission import JobSubmissionClient
 

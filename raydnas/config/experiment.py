@@ -35,7 +35,10 @@ from typing import Any
 import yaml
 
 from ..axes import AXIS_NAMES, DEFAULT_METHOD
+from ..axes.compat import incompatibility
+from ..data.datasets import DATASETS
 from ..errors import ConfigError, one_of, require_int
+from ..model.spaces import load_space
 from .axis_blocks import axis_block, create_axis  # noqa: F401  (create_axis: re-exported)
 from .cross_checks import check_model, check_sizes
 from .overrides import apply_overrides, merge, parse_override, set_key  # noqa: F401
@@ -142,8 +145,6 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
             raise ConfigError(f, str(k), v, f"unknown key; allowed: {', '.join(sorted(_TOP))}")
     if "space" not in raw:
         raise ConfigError(f, "space", None, "required: a search space name or YAML path")
-    from ..model.spaces import load_space
-
     space = raw["space"]
     if not isinstance(space, str):
         raise ConfigError(f, "space", space, "a search space name or YAML path")
@@ -159,8 +160,6 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
                     "an integer >= 1, or null (the count a sweep trial of it uses)")
     sections = {k: build_section(cls, raw.get(k), k, f) for k, cls in _SECTIONS.items()}
     data = sections["data"]
-    from ..data.datasets import DATASETS
-
     one_of(f, "data.dataset", data.dataset, DATASETS)
     if data.dataset != "digits":
         if not data.root:
@@ -178,8 +177,6 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
                for a in AXIS_NAMES}
     axes = {a: c for a, (c, _) in checked.items()}
     parts = {a: instance for a, (_, instance) in checked.items()}
-    from ..axes.compat import incompatibility
-
     why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)

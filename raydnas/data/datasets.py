@@ -16,7 +16,11 @@ from typing import Any, Iterator
 
 import torch
 
+from ..errors import ConfigError
 from .images import PICKLES, TensorImages, has_pickles, read_pickles
+
+# Lazy imports: only the dataset asked for loads its package (torchvision costs about a second and
+# digits never needs it).
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "fashion_mnist", "imagefolder")
 TORCHVISION = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN",
@@ -52,8 +56,6 @@ def check_split(where: str, dataset: str, n: int, val_fraction: float, batch_siz
                 needs_val: bool, bn_images: int | None) -> None:
     """A batch must fit in each split the search draws from, and ``measure.bn_images`` in the
     search-train split; else one ConfigError line (``where``: the config file)."""
-    from ..errors import ConfigError
-
     n_train, n_val = split_sizes(n, val_fraction)
     smallest = min(n_train, n_val) if needs_val else n_train
     if batch_size > smallest:
@@ -127,8 +129,6 @@ def load_dataset(name: str, root: str | None = None, download: bool = False,
         try:
             ds = torchvision.datasets.ImageFolder(folder, transform=T.Compose(tf))
         except (FileNotFoundError, OSError) as e:  # no class folders, or no images in them
-            from ..errors import ConfigError
-
             raise ConfigError("data", "data.test_root" if test else "data.root", folder,
                               "a folder with one subfolder of images per class "
                               f"({str(e).splitlines()[0][:120]})") from None
@@ -149,8 +149,6 @@ def _torchvision(name: str, root: str | None, download: bool, test: bool, transf
                        transform=transform)
         return cls(root, train=not test, download=download, transform=transform)
     except (OSError, RuntimeError) as e:  # no network, no files, a broken archive
-        from ..errors import ConfigError
-
         why = str(getattr(e, "reason", "") or e).splitlines()[0][:120] if str(e) else \
             type(e).__name__
         raise ConfigError("data", "data.download" if download else "data.root",

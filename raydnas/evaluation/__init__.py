@@ -7,12 +7,18 @@ Importing it imports neither Ray nor torchvision, nor torch until a job is plann
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from ..errors import ConfigError
 from .protocol import KEYS, PROTOCOLS, Protocol, default_protocol
 from .protocol import resolve as resolve_protocol
+
+# Lazy imports: the facade and plan() load torch only when jobs are built; the CLI reads KEYS and
+# PROTOCOLS for `--help` without it.
 
 if TYPE_CHECKING:
     from .jobs import Planned
@@ -26,8 +32,6 @@ _LAZY = {"Planned": "jobs", "from_baseline": "jobs", "from_experiment": "jobs",
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -94,8 +98,6 @@ def _plan(source, genotype, space, protocol, seeds, overrides, out, where, train
     if not src.is_dir():
         raise ConfigError(where, "SOURCE", source, "an existing directory")
     if (src / "config.yaml").is_file() and (src / "final.json").is_file():
-        import yaml
-
         raw = yaml.safe_load((src / "config.yaml").read_text()) or {}
         proto = _protocol(protocol, raw.get("space"), overrides, where,
                           data_over.get("dataset") or (raw.get("data") or {}).get("dataset",
@@ -112,8 +114,6 @@ def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
     spaces, datasets = set(), set()
     for t in exp.trials:
         if t.path is not None and (t.path / "config.yaml").is_file():
-            import yaml
-
             raw = yaml.safe_load((t.path / "config.yaml").read_text()) or {}
             spaces.add(raw.get("space"))
             datasets.add((raw.get("data") or {}).get("dataset", "digits"))

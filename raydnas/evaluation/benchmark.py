@@ -31,8 +31,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from ..model.genotype import Genotype
+
+# Lazy imports: the NAS-Bench-201 / NATS-Bench API packages are optional (raydnas[benchmark]).
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (result key, API dataset, API set name in get_more_info's output)
@@ -102,8 +106,6 @@ def open_api(path: str | Path, where: str = "--benchmark"):
         return NASBench201API(str(p), verbose=False)
     except Exception as e:  # the API asserts on foreign files; old files need full unpickling
         if type(e).__name__ == "UnpicklingError":
-            import torch
-
             data = torch.load(str(p), map_location="cpu", weights_only=False)  # the user's file
             try:
                 return NASBench201API(data, verbose=False)

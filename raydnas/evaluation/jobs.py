@@ -15,6 +15,7 @@ touches a search's own files.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ import yaml
 
 from ..config.sections import DataConfig, build_section
 from ..errors import ConfigError
+from ..model.cells import random_cell, reference_cells
 from ..model.genotype import Genotype, parse_genotype
 from ..model.spaces import load_space
+from ..results.genotype import trial_genotype
+from ..results.load import USED, load_experiment
 from .protocol import Protocol
 from .train import EvalJob, check_job
 
@@ -76,8 +80,6 @@ def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
              where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
     """The evaluation jobs of one search run directory: its found cell, one job per seed."""
-    import json
-
     raw = _run_config(run, where)
     final_p = run / "final.json"
     if not final_p.is_file():
@@ -101,10 +103,7 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
                     where: str = "raydnas evaluate", check: bool = True
                     ) -> tuple[list[Planned], list[str]]:
     """Jobs of every finished trial, and a line for each trial left out."""
-    import json
 
-    from ..results.genotype import trial_genotype
-    from ..results.load import USED, load_experiment
 
     e = load_experiment(exp)
     plans, skipped = [], []
@@ -170,8 +169,6 @@ def baseline_cells(space, random: int, calibrate: bool) -> list[dict[str, Any]]:
     ``space`` (:mod:`raydnas.model.cells`): one dict per cell with ``role``, ``method``, ``seed``
     (the cell's number), ``search_trial_id``, ``genotype``, ``cell_dead`` and, for reference cells,
     ``reference`` (its name) and ``reference_what``."""
-    from ..model.cells import random_cell, reference_cells
-
     out = []
     for k in range(random):
         g = random_cell(space, k)

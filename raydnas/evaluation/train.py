@@ -21,19 +21,23 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
 from .. import checkpoint as ckpt
 from ..config.sections import DataConfig
-from ..data.datasets import Batches, Dataset, load_dataset
+from ..data.datasets import Batches, Dataset, load_dataset, make_split
 from ..data.images import TensorImages
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..model.genotype import Genotype
 from ..model.network import DiscreteNetwork
 from ..model.spaces import SearchSpace
+from ..resumable import ResumableRun, restore_from, run_epochs
 from ..search.measure import evaluate
 from .protocol import Protocol
 
 Report = Callable[[dict, Path], None]
+
 #: the seed of the protocol's validation part: fixed, so every cell is scored on the same images
 VAL_SEED = 20_201
 
@@ -154,8 +158,6 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     ``report(metrics, checkpoint_path)`` is called after every epoch (Ray Tune's report).
     ``threads``: torch CPU threads, default 1 (what an evaluation trial of 1 CPU uses, so that a
     cell evaluated alone reproduces the study's number); recorded in every epoch's metrics."""
-    from ..search.run import resolve_device
-
     log = log or (lambda s: print(s, flush=True))
     check_job(job)
     dev = resolve_device(device)
@@ -163,115 +165,122 @@ def run_evaluation(job: EvalJob, out_dir: str | Path, *, report: Report | None =
     for ds in (train_ds, test_ds):
         if isinstance(ds.data, TensorImages):  # batches are cut on the device
             ds.data.to(dev)
-    p = job.protocol
-    check_cutout(p, _image_side(train_ds), job.data.dataset)
+    check_cutout(job.protocol, _image_side(train_ds), job.data.dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = 1 if threads is None else threads  # an evaluation trial's count (1 CPU)
     torch.set_num_threads(threads)
-    ckpt.seed_everything(job.seed)
-    net = build_network(job, train_ds.num_classes, train_ds.in_channels).to(dev)
-    n_params = count_params(net)
-    opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum,
-                          nesterov=p.nesterov and p.momentum > 0, weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=p.lr_min)
-    from ..data.datasets import make_split
+    run = EvalRun(job, train_ds, test_ds, dev, out, threads, log)
+    restore_from(run, out, resume=resume, restore=restore, map_location=dev, log=log)
+    (out / "job.json").write_text(json.dumps(job.describe(), indent=1))
+    metrics = run_epochs(run, out, report=report, log=log)
+    if not (out / "final.json").is_file():
+        run.write_outputs(metrics)
+    return metrics
 
-    split = make_split(len(train_ds), p.val_fraction, VAL_SEED) if p.val_fraction else \
-        {"train": list(range(len(train_ds))), "val": []}
-    train_b = Batches(train_ds, split["train"], p.batch_size, job.seed, False,
-                      job.data.num_workers)
-    val_b = Batches(train_ds, split["val"], p.batch_size, job.seed, False,
-                    job.data.num_workers) if split["val"] else None
-    test_b = Batches(test_ds, list(range(len(test_ds))), p.batch_size, job.seed, False,
-                     job.data.num_workers)
-    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + 5)
-    history: list[dict] = []
-    epoch = 0
-    ckpt_path = out / ckpt.CHECKPOINT_NAME
-    source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
-    if source is not None:
-        saved = ckpt.load(source, map_location=dev)
-        if saved["job"] != _plain(job.describe()):
-            raise ConfigError("raydnas evaluate", "--out", str(out),
+
+class EvalRun(ResumableRun):
+    """An evaluation as a :class:`~raydnas.resumable.ResumableRun`: the network, its SGD with
+    DARTS's cosine schedule, cutout's RNG, and the train/val/test batches."""
+
+    def __init__(self, job: EvalJob, train_ds: Dataset, test_ds: Dataset, dev: torch.device,
+                 out: Path, threads: int, log) -> None:
+        p = self.protocol = job.protocol
+        self.job, self.dev, self.out, self.threads, self.log = job, dev, out, threads, log
+        self.total_epochs = p.epochs
+        self.history = []
+        ckpt.seed_everything(job.seed)  # before the network: its initial weights
+        self.net = build_network(job, train_ds.num_classes, train_ds.in_channels).to(dev)
+        self.n_params = count_params(self.net)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=p.lr, momentum=p.momentum,
+                                   nesterov=p.nesterov and p.momentum > 0,
+                                   weight_decay=p.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=p.epochs,
+                                                                eta_min=p.lr_min)
+        self.split = make_split(len(train_ds), p.val_fraction, VAL_SEED) if p.val_fraction \
+            else {"train": list(range(len(train_ds))), "val": []}
+        workers = job.data.num_workers
+        self.train_b = Batches(train_ds, self.split["train"], p.batch_size, job.seed, False,
+                               workers)
+        self.val_b = Batches(train_ds, self.split["val"], p.batch_size, job.seed, False,
+                             workers) if self.split["val"] else None
+        self.test_b = Batches(test_ds, list(range(len(test_ds))), p.batch_size, job.seed, False,
+                              workers)
+        self.test_n = len(test_ds)
+        self.gen = torch.Generator().manual_seed(job.seed * 1_000_003 + 5)
+
+    def run_epoch(self) -> dict[str, Any]:
+        p, net, opt, dev, epoch = self.protocol, self.net, self.opt, self.dev, self.epoch
+        t0 = time.perf_counter()
+        net.drop_path_prob = p.drop_path * epoch / p.epochs  # DARTS train.py's ramp
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in self.train_b.iterate(epoch):
+            if len(y) < 2:  # BatchNorm needs two samples
+                continue
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if p.cutout:
+                x = cutout(x, p.cutout, self.gen)
+            opt.zero_grad(set_to_none=True)
+            out_ = net(x)
+            logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
+            loss = nn.functional.cross_entropy(logits, y)
+            if aux is not None:
+                loss = loss + p.auxiliary_weight * nn.functional.cross_entropy(aux, y)
+            loss.backward()
+            if p.grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        lr = opt.param_groups[0]["lr"]
+        self.sched.step()
+        net.eval()
+        test_loss, test_acc = evaluate(net, self.test_b.sequential(), dev)
+        val = evaluate(net, self.val_b.sequential(), dev) if self.val_b is not None else None
+        m = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+             "train_acc": correct / max(seen, 1), "test_loss": test_loss,
+             "test_acc": test_acc, "test_n": self.test_n,
+             "eval_val_loss": val[0] if val else None,
+             "eval_val_acc": val[1] if val else None,
+             "eval_val_n": len(self.split["val"]), "eval_params": self.n_params, "lr": lr,
+             "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
+             "protocol_short": p.short, "eval_seed": self.job.seed, "threads": self.threads,
+             **{k: v for k, v in self.job.meta.items() if not isinstance(v, (dict, list))}}
+        self.log(f"[{p.label}] epoch {epoch + 1}/{p.epochs} train_acc {m['train_acc']:.3f} "
+                 f"test_acc {test_acc:.4f} ({m['epoch_seconds']:.1f}s)")
+        return m
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": self.epoch,
+                "history": self.history, "job": _plain(self.job.describe()),
+                "cutout_rng": self.gen.get_state(), "rng": ckpt.rng_state()}
+
+    def load_state_dict(self, saved: dict[str, Any], source: Path) -> None:
+        if saved["job"] != _plain(self.job.describe()):
+            raise ConfigError("raydnas evaluate", "--out", str(self.out),
                               "a directory of the same evaluation (its checkpoint was made for "
                               "another cell, protocol or seed); use another --out or --fresh")
-        net.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        epoch, history = saved["epoch"], list(saved["history"])
-        gen.set_state(saved["cutout_rng"])
+        self.net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.sched.load_state_dict(saved["scheduler"])
+        self.history = list(saved["history"])
+        self.gen.set_state(saved["cutout_rng"])
         ckpt.set_rng_state(saved["rng"])
-        log(f"resuming from {source} after epoch {epoch}/{p.epochs}")
-    (out / "job.json").write_text(json.dumps(job.describe(), indent=1))
-    metrics = history[-1] if history else {}
-    tb = None
-    if epoch < p.epochs:
-        from torch.utils.tensorboard import SummaryWriter
 
-        tb = SummaryWriter(str(out / "tb"), purge_step=epoch + 1 if epoch else None)
-    try:
-        while epoch < p.epochs:
-            t0 = time.perf_counter()
-            net.drop_path_prob = p.drop_path * epoch / p.epochs  # DARTS train.py's ramp
-            net.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in train_b.iterate(epoch):
-                if len(y) < 2:  # BatchNorm needs two samples
-                    continue
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                if p.cutout:
-                    x = cutout(x, p.cutout, gen)
-                opt.zero_grad(set_to_none=True)
-                out_ = net(x)
-                logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
-                loss = nn.functional.cross_entropy(logits, y)
-                if aux is not None:
-                    loss = loss + p.auxiliary_weight * nn.functional.cross_entropy(aux, y)
-                loss.backward()
-                if p.grad_clip:
-                    nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
-                opt.step()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-            lr = opt.param_groups[0]["lr"]
-            sched.step()
-            epoch += 1
-            net.eval()
-            test_loss, test_acc = evaluate(net, test_b.sequential(), dev)
-            val = evaluate(net, val_b.sequential(), dev) if val_b is not None else None
-            metrics = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                       "train_acc": correct / max(seen, 1), "test_loss": test_loss,
-                       "test_acc": test_acc, "test_n": len(test_ds),
-                       "eval_val_loss": val[0] if val else None,
-                       "eval_val_acc": val[1] if val else None,
-                       "eval_val_n": len(split["val"]), "eval_params": n_params, "lr": lr,
-                       "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
-                       "protocol_short": p.short, "eval_seed": job.seed, "threads": threads,
-                       **{k: v for k, v in job.meta.items() if not isinstance(v, (dict, list))}}
-            history.append(metrics)
-            ckpt.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
-                       "job": _plain(job.describe()), "cutout_rng": gen.get_state(),
-                       "rng": ckpt.rng_state()}, ckpt_path)
-            _write_outputs(out, job, history, complete=epoch >= p.epochs)
-            if tb is not None:
-                for k in ("train_loss", "train_acc", "eval_val_acc", "test_loss", "test_acc",
-                          "lr"):
-                    if metrics[k] is not None:
-                        tb.add_scalar(f"evaluate/{k}", metrics[k], epoch)
-                tb.flush()
-            log(f"[{p.label}] epoch {epoch}/{p.epochs} train_acc {metrics['train_acc']:.3f} "
-                f"test_acc {test_acc:.4f} ({metrics['epoch_seconds']:.1f}s)")
-            if report is not None:
-                report(metrics, ckpt_path)
-    finally:
-        if tb is not None:
-            tb.close()
-    if not (out / "final.json").is_file():
-        _write_outputs(out, job, history, complete=epoch >= p.epochs)
-    return metrics
+    def write_outputs(self, record: dict[str, Any]) -> None:
+        _write_outputs(self.out, self.job, self.history, complete=self.finished())
+
+    def open_log(self, purge_step: int | None) -> Any:
+        return SummaryWriter(str(self.out / "tb"), purge_step=purge_step)
+
+    def log_epoch(self, writer: Any, record: dict[str, Any]) -> None:
+        for k in ("train_loss", "train_acc", "eval_val_acc", "test_loss", "test_acc", "lr"):
+            if record[k] is not None:
+                writer.add_scalar(f"evaluate/{k}", record[k], record["epoch"])
+        writer.flush()
 
 
 def _plain(d: Any) -> Any:

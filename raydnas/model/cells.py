@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .genotype import Genotype, derive
+from .genotype import Genotype, derive, parse_genotype
+from .ops import OPS, PARAM_FREE
 from .spaces import SearchSpace
 
 #: NAS-Bench-201's best CIFAR-10 cell (94.37 % test, Dong & Yang 2020)
@@ -48,8 +49,6 @@ PARAM_FREE_REFERENCES = ("skip_path", "all_pool", "all_skip")
 
 def op_has_weights(name: str) -> bool:
     """Whether op ``name`` has weights: every op outside :data:`raydnas.model.ops.PARAM_FREE`."""
-    from .ops import PARAM_FREE
-
     return name not in PARAM_FREE
 
 
@@ -125,9 +124,6 @@ def _one_edge(space: SearchSpace, op: str) -> Genotype:
 
 def _conv_reference(space: SearchSpace, convs: list[str]) -> tuple[str, Genotype]:
     """The space's best known conv cell and its name (module docstring)."""
-    from .genotype import parse_genotype
-    from .ops import OPS
-
     ops = set(space.ops)
     if space.macro == "nb201" and space.inputs == 1 and space.nodes == 3 \
             and {"nor_conv_3x3", "skip_connect"} <= ops:

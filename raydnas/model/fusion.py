@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops import DilConv, ReLUConvBN, SepConv
-from .weighting import SharedReLU
+from .weighting import SharedReLU, scaled_bn
 
 
 def fusable(op: nn.Module) -> bool:
@@ -106,8 +106,6 @@ def _batch_norm(bns: list[nn.BatchNorm2d], x: torch.Tensor,
         rm = torch.cat([b.running_mean for b in bns])
         rv = torch.cat([b.running_var for b in bns])
     if momentum is None:  # unequal counts: one BatchNorm per module (rare: measurement only)
-        from .weighting import scaled_bn
-
         c = x.shape[1] // len(bns)
         scales = scale.split(c) if scale is not None else [x.new_ones(c)] * len(bns)
         for b in bns:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .layout import dense_grad
-from .ops import ReLUConvBN
+from .ops import FactorizedReduce, ReLUConvBN
 from .spaces import SearchSpace
 
 #: make_cell(C_in: [C_{k-2}, C_{k-1}] or [C_prev], C, reduction, reduction_prev) -> a cell
@@ -69,8 +69,6 @@ def preprocess(space: SearchSpace, C_in: list[int], C: int, reduction_prev: bool
     cell (else a 1×1 ReLUConvBN), c_{k-1} through a 1×1 ReLUConvBN; None for the nb201 macro."""
     if space.macro != "darts":
         return None
-    from .ops import FactorizedReduce
-
     return nn.ModuleList([
         FactorizedReduce(C_in[0], C, affine=affine) if reduction_prev
         else ReLUConvBN(C_in[0], C, 1, 1, 0, affine=affine),

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .costs import op_costs
 from .macro import MacroNetwork, cell_type
 from .mixed import Cell
 from .spaces import SearchSpace
@@ -140,8 +141,6 @@ class Supernet(MacroNetwork):
     def op_costs(self, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per cell type a ``[cells, edges, ops]`` cost table of every candidate op:
         ``params`` (its weights) or ``flops`` (its multiply-adds on the input ``x``)."""
-        from .costs import op_costs
-
         return op_costs(self, kind, x)
 
     # -- op weights -------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import sys
 import types
 from typing import Any
 
+# Lazy imports: the subpackage is callable and loads its core (pandas, torch) on first use.
+
 __all__ = ["reduce"]
 
 

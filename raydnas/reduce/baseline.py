@@ -22,9 +22,13 @@ Definitions (every evaluation here is one cell trained from scratch under one pr
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 from typing import Any
+
+from ..model.cells import PARAM_FREE_REFERENCES, REFERENCE_NAMES
 
 #: cells told apart beyond this many standard errors of their difference
 Z = 2.0
@@ -81,8 +85,6 @@ def random_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def calibration(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The calibration verdict from the reference cells' values (name -> cell_value(...) plus
     ``what`` and ``genotype``)."""
-    from ..model.cells import PARAM_FREE_REFERENCES, REFERENCE_NAMES
-
     refs = {k: refs[k] for k in sorted(refs, key=lambda k: (
         REFERENCE_NAMES.index(k) if k in REFERENCE_NAMES else len(REFERENCE_NAMES), k))}
     out: dict[str, Any] = {"cells": refs, "comparisons": {}}
@@ -113,3 +115,48 @@ def calibration(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "evaluation can be trusted (use more channels/cells/epochs, `reduction: light`, or "
         "harder data).")
     return out
+
+
+def verdicts(rows: list[tuple[Any, Path, dict | None]]) -> dict[str, Any]:
+    """The calibration and random-baseline verdicts of evaluations that just ran: ``rows`` are
+    (:class:`~raydnas.evaluation.EvalJob`, its output directory, its last metrics or None).
+    Only reference and random cells count (``job.meta["role"]``); each cell's value is the
+    mean over its evaluation seeds (:func:`cell_value`). Returns ``{"calibration": ...,
+    "baseline": ..., "lines": [what to print], "root": the evaluations' directory}``; the
+    first two only when such cells ran."""
+    by: dict[tuple, list[float]] = {}
+    info: dict[tuple, dict[str, Any]] = {}
+    for job, out, m in rows:
+        role = job.meta.get("role")
+        if role and m is not None:
+            key = (role, job.meta.get("reference") or job.meta["search_trial_id"])
+            by.setdefault(key, []).append(m["test_acc"])
+            info[key] = {"what": job.meta.get("reference_what"), "genotype": str(job.genotype),
+                         "dead": bool(job.meta.get("cell_dead")), "test_n": m.get("test_n"),
+                         "root": Path(out).parent}
+    cells = {k: {**cell_value(v, info[k]["test_n"]),
+                 **{a: b for a, b in info[k].items() if a != "root"}} for k, v in by.items()}
+    refs = {k[1]: v for k, v in cells.items() if k[0] == "reference"}
+    rand = {k[1]: v for k, v in cells.items() if k[0] == "random"}
+    doc: dict[str, Any] = {"lines": []}
+    if refs:
+        doc["calibration"] = calibration(refs)
+        doc["lines"].append(doc["calibration"]["sentence"].replace("**", ""))
+    if rand:
+        b = doc["baseline"] = random_summary(rand)
+        doc["lines"].append(f"random baseline: {b['n']} cells, test_acc min {b['min']:.4f} "
+                            f"median {b['median']:.4f} max {b['max']:.4f}. "
+                            + b["sentence"].replace("**", ""))
+    doc["root"] = next(iter(info.values()))["root"] if info else None
+    return doc
+
+
+def write_verdicts(doc: dict[str, Any]) -> Path | None:
+    """``calibration.json`` next to the evaluations (what ``raydnas reduce`` reads), when
+    :func:`verdicts` found reference or random cells; its path, else None."""
+    body = {k: doc[k] for k in ("calibration", "baseline") if k in doc}
+    if not body or doc.get("root") is None:
+        return None
+    path = Path(doc["root"]) / "calibration.json"
+    path.write_text(json.dumps(body, indent=1, default=str))
+    return path

@@ -6,6 +6,8 @@ import math
 import textwrap
 from pathlib import Path
 
+# Lazy imports: matplotlib loads only when a figure is drawn.
+
 
 def pyplot():
     """pyplot on the Agg backend (matplotlib is imported only when a report draws)."""

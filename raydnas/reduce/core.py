@@ -6,17 +6,29 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from ..axes import AXIS_NAMES
 from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
+from .baseline import calibration, percentile, random_summary
 from .limits import DEFAULT_TOP
+from .report import write_reports
 from .stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row
+from .truth import (
+    bootstrap,
+    choose_protocol,
+    group_truth,
+    load_evaluations,
+    per_trial,
+    proxy_validity,
+    role_cells,
+)
 
-if TYPE_CHECKING:
-    import pandas as pd
+# Lazy imports: pyarrow.fs loads only for a storage URI (s3://...).
 
 # Sort keys where larger is better (sorted descending unless the key starts with "+").
 HIGHER_IS_BETTER = {"val_acc_mean", "discrete_val_acc_mean", "consensus", "modal_count",
@@ -92,8 +104,6 @@ def _check_threshold(name: str, value: float) -> None:
 def build_table(exp: Experiment, *, collapse_threshold: float,
                 gap_threshold: float) -> tuple["pd.DataFrame", dict[str, list[Trial]]]:
     """One row per group (method + point + hyperparameters); also the trials of each group."""
-    import pandas as pd
-
     groups: dict[tuple, list[Trial]] = {}
     for t in exp.trials:
         groups.setdefault(t.group_key(), []).append(t)
@@ -212,8 +222,6 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
             out = (cache / "report") if remote else (
                 Path(out_dir) if out_dir is not None else exp.path / "report")
             out.mkdir(parents=True, exist_ok=True)
-            from .report import write_reports
-
             files = write_reports(df, members, out, plots=plots)
             if remote:
                 _upload(out, str(experiment).rstrip("/") + "/report")
@@ -231,15 +239,6 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
 def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experiment,
                 protocol: str | None) -> None:
     """Test accuracy columns, bootstrap ranking and proxy validity (raydnas.reduce.truth)."""
-    from .truth import (
-        bootstrap,
-        choose_protocol,
-        group_truth,
-        load_evaluations,
-        per_trial,
-        proxy_validity,
-    )
-
     evals = load_evaluations(exp.path, exp.evaluations)
     proto = choose_protocol(evals, protocol)
     if protocol is not None and not any(e["protocol"] == protocol for e in evals):
@@ -248,9 +247,6 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
                           + (": " + ", ".join(sorted({str(e['protocol']) for e in evals}))
                              if evals else " (none there; run raydnas evaluate first)"))
     truth, partial = per_trial(evals, proto)
-    from .baseline import calibration, percentile, random_summary
-    from .truth import role_cells
-
     randoms = role_cells(evals, proto, "random")
     pool = [c["test_acc"] for c in randoms.values()]
     for v in truth.values():

@@ -22,6 +22,8 @@ from .cell_plot import cell_diagram, pyplot
 from .limits import shown
 from .stats import trial_values
 
+# Lazy imports: matplotlib loads only when a figure is drawn.
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -17,6 +17,8 @@ from .formats import (
 )
 from .limits import shown
 
+# Lazy imports: the figures (matplotlib) load only when plots are asked for.
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -48,14 +48,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..model.cells import live_param_free_share, param_free_cell
+from ..model.genotype import Genotype
 from ..results.genotype import trial_genotype
 from ..results.load import Trial
 from .limits import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD  # noqa: F401
-
-if TYPE_CHECKING:  # torch is imported only when genotypes are read
-    from ..model.genotype import Genotype
 
 METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
            "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
@@ -130,8 +129,6 @@ def consensus(edge_sets: list[frozenset]) -> float:
 
 def collapse_fraction(g: Genotype) -> float:
     """The share of the normal cell's live ops that have no weights (skips, pools)."""
-    from ..model.cells import live_param_free_share
-
     return live_param_free_share(g, "normal")
 
 
@@ -180,8 +177,6 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
         row["modal_genotype_nb201"] = g_best.to_nb201() if g_best.inputs == 1 else None
         row["modal_trial"] = t_best.trial_id
         row["modal_seed"] = t_best.seed
-        from ..model.cells import param_free_cell
-
         for col, fn in (("collapse_rate", collapse_fraction),
                         ("collapse_rate_skip_none", skip_none_fraction)):
             fracs = [fn(g) for _, g, _ in known]

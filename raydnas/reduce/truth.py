@@ -42,6 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from ..results.load import Trial
+from .baseline import cell_value
+from .stats import summary
+
+# Lazy imports: scipy loads only when rank correlations are computed.
 
 PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned", "eval_val_acc")
 BOOTSTRAP = 2000
@@ -133,8 +137,6 @@ def role_cells(evals: list[dict[str, Any]], protocol: str | None, role: str
     """The finished random (``role="random"``) or reference (``"reference"``) cells of a
     protocol: id (the reference's name for reference cells) -> ``cell_value`` plus the
     genotype, ``dead`` and (reference cells) ``what``."""
-    from .baseline import cell_value
-
     acc: dict[str, list[float]] = {}
     info: dict[str, dict[str, Any]] = {}
     for e in evals:
@@ -151,8 +153,6 @@ def role_cells(evals: list[dict[str, Any]], protocol: str | None, role: str
 def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
                 partial: Counter) -> dict[str, Any]:
     """A group's evaluation columns: test accuracy over search seeds, counts and parameters."""
-    from .stats import summary
-
     vals = [truth[t.trial_id]["test_acc"] for t in trials if t.trial_id in truth]
     row = {f"test_acc_{k}": v for k, v in summary(vals).items()}
     params = [truth[t.trial_id]["eval_params"] for t in trials if t.trial_id in truth]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..model.genotype import Genotype, parse_genotype
 from .load import Trial
-
-if TYPE_CHECKING:  # the genotype module needs torch: imported only when a genotype is read
-    from ..model.genotype import Genotype
 
 
 def trial_genotype(t: Trial) -> Genotype | None:
     """The trial's final genotype: the cells in ``final.json`` when they belong to the last
     epoch (exact node structure), else parsed from the last epoch's ``genotype`` string."""
-    from ..model.genotype import Genotype, parse_genotype
-
     text = t.last.get("genotype")
     if not isinstance(text, str):
         if t.final and isinstance(t.final.get("genotype"), dict):

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..axes import AXIS_NAMES
 from ..errors import ConfigError
 from .files import epoch_rows, read_json, read_jsonl
@@ -145,8 +147,6 @@ def _configured_epochs(trial_dir: Path) -> int | None:
     if not p.is_file():
         return None
     try:
-        import yaml
-
         raw = yaml.safe_load(p.read_text())
         return int(raw.get("epochs")) if isinstance(raw, dict) and raw.get("epochs") else None
     except Exception:  # noqa: BLE001 - an unreadable artifact only loses this hint
@@ -220,8 +220,6 @@ def not_an_experiment(path: str) -> ConfigError:
 def _single_run(d: Path, source: str) -> Experiment:
     """One ``raydnas search`` run as an experiment of one trial (its cell drawing, α plot and
     numbers; statistics across seeds are n/a)."""
-    import yaml
-
     try:
         raw = yaml.safe_load((d / "config.yaml").read_text()) or {}
     except Exception:  # noqa: BLE001 - an unreadable config only loses the method name

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
+# Lazy imports: pyarrow.fs loads only for a storage URI (s3://...).
+
 # Small text files worth fetching from remote storage (checkpoints and event files are not).
 _FETCH = {"params.json", "result.json", "error.txt", "final.json", "metrics.jsonl",
           "config.yaml", "genotype.txt"}

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from ..data.datasets import Batches, Cycle
-from ..model.genotype import derive
+from ..model.genotype import derive, masks_of, parse_genotype
 from ..model.network import from_supernet
-from . import stop_rules
-from .hessian import eigenvalue_stop
+from ..stop import Stop
+from . import stopping
 from .measure import Measurer
 from .metrics import (
     DECIDED_MARGIN,
@@ -26,7 +26,10 @@ from .metrics import (
     distance_to_discrete,
     param_free_ops,
 )
+from .selection import SELECTIONS
 from .state import NonFiniteLoss, SearchState, _to, train_step
+
+# Lazy imports: tqdm loads only for a progress bar on a terminal.
 
 
 @dataclass
@@ -60,11 +63,29 @@ def _progress(loop: Loop, st: SearchState):
 
 
 def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> dict[str, Any]:
-    """Train one epoch, then derive, measure and log it; returns the epoch's metrics."""
-    cfg, model = st.cfg, st.model
-    train_b, val = loop.train, loop.val
-    t0 = time.perf_counter()
-    a0 = st.alpha_steps
+    """One epoch in its named steps: train, derive and measure (the record), the stop
+    decision, the final cell's selection and fine-tuning, the log line. Returns the record."""
+    t0, a0 = time.perf_counter(), st.alpha_steps
+    loss, acc = train_steps(st, loop, log)
+    genotype, m = derive_and_measure(st, loop, prev_genotype, loss, acc, a0, t0)
+    for part in st.parts.values():
+        m.update(part.epoch_metrics(st, genotype, m))
+    measure_hessian(st, loop, m)
+    stop = stopping.decide(st, m, genotype)
+    if stop is not None:
+        genotype = apply_stop(st, loop, m, stop, genotype)
+    if not math.isfinite(m["val_loss"]):
+        raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
+    if st.epoch >= st.cfg.epochs or stop is not None:
+        finish(st, loop, m, genotype)
+    log_epoch(st, m, log)
+    return m
+
+
+def train_steps(st: SearchState, loop: Loop, log) -> tuple[float, float]:
+    """The epoch's weight (and α) steps, then the LR schedule's step; the epoch counter
+    advances. Returns the epoch's mean training loss and accuracy."""
+    cfg, model, train_b = st.cfg, st.model, loop.train
     model.aux_beta = cfg.model.aux_beta(st.epoch, cfg.epochs)
     for part in st.parts.values():
         part.start_epoch(st)
@@ -74,7 +95,7 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
     bar = _progress(loop, st) if loop.interactive else None
     for i, batch in enumerate(train_b.iterate(st.epoch)):
         batch = _to(batch, st.device)
-        loss, c = train_step(st, batch, val)
+        loss, c = train_step(st, batch, loop.val)
         loss_sum += loss * len(batch[1])
         correct += c
         seen += len(batch[1])
@@ -90,22 +111,30 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
         bar.close()
     st.lr_scheduler.step()
     st.epoch += 1
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def derive_and_measure(st: SearchState, loop: Loop, prev_genotype: str | None,
+                       train_loss: float, train_acc: float, alpha_steps_before: int,
+                       t0: float) -> tuple[Any, dict[str, Any]]:
+    """Derive the cell from α, measure the supernet with and without it (the
+    :mod:`~raydnas.search.measure` protocol) and read α's shape: the epoch's cell and record."""
+    model = st.model
     probs = {c: p.detach() for c, p in model.op_probs().items()}
     genotype, masks = derive({c: w.detach() for c, w in model.derive_weights().items()},
                              st.space)
     loop.genotype, loop.probs = genotype, probs
     acc = loop.measurer.supernet(model, masks)
-    val_loss, val_acc, disc_acc = acc["val_loss"], acc["val_acc"], acc["discrete_val_acc"]
     g = str(genotype)
     m = {
         "epoch": st.epoch,
-        "train_loss": loss_sum / max(seen, 1),
-        "train_acc": correct / max(seen, 1),
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "discrete_val_acc": disc_acc,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": acc["val_loss"],
+        "val_acc": acc["val_acc"],
+        "discrete_val_acc": acc["discrete_val_acc"],
         "discrete_val_loss": acc["discrete_val_loss"],
-        "discretization_gap": val_acc - disc_acc,
+        "discretization_gap": acc["val_acc"] - acc["discrete_val_acc"],
         "distance_to_discrete": distance_to_discrete(probs, masks),
         "alpha_entropy": alpha_entropy(probs),
         **_margin_metrics(alpha_margins(probs, masks, tuple(
@@ -115,46 +144,74 @@ def run_epoch(st: SearchState, loop: Loop, log, prev_genotype: str | None) -> di
         "arch_params": derived_params(model, masks),
         "param_free_ops": param_free_ops(genotype),
         "alpha_steps": st.alpha_steps,
-        "alpha_steps_epoch": st.alpha_steps - a0,
+        "alpha_steps_epoch": st.alpha_steps - alpha_steps_before,
         "lr": st.lr,
-        **({"aux_skip_beta": model.aux_beta} if cfg.model.aux_skip_beta else {}),
+        **({"aux_skip_beta": model.aux_beta} if st.cfg.model.aux_skip_beta else {}),
         "epoch_seconds": time.perf_counter() - t0,
     }
-    for part in st.parts.values():
-        m.update(part.epoch_metrics(st, genotype, m))
-    if not m.get("early_stop"):
-        code = stop_rules.check(cfg.stop, st.history, m, genotype, cfg.epochs)
-        if code is not None:
-            m["early_stop"], m["stopped_reason"] = stop_rules.sentence(code, m, cfg.stop), code
-    rolled = _hessian(st, loop, m)
-    if rolled is not None:
-        genotype, g, disc_acc = rolled, m["genotype"], m["discrete_val_acc"]
-    if not math.isfinite(m["val_loss"]):
-        raise NonFiniteLoss(f"non-finite validation loss at epoch {st.epoch}")
-    if cfg.select.name != "argmax" and (st.epoch >= cfg.epochs or m.get("early_stop")):
+    return genotype, m
+
+
+def measure_hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> None:
+    """``hessian_eigenvalue`` (RobustDARTS's signal) on its epochs: after the code's 0-based
+    epoch indices 0, every, 2·every, ... and the last."""
+    every = st.cfg.measure.hessian_every
+    if not every or ((st.epoch - 1) % every and st.epoch < st.cfg.epochs):
+        return
+    t0 = time.perf_counter()
+    m["hessian_eigenvalue"] = loop.measurer.hessian_eigenvalue(st.model,
+                                                               st.cfg.measure.hessian_iters)
+    m["hessian_seconds"] = time.perf_counter() - t0
+
+
+def apply_stop(st: SearchState, loop: Loop, m: dict[str, Any], stop: Stop,
+               genotype: Any) -> Any:
+    """Record ``stop`` in ``m``; returns the cell the search ends with. DARTS-ES names the cell
+    the code returns (``early_stop_genotype``); with ``stop.hessian_rollback`` the record's
+    ``genotype`` becomes it (its ``discrete_val_acc`` measured on the current supernet) and the
+    stopping epoch's stays as ``genotype_at_stop``."""
+    m.update(stop.record())
+    if stop.cell_epoch is None:
+        return genotype
+    old = next(h for h in st.history if h["epoch"] == stop.cell_epoch)
+    m["early_stop_genotype"] = old["genotype"]
+    m["early_stop_genotype_epoch"] = old["epoch"]
+    if not st.cfg.stop.hessian_rollback:
+        return genotype
+    g = parse_genotype(old["genotype"], nodes=st.space.nodes)
+    _use_cell(st, loop, m, g, old["genotype"], masks_of(g, st.space), "genotype_at_stop")
+    return g
+
+
+def finish(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> None:
+    """At the search's end: the ``select`` rule's cell in place of the argmax one, and the
+    derived network's fine-tuned accuracy (``measure.tune_epochs``)."""
+    cfg = st.cfg
+    if cfg.select.name != "argmax":
         genotype = _select(st, loop, m, genotype)
-        g, disc_acc = str(genotype), m["discrete_val_acc"]
-    tuned = ""
-    if cfg.measure.tune_epochs and (st.epoch >= cfg.epochs or m.get("early_stop")):
+    if cfg.measure.tune_epochs:
         t1 = time.perf_counter()
-        net = from_supernet(model, genotype)
+        net = from_supernet(st.model, genotype)
         m.update(loop.measurer.tuned(net, loop.tune, cfg.measure.tune_epochs,
                                      cfg.measure.tune_lr or cfg.optim.w_lr, cfg.optim))
         del net
         m["tune_seconds"] = time.perf_counter() - t1
-        tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}"
-    log(f"epoch {st.epoch}/{cfg.epochs} val_acc {val_acc:.3f} discrete_val_acc {disc_acc:.3f} "
-        f"gap {m['discretization_gap']:+.3f}{tuned} dist {m['distance_to_discrete']:.3f} "
-        f"margin {m['alpha_margin_mean']:.3f}{'' if m['decided'] else ' (undecided)'} "
-        f"({m['epoch_seconds']:.1f}s)\n  genotype {g}")
-    return m
+
+
+def log_epoch(st: SearchState, m: dict[str, Any], log) -> None:
+    """The epoch's line: accuracies, gap, distance, margin, time and the derived cell."""
+    tuned = f" tuned {m['discrete_val_acc_tuned']:.3f}" if "discrete_val_acc_tuned" in m else ""
+    log(f"epoch {st.epoch}/{st.cfg.epochs} val_acc {m['val_acc']:.3f} discrete_val_acc "
+        f"{m['discrete_val_acc']:.3f} gap {m['discretization_gap']:+.3f}{tuned} dist "
+        f"{m['distance_to_discrete']:.3f} margin {m['alpha_margin_mean']:.3f}"
+        f"{'' if m['decided'] else ' (undecided)'} ({m['epoch_seconds']:.1f}s)\n"
+        f"  genotype {m['genotype']}")
 
 
 def _select(st: SearchState, loop: Loop, m: dict[str, Any], genotype: Any) -> Any:
     """The ``select`` rule's final cell in place of the argmax one
     (:mod:`raydnas.search.selection`):
     the record's ``genotype`` and discrete metrics become the selected cell's."""
-    from .selection import SELECTIONS
 
     t0 = time.perf_counter()
     sel = SELECTIONS.get(st.cfg.select.name)(st.cfg.select)
@@ -181,48 +238,6 @@ def _use_cell(st: SearchState, loop: Loop, m: dict[str, Any], cell: Any, text: s
               "param_free_ops": param_free_ops(cell)})
     loop.genotype = cell
     return acc
-
-
-def _hessian(st: SearchState, loop: Loop, m: dict[str, Any]) -> Any:
-    """``hessian_eigenvalue`` on its epochs, and the DARTS-ES rule (``stop.hessian_factor``).
-
-    Epochs here are the code's 0-based indices (the record's ``epoch`` − 1): the eigenvalue is
-    taken after epoch indices 0, every, 2·every, ... and the last. On a stop with
-    ``stop.hessian_rollback`` the record's ``genotype`` becomes the cell the code returns (its
-    ``discrete_val_acc`` measured on the current supernet), the stopping epoch's stays as
-    ``genotype_at_stop``; returns the genotype the search ends with."""
-    cfg = st.cfg
-    every = cfg.measure.hessian_every
-    last = st.epoch >= cfg.epochs
-    if not every or ((st.epoch - 1) % every and not last):
-        return None
-    t0 = time.perf_counter()
-    m["hessian_eigenvalue"] = loop.measurer.hessian_eigenvalue(st.model, cfg.measure.hessian_iters)
-    m["hessian_seconds"] = time.perf_counter() - t0
-    sc = cfg.stop
-    if sc.hessian_factor is None or last or m.get("early_stop"):
-        return None
-    values = [(h["epoch"] - 1, h["hessian_eigenvalue"]) for h in [*st.history, m]
-              if "hessian_eigenvalue" in h and (h["epoch"] - 1) % every == 0]
-    hit = eigenvalue_stop(values, every, sc.hessian_window, sc.hessian_delta, sc.hessian_factor,
-                          sc.hessian_start_epoch)
-    if hit is None:
-        return None
-    reason, back = hit
-    m["early_stop"] = reason
-    m["stopped_reason"] = "hessian"
-    old = next((h for h in st.history if h["epoch"] - 1 == back), None)
-    if old is None:
-        return None
-    m["early_stop_genotype"] = old["genotype"]
-    m["early_stop_genotype_epoch"] = old["epoch"]
-    if not sc.hessian_rollback:
-        return None
-    from ..model.genotype import masks_of, parse_genotype
-
-    g = parse_genotype(old["genotype"], nodes=st.space.nodes)
-    _use_cell(st, loop, m, g, old["genotype"], masks_of(g, st.space), "genotype_at_stop")
-    return g
 
 
 def _margin_metrics(margins: list[float]) -> dict[str, Any]:

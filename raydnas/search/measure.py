@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import Batches, Dataset
+from .hessian import dominant_eigenvalue
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 _SAMPLE_SEED = 7_919  # sample s of seed k is drawn with generator seed k * _SAMPLE_SEED + s
@@ -158,8 +159,6 @@ class Measurer:
         eigenvalue of ∇²_α of the cross-entropy on the first validation batch, in train mode
         (:func:`raydnas.search.hessian.dominant_eigenvalue`, seeded start vector; a stochastic
         activation's noise is held fixed)."""
-        from .hessian import dominant_eigenvalue
-
         net = copy_model(model)
         net.train()
         x, y = next(iter(self.val.sequential()))

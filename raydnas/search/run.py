@@ -21,10 +21,13 @@ import yaml
 from .. import checkpoint as ckpt
 from ..config.experiment import DEFAULT_BN_IMAGES, ExperimentConfig, load_config, revalidate
 from ..data.datasets import Batches, Cycle, check_split, load_or_make_split
+from ..device import resolve_device
 from ..errors import ConfigError
+from ..resumable import ResumableRun, restore_from, run_epochs
 from .epoch import Loop, run_epoch, write_outputs
 from .measure import Measurer, bn_indices
-from .state import NonFiniteLoss, SearchState, resolve_device, train_step
+from .state import NonFiniteLoss, SearchState, train_step
+from .tblog import TBLogger, run_hparams
 
 Report = Callable[[dict, Path], None]
 
@@ -129,57 +132,55 @@ def _run(st: SearchState, cfg: ExperimentConfig, out: Path, dev: torch.device,
                  Batches(st.dataset, split["train"], bs, cfg.seed + 2, True, cfg.data.num_workers),
                  interactive=progress and sys.stderr.isatty(), started=time.perf_counter())
 
-    ckpt_path = out / ckpt.CHECKPOINT_NAME
-    saved_config = None
-    source = Path(restore) if restore else (ckpt_path if resume and ckpt_path.is_file() else None)
-    if source is not None:
-        saved, source = ckpt.load_or_previous(source, map_location=dev, log=log)
-        _check_resume(saved["config"], cfg, out)
-        st.load_state_dict(saved["state"])
-        if val is not None:
-            val.load_state_dict(saved["val_iter"])
-        ckpt.set_rng_state(saved["rng"])
-        saved_config = saved["config"]
-        done = st.epoch >= cfg.epochs or (st.history and st.history[-1].get("early_stop"))
-        if done:
-            log(f"already finished: {out} holds all {st.epoch} epoch(s) of this search "
-                "(nothing to do; --fresh starts over)")
-        else:
-            log(f"resuming from {source} after epoch {st.epoch}/{cfg.epochs}")
-    n_threads = _threads(cfg, threads, saved_config, log)
+    run = SearchRun(st, loop, val, out, log)
+    saved = restore_from(run, out, resume=resume, restore=restore, map_location=dev, log=log)
+    n_threads = _threads(cfg, threads, saved["config"] if saved else None, log)
     torch.set_num_threads(n_threads)
     cfg.threads = n_threads  # recorded: config.yaml, the checkpoint, final.json, TensorBoard
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    metrics = st.history[-1] if st.history else {}
-    tb = None
-    if cfg.log.tensorboard and st.epoch < cfg.epochs and not metrics.get("early_stop"):
-        from .tblog import TBLogger, run_hparams  # a finished search opens no new event file
+    return run_epochs(run, out, report=report, log=log, stop_after_epochs=stop_after_epochs)
 
-        tb = TBLogger(out / "tb", purge_step=st.epoch + 1 if st.epoch else None)
-        tb.hparams(run_hparams(cfg))
-    prev_genotype = metrics.get("genotype")
-    try:
-        while st.epoch < cfg.epochs and not metrics.get("early_stop"):
-            if stop_after_epochs is not None and st.epoch >= stop_after_epochs:
-                break
-            metrics = run_epoch(st, loop, log, prev_genotype)
-            loop.epochs_run += 1
-            prev_genotype = metrics["genotype"]
-            st.history.append(metrics)
-            state = {"state": st.state_dict(), "config": cfg.to_dict(),
-                     "val_iter": val.state_dict() if val is not None else {},
-                     "rng": ckpt.rng_state()}
-            ckpt.save(state, ckpt_path)
-            write_outputs(out, st, metrics, loop.genotype, loop.probs)
-            if tb is not None:
-                tb.epoch(metrics["epoch"], metrics, st.model.op_probs(), list(st.space.ops),
-                         cfg.log.histograms, st.space.edges)
-            if report is not None:
-                report(metrics, ckpt_path)
-            if metrics.get("early_stop"):
-                log(f"early stop after epoch {metrics['epoch']}: {metrics['early_stop']}")
-                break
-    finally:
-        if tb is not None:
-            tb.close()
-    return metrics
+
+class SearchRun(ResumableRun):
+    """A search as a :class:`~raydnas.resumable.ResumableRun`: its state, batches and files."""
+
+    def __init__(self, st: SearchState, loop: Loop, val: Cycle | None, out: Path, log) -> None:
+        self.st, self.loop, self.val, self.out, self.log = st, loop, val, out, log
+        self.total_epochs = st.cfg.epochs
+
+    @property
+    def history(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.st.history
+
+    def run_epoch(self) -> dict[str, Any]:
+        prev = self.history[-1]["genotype"] if self.history else None
+        m = run_epoch(self.st, self.loop, self.log, prev)
+        self.loop.epochs_run += 1
+        return m
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.st.state_dict(), "config": self.st.cfg.to_dict(),
+                "val_iter": self.val.state_dict() if self.val is not None else {},
+                "rng": ckpt.rng_state()}
+
+    def load_state_dict(self, saved: dict[str, Any], source: Path) -> None:
+        _check_resume(saved["config"], self.st.cfg, self.out)
+        self.st.load_state_dict(saved["state"])
+        if self.val is not None:
+            self.val.load_state_dict(saved["val_iter"])
+        ckpt.set_rng_state(saved["rng"])
+
+    def write_outputs(self, record: dict[str, Any]) -> None:
+        write_outputs(self.out, self.st, record, self.loop.genotype, self.loop.probs)
+
+    def open_log(self, purge_step: int | None) -> Any:
+        if not self.st.cfg.log.tensorboard:
+            return None
+        tb = TBLogger(self.out / "tb", purge_step=purge_step)
+        tb.hparams(run_hparams(self.st.cfg))
+        return tb
+
+    def log_epoch(self, writer: Any, record: dict[str, Any]) -> None:
+        cfg, st = self.st.cfg, self.st
+        writer.epoch(record["epoch"], record, st.model.op_probs(), list(st.space.ops),
+                     cfg.log.histograms, st.space.edges)

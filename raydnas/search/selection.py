@@ -47,6 +47,7 @@ import torch
 from ..model.genotype import Genotype, derive
 from ..registry import Registry
 from .measure import copy_model
+from .state import _to, train_step
 
 SELECTIONS: Registry["Selection"] = Registry("select", default="argmax")
 
@@ -109,8 +110,6 @@ class Perturbation(Selection):
     """DARTS-PT (module docstring)."""
 
     def select(self, st, loop, probs):
-        from .state import _to, train_step
-
         model, space, cfg = st.model, st.space, self.cfg
         rng = random.Random(st.cfg.seed)
         allowed = [k for k, o in enumerate(space.ops) if o not in space.exclude]

@@ -26,6 +26,7 @@ from ..axes import AXIS_NAMES, AxisChoice
 from ..config.experiment import ExperimentConfig, create_axis
 from ..data.datasets import Cycle, Dataset, load_dataset
 from ..data.images import TensorImages
+from ..device import resolve_device  # noqa: F401  (its old home: raydnas.search.state)
 from ..errors import ConfigError
 from ..model.spaces import load_space
 from ..model.supernet import Supernet
@@ -33,22 +34,6 @@ from ..model.supernet import Supernet
 
 class NonFiniteLoss(RuntimeError):
     """The search diverged (NaN or inf loss)."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA device that is not there is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError("--device", "device", device, "auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available()
-                               or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError("--device", "device", device,
-                          f"a visible CUDA device ({torch.cuda.device_count()} visible); "
-                          "use cpu or auto")
-    return dev
 
 
 class SearchState:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import torch
 
+# Lazy imports: TensorBoard's writer and matplotlib load only when a search logs (log.tensorboard)
+# and draws heatmaps.
+
 
 def heatmap(values: torch.Tensor, ops: list[str], edges: list[tuple[int, int]] | None = None,
             title: str = "") -> torch.Tensor:

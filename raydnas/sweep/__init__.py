@@ -12,6 +12,8 @@ from .methods import Method
 from .optuna_spec import OptunaSpec, Param
 from .study import Study, parse_study
 
+# Lazy imports: Ray loads only when a study runs: parse_study and validate_study work without it.
+
 if TYPE_CHECKING:
     from ..config.experiment import ExperimentConfig
     from .summary import SweepSummary

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .tune_util import device_and_threads, with_tune_checkpoints
+from ..evaluation import run_evaluation
+from .keeper import checkpoint_keeper, repair_lost_checkpoints, snapshot_period, tidy_checkpoints
+from .tune_util import device_and_threads, quiet_ray_advice, temporary_env, with_tune_checkpoints
+
+# Lazy imports: Ray loads only when evaluation trials run.
 
 JOBS_FILE = "raydnas_eval_jobs.json"
 
@@ -47,14 +51,6 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 
     todo = [pl for pl in plans if not _done(pl.out)]
     if todo:
-        from .keeper import (
-            checkpoint_keeper,
-            repair_lost_checkpoints,
-            snapshot_period,
-            tidy_checkpoints,
-        )
-        from .tune_util import quiet_ray_advice, temporary_env
-
         quiet_ray_advice()
         root = todo[0].out.parent
         fp = [[pl.out.name, pl.job.describe()] for pl in todo]
@@ -132,8 +128,6 @@ def run_evaluation_trials(plans: list, *, resources: dict[str, float], address: 
 def evaluation_trial(config: dict[str, Any], job, resources: dict[str, float]) -> None:
     """One evaluation (raydnas.evaluation.run_evaluation) as a Tune trial: per-epoch
     checkpoints to Tune, resumed from the last one after a crash, files in the trial directory."""
-    from ..evaluation import run_evaluation
-
     device, threads = device_and_threads(resources)
     with_tune_checkpoints(lambda report, restore, log: run_evaluation(
         job, Path(os.getcwd()), report=report, resume=False, restore=restore, device=device,

@@ -6,6 +6,7 @@ imported inside the functions."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from .keeper_files import (
     pointer_target,
     write_atomic,
 )
+
+# Lazy imports: Ray and pyarrow load only when the keeper is built, inside a running study.
 
 
 def checkpoint_keeper():
@@ -47,12 +50,10 @@ def checkpoint_keeper():
     trials continues every trial from its newest checkpoint without running an epoch twice;
     :func:`tidy_checkpoints` removes the last superseded checkpoints after ``fit``. The
     callback keeps nothing of a run when the Tuner pickles it."""
-    import logging as _logging
-
     import pyarrow.fs as pafs
     from ray.tune import Callback
 
-    log = _logging.getLogger("raydnas.sweep.tune_util")
+    log = logging.getLogger("raydnas.sweep.tune_util")
 
     class CheckpointKeeper(Callback):
         def __init__(self):

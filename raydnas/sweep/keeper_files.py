@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 
 KEEPER_FLAG = ".raydnas_keeper"  # experiment directory: the keeper runs this experiment
@@ -66,8 +67,6 @@ def pointer_target(tdir: Path, trial_id: str | None) -> Path | None:
 
 def crc(path: Path) -> int:
     """CRC-32 of a file's bytes (a saved experiment state on storage against the staged one)."""
-    import zlib
-
     crc = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

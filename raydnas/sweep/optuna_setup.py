@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..results.remote import is_uri
 
+# Lazy imports: Optuna loads only when a study opens its storage, so a study is parsed and
+# validated without it.
+
 _AGG = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
 
 

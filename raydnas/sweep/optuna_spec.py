@@ -13,6 +13,9 @@ from ..errors import ConfigError, one_of, require_int
 from ..results.remote import is_uri
 from .methods import Method
 
+# Lazy imports: Optuna loads only when distributions are built, so a study is parsed and validated
+# without it.
+
 OPTUNA_KEYS = ("params", "n_trials", "metric", "mode", "aggregate", "robust_k", "sampler", "seed",
                "storage")
 DISTRIBUTIONS = {

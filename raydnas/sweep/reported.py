@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .scheduler import SEARCH_METRICS
+
 #: always reported (besides every metric a scheduler may read and the study's objectives)
 ALWAYS = ("epoch", "genotype", "early_stop", "stopped_reason", "epoch_seconds", "decided",
           "alpha_steps", "arch_params", "param_free_ops", "discrete_val_acc_tuned")
@@ -22,8 +24,6 @@ ALWAYS = ("epoch", "genotype", "early_stop", "stopped_reason", "epoch_seconds", 
 
 def tune_keys(study: Any) -> frozenset[str]:
     """The keys of a search epoch that go to Tune for ``study``."""
-    from .scheduler import SEARCH_METRICS
-
     keys = set(ALWAYS) | set(SEARCH_METRICS) | {study.metric}
     if study.optuna is not None:
         keys |= set(study.optuna.metrics)

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config.experiment import load_config
 from ..errors import ConfigError
+from ..reduce import reduce as reduce_fn
 from ..results.remote import is_uri
 from .keeper import (
     checkpoint_keeper,
@@ -30,6 +32,9 @@ from .study import Study, check_fits, parse_study
 from .summary import SweepSummary, optuna_best, print_summary, summarize
 from .tune_setup import node_capacities, reporter, slots, tensorboard_callback, trial_dirname
 from .tune_util import quiet_ray_advice, temporary_env
+
+# Lazy imports: Ray, and the modules built on it (searcher, trainable), load only when a study
+# runs: parse_study and validate_study work without them.
 
 STUDY_FILE = "raydnas_study.json"
 
@@ -85,8 +90,6 @@ def run_sweep(config: str | Path, *, overrides: list[str] | None = None, resume:
     Raises:
         ConfigError: bad study, before anything starts.
     """
-    from ..config.experiment import load_config
-
     cfg = load_config(config, overrides)
     study = parse_study(cfg, storage=storage, name=name)
     if cfg.sweep is None and cfg.optuna is None and cfg.evaluate is None:
@@ -192,8 +195,6 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
 
 
 def _reduce(exp: str) -> str | None:
-    from ..reduce import reduce as reduce_fn
-
     try:
         df = reduce_fn(exp)
     except Exception as e:  # the sweep's results stand even if the report fails

@@ -24,6 +24,9 @@ from typing import Any
 
 from ..errors import ConfigError
 
+# Lazy imports: Ray Tune's schedulers load only when a study runs; parsing a scheduler block needs
+# none.
+
 #: what every search trial reports every epoch (the metrics a scheduler may read), and the
 #: direction in which each is better
 SEARCH_METRICS = {"val_acc": "max", "discrete_val_acc": "max", "train_acc": "max",

@@ -38,8 +38,13 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from ..model.spaces import load_space
 from .optuna_setup import make_sampler, open_storage, tell_point
+from .optuna_spec import EVAL_METRICS
+from .stage import baseline_configs, eval_configs
 from .study import Method, Study
+
+# Lazy imports: Optuna loads only when the searcher opens its studies.
 
 
 class StudySearcher(Searcher):
@@ -63,9 +68,6 @@ class StudySearcher(Searcher):
         self._configs: dict[str, dict[str, Any]] = {}     # running trial id -> its config
         self._studies: dict[str, Any] | None = None       # optuna studies (not pickled)
         if study.evaluate is not None and (study.evaluate.random or study.evaluate.calibrate):
-            from ..model.spaces import load_space
-            from .stage import baseline_configs
-
             extra = {p.key: None for p in study.optuna.params} if study.optuna else {}
             self._queue += baseline_configs(study.evaluate, load_space(study.base["space"]),
                                             extra)
@@ -102,8 +104,6 @@ class StudySearcher(Searcher):
             return
         queued = []
         if cfg is not None and not error and result:
-            from .stage import eval_configs
-
             # the evaluation stage: this search's cell, trained from scratch, queued first
             queued = eval_configs(self.study.evaluate, cfg, trial_id, result)
             self._queue[:0] = queued
@@ -140,8 +140,6 @@ class StudySearcher(Searcher):
 
     def _eval_metrics(self) -> list[str]:
         """The Optuna objectives that come from evaluation trials."""
-        from .optuna_spec import EVAL_METRICS
-
         o = self.study.optuna
         return [m for m in o.metrics if m in EVAL_METRICS] if o is not None else []
 

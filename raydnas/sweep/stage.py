@@ -22,10 +22,18 @@ finds and joins them. Search trials never see them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.sections import DataConfig, build_section
 from ..errors import ConfigError, require_int
+from ..evaluation import EvalJob, default_protocol, resolve_protocol
+from ..evaluation.jobs import baseline_cells
+from ..evaluation.train import IMAGE_SIDE, check_cutout
+from ..model.cells import reference_cells
+from ..model.genotype import parse_genotype
+from ..model.spaces import load_space
 
 EVALUATE_KEYS = ("protocol", "seeds", "set", "calibrate")
 
@@ -55,10 +63,6 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
         if k not in EVALUATE_KEYS:
             raise ConfigError(f, f"evaluate.{k}", v,
                               f"unknown key; allowed: {', '.join(EVALUATE_KEYS)}")
-    from ..evaluation import default_protocol, resolve_protocol
-    from ..evaluation.train import IMAGE_SIDE, check_cutout
-    from ..model.spaces import load_space
-
     space = load_space(cfg.space, where=f)
     over0 = block.get("set") or {}
     dataset = over0.get("data.dataset", cfg.data.dataset) if isinstance(over0, dict) \
@@ -96,8 +100,6 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
     if not isinstance(cal, bool):
         raise ConfigError(f, "evaluate.calibrate", cal, "true or false")
     if cal:
-        from ..model.cells import reference_cells
-
         reference_cells(space, where=f, key="evaluate.calibrate")
     return EvalStage(p, seed_list, data, dict(block), calibrate=cal)
 
@@ -120,8 +122,6 @@ def parse_baseline(block: Any, stage: EvalStage | None, f: str) -> int:
 def baseline_configs(stage: EvalStage, space, extra: dict[str, Any]) -> list[dict[str, Any]]:
     """The evaluation trials of the random and reference cells (``extra``: keys every trial
     config has, e.g. the Optuna keys as None)."""
-    from ..evaluation.jobs import baseline_cells
-
     return [dict(extra, kind="evaluate", point=None, eval_seed=s,
                  protocol=stage.protocol.name, **c)
             for c in baseline_cells(space, stage.random, stage.calibrate) for s in stage.seeds]
@@ -140,12 +140,7 @@ def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_i
 
 def job_of(config: dict[str, Any], study) -> Any:
     """The :class:`~raydnas.evaluation.EvalJob` of an evaluation trial's config."""
-    import dataclasses
 
-    from ..config.sections import DataConfig, build_section
-    from ..evaluation import EvalJob
-    from ..model.genotype import parse_genotype
-    from ..model.spaces import load_space
 
     role = config.get("role")
     if role:  # a random or reference cell: the study's base data and space

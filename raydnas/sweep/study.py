@@ -49,8 +49,12 @@ from typing import Any
 
 from ..config.experiment import ExperimentConfig, from_dict, merge
 from ..errors import ConfigError, require_int
+from ..model.cells import REFERENCE_NAMES
 from ..results.remote import is_uri
 from .methods import NAME_RE, Method, expand_methods
+from .optuna_spec import parse_optuna
+from .scheduler import parse_scheduler
+from .stage import parse_baseline, parse_stage
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
               "storage", "name", "baseline", "scheduler")
@@ -108,8 +112,6 @@ class Study:
         """Evaluation trials of the random and reference cells."""
         if self.evaluate is None:
             return 0
-        from ..model.cells import REFERENCE_NAMES
-
         cells = self.evaluate.random + (len(REFERENCE_NAMES) if self.evaluate.calibrate else 0)
         return cells * len(self.evaluate.seeds)
 
@@ -229,19 +231,13 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     study.methods = expand_methods(cfg, sweep, f)
     for m in study.methods:  # every method must be a valid experiment on its own: resolve once
         m.epochs = study.trial_config(m, seed_list[0]).epochs
-    from .scheduler import parse_scheduler
-
     study.scheduler = parse_scheduler(sweep.get("scheduler"), [m.epochs for m in study.methods],
                                       f)
-    from .stage import parse_baseline, parse_stage
-
     study.evaluate = parse_stage(cfg.evaluate, cfg, f)
     n_random = parse_baseline(sweep.get("baseline"), study.evaluate, f)
     if study.evaluate is not None:
         study.evaluate.random = n_random
     if cfg.optuna is not None:
-        from .optuna_spec import parse_optuna
-
         study.optuna = parse_optuna(cfg.optuna, f, study.methods, study.evaluate,
                                     study.trial_config)
     return study

@@ -7,7 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .optuna_setup import open_storage
 from .study import Study
+
+# Lazy imports: Optuna loads only when a summary reads a study's storage.
 
 
 @dataclass
@@ -121,7 +124,6 @@ def optuna_best(study: Study) -> dict[str, Any]:
     """
     import optuna
 
-    from .optuna_setup import open_storage
 
     storage = open_storage(study.journal_path())
     out: dict[str, Any] = {}

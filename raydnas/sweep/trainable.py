@@ -19,6 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..search.run import NonFiniteLoss, run_search
+from .eval_trials import evaluation_trial
+from .reported import tune_keys, tune_view
+from .stage import job_of
 from .study import Study
 from .tune_util import device_and_threads, with_tune_checkpoints
 
@@ -29,12 +33,7 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
     """Function trainable: one complete search with one method, seed (and Optuna point); or,
     for ``kind: evaluate`` configs (the study's evaluation stage), one evaluation."""
     if config.get("kind") == "evaluate":
-        from .eval_trials import evaluation_trial
-        from .stage import job_of
-
         return evaluation_trial(config, job_of(config, study), study.resources)
-    from ..search.run import NonFiniteLoss, run_search
-
     method = next(m for m in study.methods if m.name == config["method"])
     params = {k: config[k] for k in method.params if config.get(k) is not None}
     cfg = study.trial_config(method, config["seed"], params)
@@ -54,7 +53,6 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
                 marker.write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
             raise
 
-    from .reported import tune_keys, tune_view
 
     keys = tune_keys(study)
     with_tune_checkpoints(run, view=lambda m: tune_view(m, keys))

@@ -4,9 +4,14 @@ environment Tune reads, quieter Ray advice, the TensorBoard callback and the pro
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
+import yaml
+
 from .study import Study
+
+# Lazy imports: Ray, Tune's loggers and tensorboardX load only when a study runs.
 
 
 def trial_dirname(trial) -> str:
@@ -26,8 +31,6 @@ def node_capacities() -> list[dict[str, float]]:
     nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     boot = Path.home() / "ray_bootstrap_config.yaml"  # written on the head node by `ray up`
     if boot.is_file():
-        import yaml
-
         try:
             types = (yaml.safe_load(boot.read_text()) or {}).get("available_node_types", {})
             nodes += [dict(t.get("resources", {})) for t in types.values()]
@@ -59,7 +62,6 @@ def tensorboard_callback():
     key: a key that does not apply to a trial's method is logged as NaN instead of being left
     out (Tune drops None), so TensorBoard's HPARAMS tab, which takes its columns from one
     arbitrary trial, shows every tuned parameter."""
-    import math
 
     from ray.tune.logger import TBXLoggerCallback
 

@@ -11,8 +11,12 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+
+from ..config.experiment import threads_for_cpus
 from .keeper_files import (
     DONE,
     KEEPER_FLAG,
@@ -23,6 +27,8 @@ from .keeper_files import (
     read_history,
     write_history,
 )
+
+# Lazy imports: Ray and pyarrow load only inside a running trial or study.
 
 
 class GPUUnusable(RuntimeError):
@@ -39,9 +45,7 @@ def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
     step). ``RAYDNAS_DEVICE=cpu`` in the trials' environment computes on the CPU whatever Ray
     assigned: for clusters whose GPUs are resources only (Ray's fake multi-node provider)."""
     import ray
-    import torch
 
-    from ..config.experiment import threads_for_cpus
 
     threads = threads_for_cpus(resources["cpu"])  # what ``threads: null`` resolves to
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
@@ -76,7 +80,6 @@ def with_tune_checkpoints(run, view=None) -> None:
     and ends without training. A trial's first report waits until a saved experiment state
     lists the trial, so no trial that reported can be missing from the state a resume reads."""
     view = view or dict
-    import logging
 
     from ray import tune
 
@@ -176,8 +179,6 @@ def _restore_source(ckpt, tdir: Path | None, trial_id: str):
 def _await_listed(tdir: Path, trial_id: str) -> None:
     """Wait until the keeper says a saved experiment state lists this trial (a trial created
     after the last snapshot would otherwise be unknown to a resume, and run again)."""
-    import time
-
     deadline = time.monotonic() + LISTED_WAIT_S
     while not marked(tdir / LISTED, trial_id):
         if time.monotonic() > deadline:
