@@ -17,7 +17,8 @@ from raydnas.search.run import run_search
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
-                 if not p.stem.startswith("quickstart") and p.stem != "field_study")
+                 if not p.stem.startswith("quickstart")
+                 and p.stem not in ("field_study", "decisive_study"))
 SPACES = ["tiny", "tiny201", "nb201", "darts"]
 
 

@@ -72,8 +72,11 @@ def _validate(args: argparse.Namespace) -> int:
 
         st = validate_study(cfg)
         pts = (f" x up to {st.optuna.n_trials} Optuna points" if st.optuna is not None else "")
-        line += (f"\nstudy: {len(st.methods)} method(s) x {len(st.seeds)} seed(s){pts} = "
-                 f"{st.search_trials()} search trials, each method's config checked")
+        seeds = (f"{st.race.min_seeds} to {st.race.max_seeds} raced seed(s)" if st.race
+                 else f"{len(st.seeds)} seed(s)")
+        line += (f"\nstudy: {len(st.methods)} method(s) x {seeds}{pts} = "
+                 f"{'at most ' if st.race else ''}{st.search_trials()} search trials, each "
+                 "method's config checked")
         if st.evaluate is not None:
             line += (f"; + {st.search_trials() * len(st.evaluate.seeds)} evaluation trials "
                      f"({st.evaluate.protocol.label})")

@@ -12,6 +12,7 @@ from .common import plural
 
 def _run(args: argparse.Namespace) -> int:
     from ..reduce import reduce
+    from ..reduce.decision_report import decision_lines
     from ..reduce.formats import fmt_num, mean_std
 
     df = reduce(args.experiment, args.out, sort=args.sort, top=args.top,
@@ -35,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{i + 1:>3}. {r['group']}: test_acc {mean_std(r, 'test_acc')} "
                       f"(rank {int(r['test_rank'])}, CI [{int(r['test_rank_ci_low'])}, "
                       f"{int(r['test_rank_ci_high'])}])")
+        for line in decision_lines(df):
+            print(line)
         for proxy, v in (df.attrs.get("proxy_validity") or {}).items():
             if v["n"]:
                 print(f"  proxy {proxy}: Spearman {fmt_num(v['spearman'], 2)}, Kendall "

@@ -103,8 +103,6 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
                     where: str = "raydnas evaluate", check: bool = True
                     ) -> tuple[list[Planned], list[str]]:
     """Jobs of every finished trial, and a line for each trial left out."""
-
-
     e = load_experiment(exp)
     plans, skipped = [], []
     for t in e.trials:

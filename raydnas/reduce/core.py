@@ -15,6 +15,7 @@ from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
 from .baseline import calibration, percentile, random_summary
+from .decision import study_decision
 from .limits import DEFAULT_TOP
 from .report import write_reports
 from .stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row
@@ -271,6 +272,7 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
         "per_trial": truth,
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
+    df.attrs["decision"] = study_decision(df, used, members, truth, exp.path)
 
 
 def _upload(local: Path, uri: str) -> None:

@@ -2,7 +2,9 @@
 
 * ``acc_vs_gap.png``: every seed's discrete accuracy against its discretization gap, one
   colour per group, the group mean with ±1 std bars.
-* ``reliability.png``: consensus, collapse rate and gap reliability per group.
+* ``reliability.png``: consensus, collapse rate and gap reliability per group (proxies, in
+  neutral colours; a group whose cells are mostly parameter-free says so beside its gap).
+* ``truth.png``, ``rank_intervals.png``: the truth (:mod:`raydnas.reduce.truth_plots`).
 * ``cell_<NN>.png``: each group's modal genotype as a cell diagram (one panel per cell type).
 * ``alpha_<NN>.png``: the op weights a(α) of each group's modal run (final epoch) with 4 digits,
   coloured by their deviation from the edge's uniform share on a fixed scale (≥ ±0.05), chosen
@@ -21,6 +23,7 @@ from ..results.load import USED, Trial
 from .cell_plot import cell_diagram, pyplot
 from .limits import shown
 from .stats import trial_values
+from .truth_plots import draw_truth
 
 # Lazy imports: matplotlib loads only when a figure is drawn.
 
@@ -85,9 +88,14 @@ def reliability(df: "pd.DataFrame", path: Path) -> None:
     lines = max(lab.count("\n") + 1 for lab in labels) if labels else 1
     fig, axes = plt.subplots(1, 3, figsize=(14, 1.5 + 0.3 * lines * n), dpi=110, sharey=True)
     ys = list(range(n))[::-1]
-    panels = [("consensus", "genotype consensus\n(mean pairwise Jaccard)", "tab:blue"),
-              ("collapse_rate", "collapse rate\n(normal cell skip/none dominated)", "tab:red"),
-              ("gap_reliability", "gap reliability\n(share with small gap)", "tab:green")]
+    thr = df.attrs.get("collapse_threshold", 0.5)
+    # proxies, in neutral colours: none of them says a cell is good (a parameter-free cell can
+    # have a small gap and a perfect consensus); red marks the failure share
+    panels = [("consensus", "genotype consensus\n(mean pairwise Jaccard)", "tab:gray"),
+              ("collapse_rate", f"collapse rate (normal cell: ≥ {thr:g} of\nits live ops "
+               "parameter-free)", "tab:red"),
+              ("gap_reliability", "gap reliability (share with a small gap;\na proxy: "
+               "says nothing of quality)", "tab:gray")]
     for ax, (col, title, color) in zip(axes, panels):
         vals = [0.0 if math.isnan(v) else v for v in df[col]]
         ax.barh(ys, vals, color=color, alpha=0.8)
@@ -97,6 +105,9 @@ def reliability(df: "pd.DataFrame", path: Path) -> None:
                     f"  modal {r['modal_count']}/{r['n']}, {r['distinct_genotypes']} distinct"
             else:
                 text = "n/a" if math.isnan(v) else f"{v:.2f}"
+            free = r.get("param_free_rate")
+            if col == "gap_reliability" and isinstance(free, float) and free >= 0.5:
+                text += f"  (param-free cells in {free:.0%} of seeds)"
             ax.text(0.02, y, text, va="center", fontsize=8)
         ax.set_xlim(0, 1.05)
         ax.set_title(title, fontsize=10)
@@ -207,6 +218,7 @@ def draw_all(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path) -> 
     files["acc_vs_gap"] = "acc_vs_gap.png"
     reliability(df, out / "reliability.png")
     files["reliability"] = "reliability.png"
+    files.update(draw_truth(full, members, out))
     if proxy_vs_truth(full, members, out / "proxy_vs_truth.png"):  # every evaluated trial
         files["proxy_vs_truth"] = "proxy_vs_truth.png"
     for i, r in df.iterrows():

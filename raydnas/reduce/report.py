@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
+from .decision_report import decision_section
 from .formats import (
     fmt_num,
     fmt_pct,
@@ -200,6 +201,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
              "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "  ",
              f"Sorted by `{sort.get('column')}` "
              f"({'ascending' if sort.get('ascending') else 'descending'}).", ""]
+    lines += decision_section(df, plots)
     lines += verdict_section(df)
     lines += ["## Proxies: what the search itself measured (not the truth)", "",
               f"collapsed = at least {a.get('collapse_threshold'):g} of the normal cell's live "

@@ -21,6 +21,7 @@ from typing import Any
 from ..config.experiment import load_config
 from ..errors import ConfigError
 from ..reduce import reduce as reduce_fn
+from ..reduce.decision_report import decision_lines
 from ..results.remote import is_uri
 from .keeper import (
     checkpoint_keeper,
@@ -49,6 +50,8 @@ def _fingerprint(study: Study) -> dict[str, Any]:
             "n_trials": study.optuna.n_trials, "metric": study.optuna.metrics,
             "mode": study.optuna.modes, "aggregate": study.optuna.aggregate},
         "evaluate": None if study.evaluate is None else study.evaluate.fingerprint(),
+        # only with a race: experiments started before races existed keep their fingerprint
+        **({"race": study.race.to_dict()} if study.race is not None else {}),
     }
 
 
@@ -189,16 +192,17 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     if study.optuna is not None:
         summary.optuna_best = optuna_best(study)
     if reduce and not summary.unfinished:
-        summary.report = _reduce(exp)
+        summary.report, summary.decision = _reduce(exp)
     print_summary(summary, study)
     return summary
 
 
-def _reduce(exp: str) -> str | None:
+def _reduce(exp: str) -> tuple[str | None, list[str]]:
+    """The report's path and its decision lines (None, [] if the report failed)."""
     try:
         df = reduce_fn(exp)
     except Exception as e:  # the sweep's results stand even if the report fails
         print(f"raydnas reduce failed: {type(e).__name__}: {e}", flush=True)
-        return None
+        return None, []
     out = getattr(df, "attrs", {}).get("out_dir")
-    return f"{out}/report.md" if out else exp
+    return (f"{out}/report.md" if out else exp), decision_lines(df)

@@ -18,7 +18,9 @@ one Optuna study per method and drives them through Optuna's ask/tell interface:
   only once the evaluations of all its seeds finished, the mean over each seed's evaluation
   seeds; a seed whose search or evaluation failed makes the point FAIL;
 * the random and reference cells of the stage (``sweep.baseline``, ``evaluate.calibrate``) are
-  queued first: they need no search.
+  queued first: they need no search;
+* with ``sweep.race:`` the seeds are raced (:mod:`raydnas.sweep.race_queue`): every method's
+  first ``min_seeds``, then more only for the methods still in contention.
 
 Studies live in an Optuna storage on disk (a ``JournalStorage`` file by default, which
 ``optuna-dashboard`` opens). The searcher's own state (queue, points, seed results) is saved with
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 import statistics
 import warnings
 from typing import Any
@@ -41,13 +42,15 @@ from ray.tune.search import Searcher
 from ..model.spaces import load_space
 from .optuna_setup import make_sampler, open_storage, tell_point
 from .optuna_spec import EVAL_METRICS
+from .persist import PickledState
+from .race_queue import RaceQueue
 from .stage import baseline_configs, eval_configs
 from .study import Method, Study
 
 # Lazy imports: Optuna loads only when the searcher opens its studies.
 
 
-class StudySearcher(Searcher):
+class StudySearcher(PickledState, Searcher):
     """Emits every trial of a :class:`~raydnas.sweep.study.Study` (see the module docstring).
 
     Each trial config is flat: ``activation``, ``gradient``, ``schedule``, ``regularizer``,
@@ -71,10 +74,11 @@ class StudySearcher(Searcher):
             extra = {p.key: None for p in study.optuna.params} if study.optuna else {}
             self._queue += baseline_configs(study.evaluate, load_space(study.base["space"]),
                                             extra)
+        self._race = RaceQueue(study.race, [m.name for m in study.methods],
+                               len(study.evaluate.seeds)) if study.race is not None else None
         if study.optuna is None:
-            for seed in study.seeds:
-                for m in study.methods:
-                    self._queue.append(self._config(m, seed, None, {}))
+            self._enqueue(self._race.start() if self._race else
+                          [(m.name, seed) for seed in study.seeds for m in study.methods])
 
     # -- Tune interface ---------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -101,12 +105,17 @@ class StudySearcher(Searcher):
         if cfg is not None and cfg.get("kind") == "evaluate":
             if not cfg.get("role") and self._eval_metrics():
                 self._record_eval(cfg, None if error else result)
+            if not cfg.get("role") and self._race is not None:
+                self._enqueue(self._race.eval_done(cfg["method"], cfg["seed"], cfg["eval_seed"],
+                                                   None if error else result))
             return
         queued = []
         if cfg is not None and not error and result:
             # the evaluation stage: this search's cell, trained from scratch, queued first
             queued = eval_configs(self.study.evaluate, cfg, trial_id, result)
             self._queue[:0] = queued
+        if where is not None and self._race is not None:
+            self._enqueue(self._race.search_done(where[0], where[2], bool(queued)))
         if where is None or self.study.optuna is None:
             return
         method, point, seed = where
@@ -250,6 +259,11 @@ class StudySearcher(Searcher):
         rec["told"] = True
 
     # -- trial configs ----------------------------------------------------------------------
+    def _enqueue(self, pairs: list[tuple[str, int]]) -> None:
+        """Queue the searches of (method name, seed) pairs, without Optuna points."""
+        by = {m.name: m for m in self.study.methods}
+        self._queue += [self._config(by[m], seed, None, {}) for m, seed in pairs]
+
     def _config(self, m: Method, seed: int, point: int | None, params: dict) -> dict[str, Any]:
         cfg: dict[str, Any] = dict(m.choices())
         cfg.update(method=m.name, seed=int(seed), point=point)
@@ -263,7 +277,8 @@ class StudySearcher(Searcher):
     # -- persistence (Tune pickles the searcher with the experiment) -------------------------
     def get_state(self) -> dict[str, Any]:
         return {"queue": self._queue, "running": self._running, "points": self._points,
-                "asked": self._asked, "rr": self._rr, "configs": self._configs}
+                "asked": self._asked, "rr": self._rr, "configs": self._configs,
+                "race": self._race}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._queue = state["queue"]
@@ -272,17 +287,10 @@ class StudySearcher(Searcher):
         self._asked = state["asked"]
         self._rr = state["rr"]
         self._configs = state.get("configs", {})
+        self._race = state.get("race", self._race)
         self._studies = None  # re-opened (and re-synced) on next use
         if self.study.optuna is not None:
             self._open()
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
 
     def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()

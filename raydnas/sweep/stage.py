@@ -140,8 +140,6 @@ def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_i
 
 def job_of(config: dict[str, Any], study) -> Any:
     """The :class:`~raydnas.evaluation.EvalJob` of an evaluation trial's config."""
-
-
     role = config.get("role")
     if role:  # a random or reference cell: the study's base data and space
         cfg = study.base_config()

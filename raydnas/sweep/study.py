@@ -19,6 +19,8 @@ A study is the set of trials of one Ray Tune experiment: every method × seed, a
       storage: runs/sweeps         # a local directory or a URI (s3://bucket/path, gs://...)
       name: maile2021              # default: the config file's stem
       baseline: {random: 10}       # also train 10 random cells of the space (needs evaluate:)
+      race: {min_seeds: 3, max_seeds: 10}  # seeds raced on the validation truth
+                                   # (raydnas.sweep.race_spec; needs evaluate:, no seeds:)
     optuna:
       params:
         regularizer.rho: {log_uniform: [1.0e-4, 1.0]}
@@ -53,11 +55,12 @@ from ..model.cells import REFERENCE_NAMES
 from ..results.remote import is_uri
 from .methods import NAME_RE, Method, expand_methods
 from .optuna_spec import parse_optuna
+from .race_spec import parse_race
 from .scheduler import parse_scheduler
 from .stage import parse_baseline, parse_stage
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
-              "storage", "name", "baseline", "scheduler")
+              "storage", "name", "baseline", "scheduler", "race")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Study:
     optuna: Any = None                # raydnas.sweep.optuna_spec.OptunaSpec, or None
     evaluate: Any = None              # raydnas.sweep.stage.EvalStage, or None
     scheduler: Any = None             # raydnas.sweep.scheduler.SchedulerSpec, or None
+    race: Any = None                  # raydnas.reduce.race.RaceRules, or None
 
     @property
     def metric(self) -> str:
@@ -240,6 +244,11 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
     if cfg.optuna is not None:
         study.optuna = parse_optuna(cfg.optuna, f, study.methods, study.evaluate,
                                     study.trial_config)
+    study.race = parse_race(sweep.get("race"), f, evaluate=study.evaluate,
+                            n_methods=len(study.methods), seeds_given="seeds" in sweep,
+                            optuna=study.optuna)
+    if study.race is not None:  # the race hands out seeds 0, 1, ... up to max_seeds
+        study.seeds = list(range(study.race.max_seeds))
     return study
 
 

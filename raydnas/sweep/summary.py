@@ -31,6 +31,7 @@ class SweepSummary:
     report: str | None = None
     evaluations: dict[str, int] | None = None  # done / failed / unfinished evaluation trials
     stopped: int = 0  # of ``done``: searches the trial scheduler ended before their last epoch
+    decision: list[str] = field(default_factory=list)  # the report's decision (the truth's)
 
     @property
     def exit_code(self) -> int:
@@ -93,8 +94,11 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
         v = sum(accs) / len(accs)
         if tid in searches and (best is None or v > best["value"]):
             best = {"value": v, "metric": "test_acc", **searches[tid]}
-    unfinished += max(0, study.search_trials() - n_search)
-    s = SweepSummary(study.experiment_path, study.search_trials(), done, failed, unfinished,
+    # a race decides its searches as it goes: the trials it created are the total (an
+    # interrupted race says "race under way" in its decision line)
+    total = n_search if study.race is not None else study.search_trials()
+    unfinished += max(0, total - n_search)
+    s = SweepSummary(study.experiment_path, total, done, failed, unfinished,
                      dict(reasons), best, wall, search_s, study.journal_path(), stopped=stopped)
     if study.evaluate is not None:
         expected = done * len(study.evaluate.seeds) + study.baseline_trials()
@@ -123,7 +127,6 @@ def optuna_best(study: Study) -> dict[str, Any]:
     Multi-objective studies give the size of their Pareto front instead.
     """
     import optuna
-
 
     storage = open_storage(study.journal_path())
     out: dict[str, Any] = {}
@@ -161,6 +164,8 @@ def print_summary(s: SweepSummary, study: Study) -> None:
           f"reported, never selected on): {b['method']} seed {b['seed']}{pt}")
         if b.get("genotype"):
             p(f"  genotype {b['genotype']}")
+        for line in s.decision:
+            p(line)
         if s.report:
             p("  the report ranks the methods by this truth, with percentiles among random "
               "cells and the proxies' validity")

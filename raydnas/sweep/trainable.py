@@ -53,6 +53,5 @@ def search_trial(config: dict[str, Any], study: Study) -> None:
                 marker.write_text(json.dumps({"error": f"{type(e).__name__}: {e}"}))
             raise
 
-
     keys = tune_keys(study)
     with_tune_checkpoints(run, view=lambda m: tune_view(m, keys))

@@ -46,7 +46,6 @@ def device_and_threads(resources: dict[str, float]) -> tuple[str, int]:
     assigned: for clusters whose GPUs are resources only (Ray's fake multi-node provider)."""
     import ray
 
-
     threads = threads_for_cpus(resources["cpu"])  # what ``threads: null`` resolves to
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     if not gpus or os.environ.get("RAYDNAS_DEVICE", "").lower() == "cpu":
