@@ -272,7 +272,7 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
         "per_trial": truth,
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
-    df.attrs["decision"] = study_decision(df, used, members, truth, exp.path)
+    df.attrs["decision"] = study_decision(df, used, members, truth, exp.path, partial)
 
 
 def _upload(local: Path, uri: str) -> None:

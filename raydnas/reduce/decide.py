@@ -7,10 +7,8 @@ nothing that makes them paired), so every comparison is **Welch's t-test** (uneq
 
 * :func:`welch_less` — the one-sided p-value of H0: μ_a ≥ μ_b against μ_a < μ_b
   (``scipy.stats.ttest_ind(a, b, equal_var=False, alternative="less")``).
-* :func:`holm` — Holm's step-down correction: which of m hypotheses are rejected at family-wise
-  level α (the closed test of Bonferroni tests; exact by enumeration in the tests).
 * :func:`eliminate` — one round of a race: every pair of methods compared (two-sided Welch),
-  Holm-corrected over all pairs; a method significantly below ``top_k`` others is out. A race
+  Bonferroni-corrected over the pairs; a method significantly below ``top_k`` others is out. A race
   looks after every round; with ``alpha_spending: bonferroni`` (the default) each round tests at
   α / (the race's largest number of rounds), so by the union bound the chance that the race
   ever eliminates a truly best method stays below α however the race stops; ``none`` tests
@@ -29,7 +27,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from scipy import stats
 
@@ -61,24 +59,12 @@ def welch_less(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, fl
     return t, df, float(stats.t.cdf(t, df))
 
 
-def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
-    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``: in
-    ascending order of p, reject while p_(i) ≤ α / (m − i) (i = 0, 1, ...), stop at the first
-    that is not."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    out = [False] * m
-    for rank, i in enumerate(order):
-        if pvalues[i] > alpha / (m - rank):
-            break
-        out[i] = True
-    return out
-
-
 def welch_two_sided(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     """(t, df, p) of Welch's two-sided test of H0: mean(a) = mean(b)."""
     t, df, p_less = welch_less(a, b)
-    return t, df, min(1.0, 2 * min(p_less, 1 - p_less))
+    if math.isnan(df):  # no variance in either sample (welch_less's certain cases)
+        return t, df, min(1.0, 2 * min(p_less, 1 - p_less))
+    return t, df, float(min(1.0, 2 * stats.t.sf(abs(t), df)))
 
 
 @dataclass
@@ -90,7 +76,7 @@ class Round:
     means: dict[str, float]
     boundary: str                               # the leader (top_k = 1) or the k-th method
     alpha: float                                # this round's family-wise level
-    tests: dict[str, dict[str, float]] = field(default_factory=dict)  # method vs the leader
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)  # eliminated: its test
     worse_than: dict[str, list[str]] = field(default_factory=dict)  # significantly below
     eliminated: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # no seed with a value: out as failed
@@ -108,13 +94,16 @@ def eliminate(values: dict[str, list[float]], alpha: float, top_k: int = 1,
     """One race round over the contenders ``values`` (method -> its seeds' values; a method
     with no value failed every seed and is out as failed).
 
-    Every pair of methods with ≥ 2 values each is compared with Welch's two-sided test, all
-    pairs Holm-corrected together at ``alpha``; a rejected pair puts the one with the lower mean
-    below the other. A method significantly below at least ``top_k`` others is out. Because the
-    family is every pair (not "each against the observed leader", a leader the data chose), a
-    method that is truly among the top ``top_k`` is eliminated only through a false rejection:
-    probability ≤ ``alpha`` per round (a rejection's direction is wrong with probability
-    ≤ alpha / 2)."""
+    Every pair of methods with ≥ 2 values each, and some variance in at least one of them, is
+    compared with Welch's two-sided test at ``alpha`` / (the number of pairs compared)
+    (Bonferroni); a significant pair puts the method with the lower mean below the other. A
+    method significantly below at least ``top_k`` others is out. A method truly among the top
+    ``top_k`` is out only if some comparison puts it below a method that is not truly better:
+    a false rejection or a rejection in the wrong direction, each of probability ≤ ``alpha`` /
+    (number of pairs) for its pair, so ≤ ``alpha`` per round by the union bound (the leader
+    the data chose does not matter: the family is every pair). Two samples without any
+    variance (the same cell found and retrained alike) are not compared: a zero variance is
+    no evidence of precision."""
     failed = [m for m, v in values.items() if not v]
     live = {m: v for m, v in values.items() if v}
     means = {m: sum(v) / len(v) for m, v in live.items()}
@@ -122,20 +111,21 @@ def eliminate(values: dict[str, list[float]], alpha: float, top_k: int = 1,
     r = Round(number, {m: len(v) for m, v in live.items()}, means,
               order[min(top_k, len(order)) - 1] if order else "", alpha, failed=failed)
     pairs = [(a, b) for a, b in itertools.combinations(order, 2)
-             if len(live[a]) > 1 and len(live[b]) > 1]
-    ps = [welch_two_sided(live[a], live[b])[2] for a, b in pairs]
+             if len(live[a]) > 1 and len(live[b]) > 1
+             and (len(set(live[a])) > 1 or len(set(live[b])) > 1)]
     below: dict[str, list[str]] = {m: [] for m in order}
-    for (a, b), rejected in zip(pairs, holm(ps, alpha)):
-        if rejected:
-            lo, hi = (a, b) if means[a] < means[b] else (b, a)
+    for a, b in pairs:
+        lo, hi = (a, b) if means[a] < means[b] else (b, a)
+        t, df, p = welch_two_sided(live[lo], live[hi])
+        p_adj = min(1.0, p * len(pairs))
+        if p_adj <= alpha and means[lo] < means[hi]:
             below[lo].append(hi)
-    leader = order[0] if order else None
-    for m in order[1:]:
-        if len(live[m]) > 1 and len(live[leader]) > 1:
-            t, df, p = welch_two_sided(live[m], live[leader])
-            r.tests[m] = {"t": t, "df": df, "p": p}
+            best = r.tests.get(lo)
+            if best is None or p < best["p"]:
+                r.tests[lo] = {"vs": hi, "t": t, "df": df, "p": p, "p_adj": p_adj}
     r.worse_than = {m: v for m, v in below.items() if v}
     r.eliminated = [m for m in order if len(below[m]) >= top_k]
+    r.tests = {m: v for m, v in r.tests.items() if m in r.eliminated}
     return r
 
 
@@ -188,12 +178,23 @@ def seeds_to_tell(a: Sequence[float], b: Sequence[float], confidence: float = CO
 EXACT_LIMIT = 20_000
 
 
+def _mean(v: Sequence[float]) -> float:
+    """A mean that does not depend on the order of the values (ties stay ties)."""
+    return round(math.fsum(v) / len(v), 12)
+
+
+def _winners(names: list[str], means: list[float]) -> list[str]:
+    top = max(means)
+    return [names[i] for i, x in enumerate(means) if x == top]
+
+
 def p_best(values: dict[str, list[float]], reps: int = 4000, seed: int = 0) -> dict[str, float]:
     """P(method has the highest mean) under the bootstrap: every method's seeds resampled with
     replacement, ties for the best shared equally. Exact (every resample of every method,
     weighted by its multiplicity) when that is at most :data:`EXACT_LIMIT` combinations, else
-    ``reps`` seeded draws. Methods without values get 0."""
-    live = {m: v for m, v in values.items() if v}
+    ``reps`` seeded draws. Methods without (finite) values get 0."""
+    live = {m: [x for x in v if math.isfinite(x)] for m, v in values.items()}
+    live = {m: v for m, v in live.items() if v}
     out = {m: 0.0 for m in values}
     if not live:
         return out
@@ -203,17 +204,14 @@ def p_best(values: dict[str, list[float]], reps: int = 4000, seed: int = 0) -> d
         dists = [_mean_distribution(live[m]) for m in names]
         for combo in itertools.product(*dists):
             w = math.prod(p for _, p in combo)
-            means = [x for x, _ in combo]
-            top = max(means)
-            winners = [names[i] for i, x in enumerate(means) if x == top]
+            winners = _winners(names, [x for x, _ in combo])
             for n in winners:
                 out[n] += w / len(winners)
         return out
     rng = random.Random(seed)
     for _ in range(reps):
-        means = [sum(v[rng.randrange(len(v))] for _ in v) / len(v) for v in live.values()]
-        top = max(means)
-        winners = [names[i] for i, x in enumerate(means) if x == top]
+        means = [_mean([v[rng.randrange(len(v))] for _ in v]) for v in live.values()]
+        winners = _winners(names, means)
         for n in winners:
             out[n] += 1 / (reps * len(winners))
     return out
@@ -225,6 +223,6 @@ def _mean_distribution(v: list[float]) -> list[tuple[float, float]]:
     n = len(v)
     probs: dict[float, float] = {}
     for draw in itertools.product(range(n), repeat=n):
-        m = sum(v[i] for i in draw) / n
+        m = _mean([v[i] for i in sorted(draw)])
         probs[m] = probs.get(m, 0.0) + n ** -n
     return list(probs.items())

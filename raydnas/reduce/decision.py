@@ -8,9 +8,11 @@ For every study with evaluations (:mod:`raydnas.reduce.decide` has the statistic
 * ``seeds_to_tell`` (column): search seeds each that would tell the group from the leader
   (highest mean) with a two-sided Welch test at 95 % confidence and 80 % power, from the
   observed means and variances;
-* a fixed study is *decided* when the leader's 95 % rank interval is [1, 1]; otherwise the
-  sentence names the groups whose rank interval reaches 1 and the seeds each that would tell the
-  leader from the closest of them.
+* a fixed study is *decided* when every other group is significantly below the leader (the
+  race's test, once, on every seed: Welch, all pairs, Bonferroni, 95 %); otherwise the sentence
+  names the groups not significantly below it and the seeds each that would tell the leader
+  from the closest of them (the bootstrap rank intervals of the truth's table are shown beside,
+  but with few seeds they are too narrow to decide on).
 
 A raced study (``sweep.race``, read from the experiment's ``raydnas_study.json``) adds the race:
 :func:`raydnas.reduce.race.replay` on the recorded validation truth gives the round-by-round
@@ -26,8 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..results.load import Trial
-from .decide import p_best, seeds_to_tell
+from ..results.load import USED, Trial
+from .decide import CONFIDENCE, eliminate, p_best, seeds_to_tell
 from .race import RaceRules, replay, round_table
 
 
@@ -42,9 +44,12 @@ def race_rules(exp_path: Path) -> RaceRules | None:
 
 
 def race_values(members: dict[str, list[Trial]], truth: dict[str, dict[str, Any]],
-                metric: str) -> dict[str, dict[int, float | None]]:
-    """Per group, search seed → the race metric of its retrained cell (None: the search failed;
-    absent: no finished evaluation yet)."""
+                metric: str, partial: dict[str, int] | None = None
+                ) -> dict[str, dict[int, float | None]]:
+    """Per group, search seed → the race metric of its retrained cell, as the live race saw it:
+    None where the search failed, found no cell, or its evaluations all failed (a finished
+    search without a finished evaluation and none still running); absent while it runs."""
+    partial = partial or {}
     out: dict[str, dict[int, float | None]] = {}
     for g, ts in members.items():
         vals: dict[int, float | None] = {}
@@ -54,7 +59,7 @@ def race_values(members: dict[str, list[Trial]], truth: dict[str, dict[str, Any]
             v = truth.get(t.trial_id, {}).get(metric)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 vals[t.seed] = float(v)
-            elif t.status == "failed":
+            elif t.status == "failed" or (t.status in USED and not partial.get(t.trial_id)):
                 vals[t.seed] = None
         out[g] = vals
     return out
@@ -62,7 +67,7 @@ def race_values(members: dict[str, list[Trial]], truth: dict[str, dict[str, Any]
 
 def study_decision(df: pd.DataFrame, used: dict[str, list[Trial]],
                    members: dict[str, list[Trial]], truth: dict[str, dict[str, Any]],
-                   exp_path: Path) -> dict[str, Any]:
+                   exp_path: Path, partial: dict[str, int] | None = None) -> dict[str, Any]:
     """Adds the ``p_best`` and ``seeds_to_tell`` columns to ``df``; returns the decision."""
     test = {g: [truth[t.trial_id]["test_acc"] for t in used[g] if t.trial_id in truth]
             for g in df["group"]}
@@ -79,11 +84,16 @@ def study_decision(df: pd.DataFrame, used: dict[str, list[Trial]],
                            "p_best": pb}
     rules = race_rules(exp_path)
     if rules is not None:
-        race = replay(rules, race_values(members, truth, rules.metric))
+        race = replay(rules, race_values(members, truth, rules.metric, partial))
         d = race.decision()
         out["race"] = {**d, "rules": rules.to_dict(), "rounds": round_table(race),
                        "out": dict(race.out)}
         out["decided"], out["sentence"] = d["decided"], d["sentence"]
+        if leader is not None:  # what the test split says (reported, never raced on)
+            r = df.set_index("group").loc[leader]
+            out["test_note"] = (f"By the retrained test accuracy (reported, not raced on): "
+                                f"{leader} leads, 95 % rank interval "
+                                f"[{int(r['test_rank_ci_low'])}, {int(r['test_rank_ci_high'])}].")
         return out
     out.update(_fixed_sentence(df, test, leader, tell))
     return out
@@ -91,25 +101,30 @@ def study_decision(df: pd.DataFrame, used: dict[str, list[Trial]],
 
 def _fixed_sentence(df: pd.DataFrame, test: dict[str, list[float]], leader: str | None,
                     tell: dict[str, float]) -> dict[str, Any]:
+    """A fixed study decides with the race's test on every seed, once: the leader is the best
+    when every other group is significantly below it (Welch, all pairs, Bonferroni, α 0.05)."""
+    live = {g: v for g, v in test.items() if v}
     if leader is None:
         return {"decided": False, "sentence": "no group has a finished evaluation yet."}
-    row = df.set_index("group")
-    n = len([g for g, v in test.items() if v])
-    if row.loc[leader, "test_rank_ci_high"] == 1 and n > 1:
+    if len(live) == 1:
+        return {"decided": False, "sentence": f"only {leader} has finished evaluations: "
+                f"nothing to compare it with."}
+    r = eliminate(live, 1 - CONFIDENCE)
+    close = [g for g in live if g != leader and leader not in r.worse_than.get(g, [])]
+    n = len(live)
+    if not close:
         return {"decided": True,
-                "sentence": f"{leader} is the best of {n} by the truth (95 % rank interval "
-                            f"[1, 1], {len(test[leader])} seeds)."}
-    close = [g for g in row.index if g != leader and test[g]
-             and row.loc[g, "test_rank_ci_low"] == 1]
-    needed = [tell[g] for g in close if not math.isnan(tell[g])]
+                "sentence": f"{leader} is the best of {n} by the retrained test accuracy at 95 % "
+                            f"(Welch, every pair, Bonferroni; {len(live[leader])} seeds)."}
+    needed = [(tell[g], min(len(live[g]), len(live[leader]))) for g in close
+              if not math.isnan(tell[g])]
     more = ""
     if needed:
-        worst = max(needed)  # the closest rival needs the most seeds
-        have = min(len(test[g]) for g in [leader, *close])
+        worst, have = max(needed)  # the closest rival needs the most seeds
         more = ("; the differences are too small to tell apart with any affordable number of "
                 "seeds" if math.isinf(worst) else
-                f"; about {max(0, int(worst) - have)} more seeds each would decide")
-    who = ", ".join([leader, *close]) if close else leader
+                f"; about {max(1, int(worst) - have)} more seeds each would decide")
     return {"decided": False, "undecided": [leader, *close],
-            "sentence": f"undecided between {who} (their 95 % rank intervals reach 1){more}."
-            if close else f"{leader} leads, but its rank interval is not [1, 1]{more}."}
+            "sentence": f"undecided by the retrained test accuracy between "
+                        f"{', '.join([leader, *close])} (not significantly below {leader} at 95 %, "
+                        f"Welch, every pair, Bonferroni){more}."}

@@ -30,6 +30,8 @@ def decision_lines(df: pd.DataFrame) -> list[str]:
                      f"(a fixed {race['rules']['max_seeds']}-seed study: "
                      f"{race['fixed_searches']}); out: "
                      + (", ".join(f"{m} (round {r})" for m, r in race["out"].items()) or "none"))
+    if d.get("test_note"):
+        lines.append(d["test_note"])
     return lines
 
 
@@ -39,6 +41,8 @@ def decision_section(df: pd.DataFrame, plots: dict[str, Any]) -> list[str]:
     if not d:
         return []
     lines = ["## Decision", "", f"**{d['sentence']}**", ""]
+    if d.get("test_note"):
+        lines += [d["test_note"], ""]
     for name in ("truth", "rank_intervals"):
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
@@ -61,12 +65,13 @@ def decision_section(df: pd.DataFrame, plots: dict[str, Any]) -> list[str]:
         lines += [f"Raced on `{r['metric']}` (the retrained cells' validation accuracy): "
                   f"{r['min_seeds']} seeds each to start, {r['seeds_per_round']} more per "
                   f"round for the methods in contention, at most {r['max_seeds']}; a method "
-                  f"significantly below {r['top_k']} other(s) (Welch, all pairs, Holm) is out, "
+                  f"significantly below {r['top_k']} other(s) (Welch, all pairs, Bonferroni) "
+                  "is out, "
                   f"each round at α {fmt_num(alpha, 4)}"
                   f" ({r['alpha_spending']} spending of {1 - r['confidence']:.2g}). "
                   f"{race['searches']} searches; a fixed study: {race['fixed_searches']}.", "",
                   "| round | seeds each | contenders | leader / boundary | "
-                  "out (p vs the leader, t) |",
+                  "out (the comparison that put it out) |",
                   "|---:|---:|---:|---|---|"]
         for row in race["rounds"]:
             lines.append(f"| {row['round']} | {row['seeds']} | {row['contenders']} | "

@@ -8,10 +8,10 @@ evaluations). When every contender's seeds of the round have their value — the
 ``metric`` of the retrained cell (``eval_val_acc``, the protocol's validation part; never a
 test accuracy), averaged over its evaluation seeds — :func:`raydnas.reduce.decide.eliminate`
 takes out the methods that are significantly below ``top_k`` others (all pairs compared,
-Holm-corrected), at the race's confidence spread over its rounds (``alpha_spending``). The
-others get ``seeds_per_round`` more seeds, until at most ``top_k`` are left (decided) or they
-have ``max_seeds`` (undecided). A seed whose search or evaluation failed counts as no value; a
-method with no value at all after a round is out as failed.
+Bonferroni over the pairs), at the race's confidence spread over its rounds
+(``alpha_spending``). The others get ``seeds_per_round`` more seeds, until at most ``top_k``
+are left (decided) or they have ``max_seeds`` (undecided). A seed whose search or evaluation
+failed counts as no value; a method with no value at all after a round is out as failed.
 """
 
 from __future__ import annotations
@@ -134,12 +134,22 @@ class Race:
         out = {"decided": decided, "best": order[0] if order else None, "contenders": order,
                "searches": self.searches(), "fixed_searches": fixed, "rounds": len(self.rounds),
                "confidence": rules.confidence}
-        if decided:
+        by_test = any(r["eliminated"] for r in self.rounds)
+        failed = [m for m in self.methods if m in self.out and not any(
+            m in r["eliminated"] for r in self.rounds)]
+        if self.finished and not order:
+            out["sentence"] = f"no method of {n} has a result: every seed failed."
+        elif decided and not by_test:
+            who = ", ".join(order)
+            out["sentence"] = (f"{who} {'is' if len(order) == 1 else 'are'} the only method(s) "
+                               f"with results ({', '.join(failed)} failed every seed); no "
+                               f"comparison decided it, after {out['searches']} searches.")
+        elif decided:
             who = order[0] if rules.top_k == 1 else ", ".join(order)
             what = "the best" if rules.top_k == 1 else f"the top {rules.top_k}"
             out["sentence"] = (f"{who} {'is' if rules.top_k == 1 else 'are'} {what} of {n} at "
-                               f"{conf} after {out['searches']} searches; a fixed "
-                               f"{rules.max_seeds}-seed study: {fixed}.")
+                               f"{conf} by {rules.metric} after {out['searches']} searches; a "
+                               f"fixed {rules.max_seeds}-seed study: {fixed}.")
         elif not self.finished:
             out["sentence"] = (f"race under way: {len(self.contenders)} of {n} methods in "
                                f"contention after {out['searches']} searches.")
@@ -148,18 +158,22 @@ class Race:
             out["more_seeds"] = more
             tail = f"; about {int(more)} more seeds each would decide" if more and \
                 math.isfinite(more) else ""
-            out["sentence"] = (f"undecided between {', '.join(order)} after {out['searches']} "
-                               f"searches ({rules.max_seeds} seeds each){tail}.")
+            out["sentence"] = (f"undecided by {rules.metric} between {', '.join(order)} after "
+                               f"{out['searches']} searches ({rules.max_seeds} seeds each){tail}.")
         return out
 
 
 def _more_seeds(race: Race, order: list[str]) -> float:
-    """Seeds each beyond the current ones that would tell the leader from the runner-up."""
-    if len(order) < 2:
+    """Seeds each beyond the current ones that would tell the ``top_k``-th method from the next
+    (at the race's per-pair level: its round level over the pairs of the contenders)."""
+    k = race.rules.top_k
+    if len(order) <= k:
         return math.nan
-    vals = {m: [v for v in race.values[m].values() if v is not None] for m in order[:2]}
-    n = seeds_to_tell(vals[order[0]], vals[order[1]])
-    return max(0.0, n - race.target) if math.isfinite(n) else n
+    a, b = order[k - 1], order[k]  # the boundary of the top k, and the first below it
+    vals = {m: [v for v in race.values[m].values() if v is not None] for m in (a, b)}
+    pairs = len(order) * (len(order) - 1) / 2
+    n = seeds_to_tell(vals[a], vals[b], confidence=1 - race.rules.alpha / pairs)
+    return max(1.0, n - race.target) if math.isfinite(n) else n
 
 
 def replay(rules: RaceRules, values: dict[str, dict[int, float | None]],
@@ -179,12 +193,20 @@ def replay(rules: RaceRules, values: dict[str, dict[int, float | None]],
     return race
 
 
+def _why(method: str, test: dict[str, Any] | None) -> str:
+    if not test:
+        return method
+    return (f"{method} (below {test['vs']}: t {test['t']:.2f}, p {test['p']:.2g}, "
+            f"x pairs {test['p_adj']:.2g})")
+
+
 def round_table(race: Race) -> list[dict[str, Any]]:
-    """One row per round: seeds each, the boundary, who left and the statistic (t, df, p)."""
+    """One row per round: seeds each, the boundary, who left and the statistic (the pair
+    that put it out: t, p, and p times the pairs compared)."""
     rows = []
     for r in race.rounds:
-        left = [f"{m} (p {r['tests'][m]['p']:.2g}, t {r['tests'][m]['t']:.2f})"
-                for m in r["eliminated"]] + [f"{m} (failed)" for m in r["failed"]]
+        left = [_why(m, r["tests"].get(m)) for m in r["eliminated"]] \
+            + [f"{m} (failed)" for m in r["failed"]]
         rows.append({"round": r["round"], "seeds": max(r["seeds"].values(), default=0),
                      "contenders": len(r["seeds"]) + len(r["failed"]),
                      "boundary": r["boundary"], "alpha": r["alpha"],

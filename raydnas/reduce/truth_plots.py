@@ -69,7 +69,7 @@ def truth_figure(df: pd.DataFrame, members: dict[str, list[Trial]], path: Path) 
                 fontsize=7, va="bottom")
     ax.set_yticks(range(rows))
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_ylim(rows - 0.4, -1.3)  # inverted: the best group at the top
+    ax.set_ylim(rows - 0.4, -1.3 if refs else -0.6)  # inverted: the best group at the top
     label = f"{t.get('protocol')}" + (", SHORT budget" if t.get("short") else "")
     ax.set_xlabel(f"retrained test accuracy ({label}); dots: search seeds, bar: mean; "
                   "dashed: reference cells")
