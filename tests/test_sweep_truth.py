@@ -82,8 +82,8 @@ def test_optuna_is_told_the_evaluations_and_the_report_leads_with_the_truth(ray_
     # the report: the truth first, with percentiles among the random cells and the calibration
     md = (exp / "report" / "report.md").read_text()
     sections = [ln for ln in md.splitlines() if ln.startswith("## ")]
-    assert sections[0] == "## Verdict: the truth"
-    assert sections[1].startswith("## Proxies")
+    assert sections[:2] == ["## Decision", "## Verdict: the truth"]  # the truth leads
+    assert sections[2].startswith("## Proxies")
     assert "Sorted by `test_acc_mean`" in md and "Calibration: the conv cell scores" in md
     assert "Random baseline: 2 cells" in md
     doc = json.loads((exp / "report" / "report.json").read_text())
