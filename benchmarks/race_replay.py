@@ -6,16 +6,20 @@ retrained cell's ``eval_val_acc`` (its evaluation seeds averaged), the truth a r
 
 The reference answer is the fixed study's own: the leader by mean ``eval_val_acc`` over all its
 seeds, *separated* when every other method is significantly below it with every seed (Welch,
-all pairs, Holm at 1 − confidence: one look, no spending). A replay runs
+all pairs, Bonferroni at 1 − confidence: one look, no spending). A replay runs
 :func:`raydnas.reduce.race.replay` with the race rules on the same values, the seeds taken in a
 shuffled order. It is **right** when it names the reference leader where the reference is
 separated, or says "undecided" where it is not; its compute is the searches it used over the
 fixed study's (each search brings its evaluations along).
 
+A field where the methods do differ: ``--shift NAME=DELTA`` adds DELTA to every value of
+method NAME (``others``: every method but the fixed study's leader) before the replay, a
+what-if on the study's own seed-to-seed noise (not a measurement of those methods).
+
 Usage::
 
     python benchmarks/race_replay.py EXPERIMENT [--replays 200] [--min-seeds 3]
-        [--out benchmarks/results/race_replay.json]
+        [--shift others=-0.02] [--out benchmarks/results/race_replay.json]
 """
 
 from __future__ import annotations
@@ -59,6 +63,28 @@ def reference(values: dict[str, dict[int, float | None]], confidence: float) -> 
             "out_with_all_seeds": sorted(r.eliminated)}
 
 
+def shifted(values: dict[str, dict[int, float | None]],
+            shifts: list[str]) -> dict[str, dict[int, float | None]]:
+    """``values`` with ``NAME=DELTA`` added to a method's values (``others``: all but the
+    leader by mean)."""
+    means = {m: statistics.fmean([v for v in vs.values() if v is not None])
+             for m, vs in values.items() if any(v is not None for v in vs.values())}
+    leader = max(means, key=means.get)
+    out = {m: dict(vs) for m, vs in values.items()}
+    for spec in shifts:
+        name, _, delta = spec.partition("=")
+        names = [m for m in values if m != leader] if name == "others" else [name]
+        if any(n not in values for n in names):
+            sys.exit(f"--shift: {name!r} is not a method; allowed: others, {', '.join(values)}")
+        try:
+            d = float(delta)
+        except ValueError:
+            sys.exit(f"--shift: {spec!r}: DELTA {delta!r} is not a number (NAME=DELTA)")
+        for n in names:
+            out[n] = {s: (v + d if v is not None else None) for s, v in out[n].items()}
+    return out
+
+
 def run(values: dict[str, dict[int, float | None]], replays: int, rules, seed: int = 0) -> dict:
     from raydnas.reduce.race import replay
 
@@ -94,11 +120,12 @@ def main() -> None:
     ap.add_argument("experiment")
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--min-seeds", type=int, default=3)
+    ap.add_argument("--shift", action="append", default=[], metavar="NAME=DELTA")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    values = values_of(Path(a.experiment))
+    values = shifted(values_of(Path(a.experiment)), a.shift)
     max_seeds = max(len(v) for v in values.values())
-    out = {"experiment": a.experiment, "methods": sorted(values), "runs": []}
+    out = {"experiment": a.experiment, "methods": sorted(values), "shift": a.shift, "runs": []}
     for spend in ("bonferroni", "none"):
         rules = RaceRules(min_seeds=a.min_seeds, max_seeds=max_seeds, alpha_spending=spend)
         res = run(values, a.replays, rules)
