@@ -10,11 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_sweep_resume import EVAL, _sigkill_driver
+from drivers import kill_driver_when
+from test_sweep_resume import EVAL
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3")
@@ -165,9 +165,6 @@ def test_sigkill_driver_then_rerun_continues_on_s3(s3, tmp_path):
     trial had done were not run again but for the one in flight at the kill."""
     name = "kill"
     cmd = _sweep_cmd(name, "--set", f"epochs={EPOCHS}", "--no-reduce")
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
 
     def complete(key: str) -> bool:
         try:
@@ -175,23 +172,18 @@ def test_sigkill_driver_then_rerun_continues_on_s3(s3, tmp_path):
         except (s3.exceptions.NoSuchKey, ValueError):
             return False
 
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and driver.poll() is None:
-            # a finished trial, and every trial started with an epoch done: the second wave
-            # runs. Tune uploads its experiment snapshot in the background; a trial whose
-            # first checkpoint is in no snapshot yet is known to Tune without one and
-            # restarts from epoch 1 (nothing raydnas can name to Tune): the sleep below
-            # gives the second wave's first checkpoints time to reach a snapshot
-            started = [d for d, f in _trial_dirs(s3, name).items() if "metrics.jsonl" in f]
-            if len(started) == 4 and any(complete(f"sweeps/{name}/{d}/final.json")
-                                         for d in started):
-                break
-            time.sleep(0.5)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(3)  # let Tune record the finished trials in its experiment snapshot
-    finally:
-        _sigkill_driver(driver, log)
+    def second_wave_runs() -> bool:
+        # a finished trial, and every trial started with an epoch done: the second wave
+        # runs. Tune uploads its experiment snapshot in the background; a trial whose
+        # first checkpoint is in no snapshot yet is known to Tune without one and
+        # restarts from epoch 1 (nothing raydnas can name to Tune): the settle time
+        # gives the second wave's first checkpoints time to reach a snapshot
+        started = [d for d, f in _trial_dirs(s3, name).items() if "metrics.jsonl" in f]
+        return len(started) == 4 and any(complete(f"sweeps/{name}/{d}/final.json")
+                                         for d in started)
+
+    kill_driver_when(cmd, tmp_path / "first.log", second_wave_runs, env=_env(), cwd=tmp_path,
+                     settle=3)
     before = {}  # trial dir -> (metrics.jsonl bytes, ETag) in the bucket at the kill
     for d, files in _trial_dirs(s3, name).items():
         if "metrics.jsonl" in files:

@@ -135,9 +135,8 @@ def test_a_driver_killed_mid_race_resumes_with_the_same_eliminations(tmp_path):
     import os
     import subprocess
     import sys
-    import time
 
-    from test_sweep_resume import _sigkill_driver
+    from drivers import kill_driver_when
 
     p = tmp_path / "race.yaml"
     p.write_text(yaml.safe_dump(_study(tmp_path)))
@@ -145,18 +144,8 @@ def test_a_driver_killed_mid_race_resumes_with_the_same_eliminations(tmp_path):
     cmd = [sys.executable, "-m", "raydnas", "sweep", str(p), "--storage", str(tmp_path),
            "--name", "r", "--num-cpus", "2", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and driver.poll() is None:
-            if exp.is_dir() and any(exp.glob("*_seed3_*")):  # round 2 began
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    finally:
-        _sigkill_driver(driver, log)
+    kill_driver_when(cmd, tmp_path / "first.log",  # once round 2 began
+                     lambda: exp.is_dir() and any(exp.glob("*_seed3_*")), env=env, poll=0.2)
     r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     searched: dict[str, list[int]] = {}

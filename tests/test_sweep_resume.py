@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from drivers import kill_driver_when
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -26,43 +25,6 @@ def _complete(d: Path) -> bool:
         return False
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc), e.g. the local Ray a driver started."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill_tree(pids: list[int]) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _sigkill_driver(driver, log) -> None:
-    """SIGKILL a sweep driver at once, then the local Ray it had started (its descendants), and
-    close its log; also what a failed test leaves running."""
-    tree = _descendants(driver.pid) if driver.poll() is None else []
-    if driver.poll() is None:
-        os.kill(driver.pid, signal.SIGKILL)  # the driver dies at once
-    driver.wait()
-    _kill_tree(tree)
-    log.close()
-
-
 def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
     """With an ASHA scheduler: its state resumes with the experiment, and a trial it stopped
     stays stopped (recorded with reason ``scheduler``), neither rerun nor counted complete."""
@@ -72,21 +34,14 @@ def test_sigkill_driver_then_rerun_continues_without_redoing_trials(tmp_path):
            "--set", "sweep.scheduler={name: asha, grace_epochs: 1, reduction_factor: 2}",
            "--num-cpus", "2", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+
+    def one_finished() -> bool:
+        dirs = [d for d in exp.glob("*_seed*") if d.is_dir()] if exp.is_dir() else []
+        return any(_complete(d) for d in dirs)
+
+    # settle: let Tune record the finished trial in its experiment snapshot
+    kill_driver_when(cmd, tmp_path / "first.log", one_finished, env=env, settle=3)
     done_before: dict[Path, tuple[int, bytes]] = {}
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and driver.poll() is None:
-            dirs = [d for d in exp.glob("*_seed*") if d.is_dir()] if exp.is_dir() else []
-            if any(_complete(d) for d in dirs):
-                break
-            time.sleep(0.5)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(3)  # let Tune record the finished trial in its experiment snapshot
-    finally:
-        _sigkill_driver(driver, log)
     for d in exp.glob("*_seed*"):
         if _complete(d):
             done_before[d] = ((d / "final.json").stat().st_mtime_ns, (d / "metrics.jsonl").read_bytes())
@@ -126,20 +81,13 @@ def test_sweep_with_evaluate_stage_killed_and_resumed(tmp_path):
     cmd = [sys.executable, "-m", "raydnas", "sweep", str(ROOT / "configs" / "quickstart_sweep.yaml"),
            "--storage", str(tmp_path), "--name", "qse", "--num-cpus", "2", "--quiet", *EVAL]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and driver.poll() is None:
-            evals = list(exp.glob("eval-*")) if exp.is_dir() else []
-            if any((d / "metrics.jsonl").is_file() for d in evals):
-                break
-            time.sleep(0.3)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(1)
-    finally:
-        _sigkill_driver(driver, log)
+
+    def an_evaluation_runs() -> bool:
+        evals = list(exp.glob("eval-*")) if exp.is_dir() else []
+        return any((d / "metrics.jsonl").is_file() for d in evals)
+
+    kill_driver_when(cmd, tmp_path / "first.log", an_evaluation_runs, env=env, poll=0.3,
+                     settle=1)
     evals_before = [d for d in exp.glob("eval-*") if _complete(d)]
     assert len(evals_before) < 6, "kill should land while evaluations run"
 
