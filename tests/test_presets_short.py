@@ -33,6 +33,8 @@ def _short(preset: str, space: str, epochs: int) -> dict:
         over["measure.tune_epochs"] = 0
         if preset == "darts_pt":
             over["select.pt_tune_epochs"] = 0
+    if preset == "random_ws":  # RSPS's selection: a few cells, not 100
+        over.update({"select.samples": 6, "select.top": 2, "select.screen_batches": 2})
     return over
 
 

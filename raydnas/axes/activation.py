@@ -42,6 +42,8 @@ class Activation(AxisChoice):
     normalized: bool = True
     #: op weights are drawn from a Dirichlet whose concentration :meth:`concentration` gives
     has_concentration: bool = False
+    #: the op weights do not depend on α (RSPS's random paths): nothing that acts on α can act
+    alpha_free: bool = False
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         """DARTS init: 1e-3·N(0, 1) (quark0/darts ``_initialize_alphas``)."""

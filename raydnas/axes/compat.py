@@ -9,7 +9,12 @@ No rule names a choice: a new choice declares its properties and is checked like
 * a choice that ``replaces_weight_step_weights`` (SDARTS) hands the weight step constants,
   so a ``joint`` (single-level) gradient would get no α gradient from it;
 * a choice's ``requested_val_fraction`` sizes the validation split of the α steps, so the
-  gradient must use one (``needs_val``).
+  gradient must use one (``needs_val``);
+* an ``alpha_free`` activation (RSPS's random paths) takes no α: its schedule must not step α
+  (``steps_alpha``), its regularizer must not pull on α (``acts_on_alpha``) and its gradient
+  must be the ``plain`` one; and a schedule that never steps α goes only with such an
+  activation (an α-dependent one would train under its initial op weights and call that a
+  search).
 
 Accepted on purpose:
 
@@ -35,6 +40,21 @@ def incompatibility(parts: dict[str, Any],
     hyperparameters each was given (named in the message).
     """
     act, grad, reg = parts["activation"], parts["gradient"], parts["regularizer"]
+    if act.alpha_free:
+        why = f"activation {_name(act)!r} draws its op weights without α, so "
+        if parts["schedule"].steps_alpha:
+            return why + (f"schedule {_name(parts['schedule'])!r} would step an α that does "
+                          "nothing; use schedule never")
+        if reg.acts_on_alpha:
+            return why + f"regularizer {_name(reg)!r} has no α to pull on; use regularizer none"
+        if not grad.plain:
+            return why + (f"gradient {_name(grad)!r} has no α to differentiate; use gradient "
+                          "first_order (inert without α steps)")
+    elif not parts["schedule"].steps_alpha:
+        ok = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).alpha_free]
+        return (f"schedule {_name(parts['schedule'])!r} never steps α, so activation "
+                f"{_name(act)!r} would train under its initial op weights; use an activation "
+                f"that takes no α ({', '.join(ok)}) or a schedule that steps α")
     if reg.requires_normalized and not act.normalized:
         ok = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).normalized]
         return (f"regularizer {_name(reg)!r} needs each edge's op weights to be a distribution "

@@ -36,6 +36,9 @@ class ArchGradient(AxisChoice):
     #: ``ctx.penalty()`` to the weight step's loss and steps α after it; ``arch_grad`` is then
     #: the same gradient computed on its own
     joint: bool = False
+    #: the plain estimator (first order): one backward of the α loss, nothing more (an
+    #: α-free activation accepts only this, which without α steps does nothing)
+    plain: bool = False
 
     def arch_grad(self, ctx: SearchContext, train_batch: Batch,
                   val_batch: Batch | None) -> None:
@@ -95,6 +98,8 @@ class FirstOrder(ArchGradient):
 
     The gradient is taken for α only (``torch.autograd.grad``): no weight gradients are built.
     """
+
+    plain = True
 
     def arch_grad(self, ctx, train_batch, val_batch):
         alphas = ctx.model.arch_parameters()

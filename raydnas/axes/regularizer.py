@@ -29,6 +29,8 @@ class Regularizer(AxisChoice):
     #: the penalty reads the activation's Dirichlet concentration (config validation rejects
     #: activations whose ``concentration`` is not defined)
     requires_concentration: bool = False
+    #: the penalty pulls on α (False only for ``none``)
+    acts_on_alpha: bool = True
 
     def penalty(self, ctx: SearchContext) -> torch.Tensor | float:
         """The term added to the α loss, differentiable in α; called after the α loss's forward
@@ -51,6 +53,8 @@ def _norm(x: torch.Tensor, squared: bool) -> torch.Tensor:
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     """No pull toward a discrete cell (plain DARTS)."""
+
+    acts_on_alpha = False
 
 
 @REGULARIZERS.register("prox")

@@ -19,6 +19,8 @@ class Schedule(AxisChoice):
 
     #: the loop computes Σ‖∇w‖² of every weight step and passes it to :meth:`observe`
     needs_grad_norm: bool = False
+    #: α is stepped at all (False: ``never``)
+    steps_alpha: bool = True
 
     def wants_step(self, ctx: SearchContext) -> bool:
         """Asked once before every weight step: take an α step first? (May update state.)"""
@@ -31,6 +33,18 @@ class Schedule(AxisChoice):
 
 def _int_ge(v, lo):
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+@SCHEDULES.register("never")
+class Never(Schedule):
+    """α is never stepped: the supernet's weights train alone (random search with weight
+    sharing, the ``random_ws`` preset); only with an activation that takes no α
+    (``alpha_free``, :mod:`raydnas.axes.compat`)."""
+
+    steps_alpha = False
+
+    def wants_step(self, ctx):
+        return False
 
 
 @SCHEDULES.register("every")

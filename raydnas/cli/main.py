@@ -47,6 +47,8 @@ def _search(args: argparse.Namespace) -> int:
             print(f"alpha margin (chosen op - runner-up, mean over edges) "
                   f"{m['alpha_margin_mean']:.3f}, min {m['alpha_margin_min']:.3f}"
                   + ("" if m["decided"] else
+                     f"; the cell was selected by {m['selected_by']}, not read off α"
+                     if m.get("selected_by") in ("pt", "random_ws") else
                      f"\nUNDECIDED: the op weights are still within {DECIDED_MARGIN} of each "
                      "other; this genotype is mostly initialization noise, not a search result "
                      "(more epochs, or a larger optim.a_lr)"))

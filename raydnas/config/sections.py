@@ -154,15 +154,22 @@ class SelectConfig:
     """``select:``: how the final cell is selected (:mod:`raydnas.search.selection`).
 
     ``name``: ``argmax`` (the space's rule), ``threshold`` (FairDARTS: ops below
-    ``threshold`` dropped) or ``pt`` (DARTS-PT's perturbation-based selection, with
-    ``pt_tune_epochs`` of supernet training between decisions at ``pt_lr``; null: w_lr/10)."""
+    ``threshold`` dropped), ``pt`` (DARTS-PT's perturbation-based selection, with
+    ``pt_tune_epochs`` of supernet training between decisions at ``pt_lr``; null: w_lr/10) or
+    ``random_ws`` (RSPS: ``samples`` random cells screened on ``screen_batches`` validation
+    batches under the shared weights, the ``top`` of them measured on the whole validation
+    part, the best kept)."""
 
     name: str = field(default="argmax", metadata={
-        "check": (lambda v: v in ("argmax", "threshold", "pt"), "argmax, threshold or pt")})
+        "check": (lambda v: v in ("argmax", "threshold", "pt", "random_ws"),
+                  "argmax, threshold, pt or random_ws")})
     threshold: float = field(default=0.85, metadata={
         "check": (lambda v: 0 <= v <= 1, "a number in [0, 1]")})
     pt_tune_epochs: int = field(default=5, metadata={"check": (_nonneg, "an integer >= 0")})
     pt_lr: float | None = field(default=None, metadata={"check": (_pos, "a number > 0")})
+    samples: int = field(default=100, metadata={"check": (_pos, "an integer >= 1")})
+    top: int = field(default=10, metadata={"check": (_pos, "an integer >= 1")})
+    screen_batches: int = field(default=10, metadata={"check": (_pos, "an integer >= 1")})
 
 
 @dataclass

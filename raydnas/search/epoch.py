@@ -16,7 +16,10 @@ from ..data.datasets import Batches, Cycle
 from ..model.genotype import derive, masks_of, parse_genotype
 from ..model.network import from_supernet
 from ..stop import Stop
-from . import stopping
+from . import (
+    select_random,  # noqa: F401  (registers random_ws)
+    stopping,
+)
 from .measure import Measurer
 from .metrics import (
     DECIDED_MARGIN,

@@ -28,6 +28,7 @@ The protocol, the same for every method (metric names as in docs/configs.md, Met
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any, Iterable
 
@@ -122,13 +123,14 @@ class Measurer:
         self.val, self.device = val, device
         self.samples, self.seed = samples, seed
 
-    def measure(self, net: nn.Module, op_weights: dict[str, torch.Tensor] | None = None
-                ) -> tuple[float, float]:
-        """(loss, accuracy) on the val batches after re-estimating BatchNorm; ``net`` is a
-        copy it may change. ``op_weights`` go to ``net(x, op_weights=...)`` if given."""
+    def measure(self, net: nn.Module, op_weights: dict[str, torch.Tensor] | None = None,
+                max_batches: int | None = None) -> tuple[float, float]:
+        """(loss, accuracy) on the val batches (the first ``max_batches`` of them, if given)
+        after re-estimating BatchNorm; ``net`` is a copy it may change. ``op_weights`` go to
+        ``net(x, op_weights=...)`` if given."""
         fwd = net if op_weights is None else (lambda x: net(x, op_weights=op_weights))
         reestimate_bn(net, self.bn.sequential(), self.device, fwd)
-        return evaluate(fwd, self.val.sequential(), self.device)
+        return evaluate(fwd, itertools.islice(self.val.sequential(), max_batches), self.device)
 
     def supernet(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, float]:
         """``val_loss``, ``val_acc``, ``discrete_val_loss``, ``discrete_val_acc`` of ``model``
