@@ -92,6 +92,14 @@ def test_optuna_is_told_the_evaluations_and_the_report_leads_with_the_truth(ray_
     for g in doc["groups"]:
         assert g["n_evaluated"] == 2 and 0 <= g["random_percentile_mean"] <= 100
         assert 0 <= g["eval_val_acc_mean"] <= 1
+        # random search at the same budget, from the 2 random cells' own seconds and accuracy
+        assert 1 <= g["random_search_n"] <= 2 and 0 <= g["p_beats_random_search"] <= 1
+        assert g["vs_random_search"] in ("beats", "loses", "cannot tell")
+        cells = doc["truth"]["baseline"]["cells"].values()
+        assert min(c["test_acc"] for c in cells) <= g["random_search_test_acc"] \
+            <= max(c["test_acc"] for c in cells)
+    assert all(c["seconds"] > 0 for c in doc["truth"]["baseline"]["cells"].values())
+    assert "Against random search at the same budget" in md
     ranks = [g["test_rank"] for g in doc["groups"]]
     assert ranks == sorted(ranks)  # sorted by the truth
 

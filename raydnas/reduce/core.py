@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ..axes import AXIS_NAMES
 from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
+from . import equal_budget
 from .baseline import calibration, percentile, random_summary
 from .decision import study_decision
 from .limits import DEFAULT_TOP
@@ -255,10 +257,17 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     refs = role_cells(evals, proto, "reference")
     used = {label: [t for t in ts if t.status in USED] for label, ts in members.items()}
     rows = [group_truth(used[g], truth, partial) for g in df["group"]]
+    tests = {g: r["_test_values"] for g, r in zip(df["group"], rows)}
     for r, b in zip(rows, bootstrap([r.pop("_test_values") for r in rows])):
         r.update(b)
-    for k in rows[0] if rows else ():
-        df[k] = [r[k] for r in rows]
+    searched = dict(zip(df["group"], df.get("search_seconds_mean", [math.nan] * len(df))))
+    retrained = {g: _median([truth[t.trial_id].get("eval_seconds", math.nan) for t in used[g]
+                             if t.trial_id in truth]) for g in df["group"]}
+    vs_random = equal_budget.columns(tests, searched, retrained, randoms)
+    for r, g in zip(rows, df["group"]):
+        r.update(vs_random.get(g, {}))
+    for k in dict.fromkeys(k for r in rows for k in r):
+        df[k] = [r.get(k, math.nan) for r in rows]
     all_used = [t for ts in used.values() for t in ts]
     df.attrs["truth"] = {
         "protocol": proto,
@@ -273,6 +282,11 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
     df.attrs["decision"] = study_decision(df, used, members, truth, exp.path, partial)
+
+
+def _median(xs: list[float]) -> float:
+    xs = [x for x in xs if isinstance(x, float) and math.isfinite(x)]
+    return statistics.median(xs) if xs else math.nan
 
 
 def _upload(local: Path, uri: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
+from . import equal_budget
 from .decision_report import decision_section
 from .formats import (
     fmt_num,
@@ -129,7 +130,7 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
                      f"{fmt_share(r['dead_rate'], r['n'])} | {_stopped(r)} | "
                      f"{fmt_num(r['eval_params_mean'], 0)} |")
     lines.append("")
-    lines += _more(df, "by the truth's rank")
+    lines += _more(df, "by the truth's rank") + equal_budget.section_lines(df)
     return lines
 
 

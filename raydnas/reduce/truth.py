@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,26 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
                 "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
                 "complete": bool(f.get("complete")), "dir": str(d), "role": f.get("role"),
                 "reference": f.get("reference"), "what": f.get("reference_what"),
-                "genotype": f.get("genotype"), "dead": f.get("cell_dead")}
+                "genotype": f.get("genotype"), "dead": f.get("cell_dead"),
+                "seconds": _seconds(d / "metrics.jsonl")}
     return None
+
+
+def _seconds(metrics: Path) -> float:
+    """The sum of ``epoch_seconds`` over an evaluation's epochs (NaN without a record)."""
+    total, seen = 0.0, False
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return math.nan
+    for line in lines:
+        try:
+            s = json.loads(line).get("epoch_seconds")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(s, (int, float)):
+            total, seen = total + float(s), True
+    return total if seen else math.nan
 
 
 def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str, Any]]:
@@ -94,7 +113,7 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
                         "eval_params": None, "epoch": t.last.get("epoch"), "complete": False,
                         "dir": str(t.path), "role": c.get("role"),
                         "reference": c.get("reference"), "what": None,
-                        "genotype": c.get("genotype"), "dead": None})
+                        "genotype": c.get("genotype"), "dead": None, "seconds": math.nan})
     return out
 
 
@@ -113,6 +132,7 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
     acc: dict[str, list[float]] = {}
     params: dict[str, list[float]] = {}
     vals: dict[str, list[float]] = {}
+    secs: dict[str, list[float]] = {}
     partial: Counter = Counter()
     for e in evals:
         if e["protocol"] != protocol or e["trial_id"] is None or e.get("role"):
@@ -125,7 +145,9 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
             params.setdefault(e["trial_id"], []).append(float(e["eval_params"]))
         if isinstance(e.get("eval_val_acc"), (int, float)):
             vals.setdefault(e["trial_id"], []).append(float(e["eval_val_acc"]))
+        secs.setdefault(e["trial_id"], []).append(e.get("seconds", math.nan))
     out = {t: {"test_acc": sum(v) / len(v), "eval_seeds": len(v),
+               "eval_seconds": statistics.fmean(secs[t]),
                "eval_params": (sum(params[t]) / len(params[t])) if params.get(t) else math.nan,
                "eval_val_acc": (sum(vals[t]) / len(vals[t])) if vals.get(t) else math.nan}
            for t, v in acc.items()}
@@ -138,6 +160,8 @@ def role_cells(evals: list[dict[str, Any]], protocol: str | None, role: str
     protocol: id (the reference's name for reference cells) -> ``cell_value`` plus the
     genotype, ``dead`` and (reference cells) ``what``."""
     acc: dict[str, list[float]] = {}
+    val: dict[str, list[float]] = {}
+    secs: dict[str, list[float]] = {}
     info: dict[str, dict[str, Any]] = {}
     for e in evals:
         if e["protocol"] != protocol or e.get("role") != role or not e["complete"] \
@@ -145,9 +169,14 @@ def role_cells(evals: list[dict[str, Any]], protocol: str | None, role: str
             continue
         key = e.get("reference") if role == "reference" else e["trial_id"]
         acc.setdefault(key, []).append(float(e["test_acc"]))
+        v = e.get("eval_val_acc")
+        val.setdefault(key, []).append(float(v) if isinstance(v, (int, float)) else math.nan)
+        secs.setdefault(key, []).append(e.get("seconds", math.nan))
         info[key] = {"genotype": e.get("genotype"), "dead": bool(e.get("dead")),
                      "what": e.get("what"), "test_n": e.get("test_n")}
-    return {k: {**cell_value(v, info[k]["test_n"]), **info[k]} for k, v in sorted(acc.items())}
+    return {k: {**cell_value(v, info[k]["test_n"]), **info[k],
+                "eval_val_acc": statistics.fmean(val[k]), "seconds": statistics.fmean(secs[k])}
+            for k, v in sorted(acc.items())}
 
 
 def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
