@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config", help="experiment or study YAML to check")
     add_set_option(v, "override config values: --set epochs=20 regularizer.rho=0.01")
     v.set_defaults(func=_validate)
-    for mod in ("sweep", "evaluate", "reduce", "wait_head"):  # ImportError: a bug
+    for mod in ("sweep", "evaluate", "reduce", "rank", "wait_head"):  # ImportError: a bug
         __import__(f"raydnas.cli.{mod}", fromlist=["add_parser"]).add_parser(sub)
     return p
 
