@@ -16,6 +16,8 @@ import pytest
 from drivers import kill_driver_when
 from test_sweep_resume import EVAL
 
+from raydnas.sweep.runner import STUDY_FILE
+
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -155,6 +157,23 @@ def test_study_with_evaluation_stage_and_random_baseline_on_s3(s3, study):
 
 EPOCHS = 6  # the second wave of trials is still running at the kill (3 left no margin
 # on a loaded box: the last trial had done all 3 epochs by the time the kill landed)
+
+
+def test_the_study_is_recorded_in_the_bucket_and_another_study_is_refused(s3, study):
+    """raydnas_study.json lives beside the experiment on S3 too (reduce reads a race's rules
+    there), and the same name started from a different study is refused in one line without
+    touching the experiment."""
+    name, r, cwd = study
+    assert r.returncode == 0
+    doc = json.loads(_get(s3, f"sweeps/{name}/{STUDY_FILE}"))
+    assert doc["evaluate"]["random"] == 2
+    before = sorted(_keys(s3, f"sweeps/{name}/"))
+    again = subprocess.run(_sweep_cmd(name, *EVAL, "--set", "sweep.seeds=3"), env=_env(),
+                           cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-2000:]
+    err = [ln for ln in again.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "different study" in err[0] and "seeds" in err[0]
+    assert sorted(_keys(s3, f"sweeps/{name}/")) == before
 
 
 def test_sigkill_driver_then_rerun_continues_on_s3(s3, tmp_path):

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 # Small text files worth fetching from remote storage (checkpoints and event files are not).
 _FETCH = {"params.json", "result.json", "error.txt", "final.json", "metrics.jsonl",
-          "config.yaml", "genotype.txt"}
+          "config.yaml", "genotype.txt", "raydnas_study.json"}
 
 
 
@@ -48,6 +48,27 @@ def fetch_remote(uri: str, dest: Path, where: str = "raydnas reduce") -> Path:
         with fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
     return local
+
+
+def read_text(uri: str) -> str | None:
+    """The text of the file at ``uri`` on remote storage, or None if there is none."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write ``text`` to the file at ``uri`` on remote storage (its folder is created)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
 
 
 def upload_dir(local: Path, uri: str) -> None:

@@ -22,6 +22,7 @@ from ..config.experiment import load_config
 from ..errors import ConfigError
 from ..reduce import reduce as reduce_fn
 from ..reduce.decision_report import decision_lines
+from ..results import remote
 from ..results.remote import is_uri
 from .keeper import (
     checkpoint_keeper,
@@ -56,19 +57,28 @@ def _fingerprint(study: Study) -> dict[str, Any]:
 
 
 def _check_same_study(study: Study, exists: bool) -> None:
-    """Refuse to continue an experiment that was started from a different study."""
-    if is_uri(study.storage):
-        return
-    path = Path(study.experiment_path) / STUDY_FILE
+    """Refuse to continue an experiment that was started from a different study; record the
+    study beside the experiment (``raydnas reduce`` reads its race rules there), also on remote
+    storage."""
     fp = json.loads(json.dumps(_fingerprint(study)))
-    if exists and path.is_file():
-        old = json.loads(path.read_text())
+    if is_uri(study.storage):
+        uri = study.experiment_path.rstrip("/") + "/" + STUDY_FILE
+        text = remote.read_text(uri) if exists else None
+        path = None
+    else:
+        path = Path(study.experiment_path) / STUDY_FILE
+        text = path.read_text() if exists and path.is_file() else None
+    if text is not None:
+        old = json.loads(text)
         if old != fp:
             diff = sorted(k for k in fp if fp[k] != old.get(k))
             raise ConfigError(study.source, "sweep.name", study.name,
                               f"the experiment {study.experiment_path} was started from a "
                               f"different study ({', '.join(diff)} differ); choose another "
                               "sweep.name (--name) or storage (--storage)")
+    if path is None:
+        remote.write_text(uri, json.dumps(fp, indent=1))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fp, indent=1))
 
