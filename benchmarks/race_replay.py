@@ -19,7 +19,7 @@ what-if on the study's own seed-to-seed noise (not a measurement of those method
 Usage::
 
     python benchmarks/race_replay.py EXPERIMENT [--replays 200] [--min-seeds 3]
-        [--shift others=-0.02] [--out benchmarks/results/race_replay.json]
+        [--shift others=-0.02] [--futility 2] [--out benchmarks/results/race_replay.json]
 """
 
 from __future__ import annotations
@@ -121,13 +121,16 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--min-seeds", type=int, default=3)
     ap.add_argument("--shift", action="append", default=[], metavar="NAME=DELTA")
+    ap.add_argument("--futility", type=float, default=None,
+                    help="sweep.race.futility of the replayed races (default: off)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     values = shifted(values_of(Path(a.experiment)), a.shift)
     max_seeds = max(len(v) for v in values.values())
     out = {"experiment": a.experiment, "methods": sorted(values), "shift": a.shift, "runs": []}
     for spend in ("bonferroni", "none"):
-        rules = RaceRules(min_seeds=a.min_seeds, max_seeds=max_seeds, alpha_spending=spend)
+        rules = RaceRules(min_seeds=a.min_seeds, max_seeds=max_seeds, alpha_spending=spend,
+                          futility=a.futility)
         res = run(values, a.replays, rules)
         out["runs"].append(res)
         ref = res["reference"]

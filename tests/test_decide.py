@@ -180,6 +180,28 @@ def test_an_undecided_race_runs_to_max_seeds_and_says_how_many_more():
     assert d["searches"] == 8 and d["sentence"].startswith("undecided by eval_val_acc between")
 
 
+def test_futility_stops_a_race_max_seeds_cannot_decide_and_only_that():
+    """The stop is the planning estimate of raydnas.reduce.decide.seeds_to_tell at the round's
+    level over the pairs, against F x max_seeds; a clear difference is still raced."""
+    vals = _study({"a": 0.9, "b": 0.9}, 0.02, 10, seed=3)
+    rules = RaceRules(min_seeds=3, max_seeds=10, futility=2.0)
+    race = replay(rules, vals)
+    first = {m: [vals[m][s] for s in range(3)] for m in vals}
+    lead = max(first, key=lambda m: sum(first[m]))
+    other = next(m for m in first if m != lead)
+    need = 3 + max(1.0, seeds_to_tell(first[lead], first[other],
+                                      confidence=1 - rules.alpha / 1) - 3)
+    assert need > 20  # so round 1 ends it
+    d = race.decision()
+    assert len(race.rounds) == 1 and race.rounds[0]["futile"] == pytest.approx(need)
+    assert not d["decided"] and d["searches"] == 6
+    assert "stopped for futility after 6 searches (3 seeds each)" in d["sentence"]
+    assert replay(RaceRules(min_seeds=3, max_seeds=10), vals).target == 10  # off: runs on
+    clear = _study({"a": 0.95, "b": 0.80}, 0.01, 10)
+    assert replay(rules, clear).decision()["decided"]
+    assert "futility" not in RaceRules().to_dict() and rules.to_dict()["futility"] == 2.0
+
+
 def test_a_race_waits_for_missing_values_and_counts_failures():
     rules = RaceRules(min_seeds=2, max_seeds=5)
     race = Race(rules, ["a", "b"])

@@ -12,6 +12,12 @@ Bonferroni over the pairs), at the race's confidence spread over its rounds
 (``alpha_spending``). The others get ``seeds_per_round`` more seeds, until at most ``top_k``
 are left (decided) or they have ``max_seeds`` (undecided). A seed whose search or evaluation
 failed counts as no value; a method with no value at all after a round is out as failed.
+
+``futility: F`` (off by default) also stops a race that ``max_seeds`` cannot decide: after a
+round that decides nothing, the seeds each that would tell the ``top_k``-th method from the
+next at the round's level (:func:`raydnas.reduce.decide.seeds_to_tell`, Welch at 80 % power,
+from the observed means and variances; a planning estimate, as CAISEr's sample-size rule) are
+computed, and above F × ``max_seeds`` the race ends undecided, saying so.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class RaceRules:
     top_k: int = 1
     metric: str = "eval_val_acc"
     alpha_spending: str = "bonferroni"  # or "none"
+    futility: float | None = None       # stop when the seeds needed exceed this × max_seeds
 
     @property
     def max_rounds(self) -> int:
@@ -47,9 +54,11 @@ class RaceRules:
         return a / self.max_rounds if self.alpha_spending == "bonferroni" else a
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("min_seeds", "max_seeds", "seeds_per_round",
-                                              "confidence", "top_k", "metric",
-                                              "alpha_spending")}
+        out = {k: getattr(self, k) for k in ("min_seeds", "max_seeds", "seeds_per_round",
+                                             "confidence", "top_k", "metric", "alpha_spending")}
+        if self.futility is not None:  # absent when off: races recorded before it continue
+            out["futility"] = self.futility
+        return out
 
 
 @dataclass
@@ -105,6 +114,12 @@ class Race:
             self.out[m] = r.number
         self.contenders = [m for m in self.contenders if m not in gone]
         done = len(self.contenders) <= self.rules.top_k or self.target >= self.rules.max_seeds
+        if not done and self.rules.futility is not None:
+            order = sorted((m for m in self.contenders if m in r.means), key=lambda m: -r.means[m])
+            need = self.target + _more_seeds(self, order)
+            if need > self.rules.futility * self.rules.max_seeds:  # NaN (no estimate): go on
+                done = True
+                rec["futile"] = need
         rec["final"] = done
         self.rounds.append(rec)
         return [] if done else self._give(min(self.rules.max_seeds,
@@ -158,8 +173,18 @@ class Race:
             out["more_seeds"] = more
             tail = f"; about {int(more)} more seeds each would decide" if more and \
                 math.isfinite(more) else ""
-            out["sentence"] = (f"undecided by {rules.metric} between {', '.join(order)} after "
-                               f"{out['searches']} searches ({rules.max_seeds} seeds each){tail}.")
+            futile = last.get("futile")
+            if futile is not None:
+                out["sentence"] = (
+                    f"undecided by {rules.metric} between {', '.join(order)}: stopped for "
+                    f"futility after {out['searches']} searches ({self.target} seeds each), "
+                    f"about {int(futile) if math.isfinite(futile) else 'infinitely many'} seeds "
+                    f"each would decide, over {rules.futility:g} × max_seeds "
+                    f"({rules.max_seeds}); a fixed {rules.max_seeds}-seed study: {fixed}.")
+            else:
+                out["sentence"] = (f"undecided by {rules.metric} between {', '.join(order)} "
+                                   f"after {out['searches']} searches ({rules.max_seeds} seeds "
+                                   f"each){tail}.")
         return out
 
 

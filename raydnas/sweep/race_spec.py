@@ -9,6 +9,8 @@
         top_k: 1                # decide the best (or the top k)
         metric: eval_val_acc    # the retrained cells' validation accuracy (never a test metric)
         alpha_spending: bonferroni   # or none: every round at 1 - confidence (F-race)
+        futility: null          # e.g. 2: stop undecided when the seeds each that would decide
+                                # exceed 2 x max_seeds (a planning estimate; off by default)
     evaluate: {...}             # required: the race runs on retrained cells
 
 Every problem is one :class:`~raydnas.errors.ConfigError` line, before anything starts.
@@ -23,7 +25,7 @@ from ..reduce.race import RaceRules
 from .optuna_spec import EVAL_METRICS, TEST_METRICS
 
 RACE_KEYS = ("min_seeds", "max_seeds", "seeds_per_round", "confidence", "top_k", "metric",
-             "alpha_spending")
+             "alpha_spending", "futility")
 
 
 def parse_race(block: Any, f: str, *, evaluate: Any, n_methods: int, seeds_given: bool,
@@ -59,6 +61,11 @@ def parse_race(block: Any, f: str, *, evaluate: Any, n_methods: int, seeds_given
     one_of(f, "sweep.race.metric", metric, EVAL_METRICS)
     spend = block.get("alpha_spending", d.alpha_spending)
     one_of(f, "sweep.race.alpha_spending", spend, ("bonferroni", "none"))
+    fut = block.get("futility", d.futility)
+    if fut is not None and (isinstance(fut, bool) or not isinstance(fut, (int, float))
+                            or not fut >= 1):
+        raise ConfigError(f, "sweep.race.futility", fut,
+                          "a number >= 1 (times max_seeds) or null (off)")
     if evaluate is None:
         raise ConfigError(f, "sweep.race", block,
                           "an evaluate: block as well: a race compares retrained cells")
@@ -77,4 +84,5 @@ def parse_race(block: Any, f: str, *, evaluate: Any, n_methods: int, seeds_given
     if top >= n_methods:
         raise ConfigError(f, "sweep.race.top_k", top,
                           f"fewer than the study's {n_methods} method(s)")
-    return RaceRules(mn, mx, per, float(conf), top, metric, spend)
+    return RaceRules(mn, mx, per, float(conf), top, metric, spend,
+                     None if fut is None else float(fut))
