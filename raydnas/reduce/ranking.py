@@ -143,8 +143,11 @@ def cd_figure(result: dict[str, Any], path) -> None:
     for r in range(1, k + 1):
         ax.vlines(r, 0, 0.2, color="black")
         ax.text(r, 0.35, str(r), ha="center", va="bottom", fontsize=8)
-    ax.hlines(1.3, 1, 1 + cd, color="black", lw=2)
-    ax.text(1 + cd / 2, 1.45, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+    shown = min(cd, k - 1)  # a CD wider than the axis: drawn to its end, said in the label
+    ax.hlines(1.3, 1, 1 + shown, color="black", lw=2)
+    ax.text(1 + shown / 2, 1.45, f"CD = {cd:.2f}" + (" (wider than the axis)" if cd > k - 1
+                                                      else ""), ha="center", va="bottom",
+            fontsize=8)
     for i, m in enumerate(order):
         y = -(i + 1)
         ax.vlines(mean[m], y, 0, color="0.4", lw=0.8)
