@@ -161,6 +161,14 @@ def test_what_cannot_act_on_random_paths_is_refused_in_one_line(over, words):
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("key,value", [("measure.hessian_every", 1),
+                                       ("stop.margin_stall_epochs", 3)])
+def test_what_reads_alpha_is_refused_with_random_paths(key, value):
+    with pytest.raises(ConfigError) as e:
+        load_config(ROOT / "configs" / "random_ws.yaml", {key: value})
+    assert key in str(e.value) and "uses no α" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_select_options_are_checked():
     with pytest.raises(ConfigError) as e:
         load_config(ROOT / "configs" / "random_ws.yaml", {"select.samples": 0})

@@ -180,6 +180,13 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
+    if parts["activation"].alpha_free:  # what reads α has nothing to read (RSPS)
+        for key, v in (("measure.hessian_every", sections["measure"].hessian_every),
+                       ("stop.margin_stall_epochs", sections["stop"].margin_stall_epochs)):
+            if v:
+                raise ConfigError(f, key, v, f"0 or null: activation "
+                                  f"{axes['activation'].name!r} uses no α, so there is no "
+                                  "Hessian in α nor α margin to read")
     for a, part in parts.items():  # a choice may ask for its own split
         want = part.requested_val_fraction
         if want is None:
