@@ -55,6 +55,8 @@ def tiny_cfg(method: dict | None = None, params: dict | None = None, **top):
            "log": {"tensorboard": False, "print_every": 0}}
     for axis, name in method.items():
         raw[axis] = {"name": name, **params.get(axis, {})}
+    if method["activation"] == "random_path":  # an α-free method's cell is RSPS's selection
+        raw["select"] = {"name": "random_ws", "samples": 4, "top": 2, "screen_batches": 2}
     raw.update(top)
     return from_dict(raw, "<test>")
 

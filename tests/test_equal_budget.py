@@ -52,20 +52,21 @@ def test_p_beats_counts_ties_half_and_the_verdict_follows_the_interval():
     assert p_beats([0.9], dist) == pytest.approx(0.75)  # beats 0.8, ties 0.9
     assert verdict([0.99] * 8, dist)[3] == "beats"
     assert verdict([0.5] * 8, dist)[3] == "loses"
-    assert verdict([0.99, 0.5, 0.99, 0.5], dist)[3] == "cannot tell"
+    assert verdict([0.99, 0.5, 0.99, 0.5, 0.99, 0.5], dist)[3] == "cannot tell"
+    assert verdict([0.99] * 4, dist)[3] == "cannot tell"  # fewer than 5 seeds: no verdict
 
 
 def test_budget_is_search_plus_retraining_in_random_retrainings_within_the_pool():
     assert budget(20.0, 2.0, 2.0, 10) == (10, True)  # 11 wanted, 10 cells
     assert budget(5.0, 2.0, 2.0, 10) == (4, False)  # round(3.5) = 4
     assert budget(0.1, 0.1, 2.0, 10) == (1, False)
-    assert budget(math.nan, 2.0, 2.0, 10) == (1, False)
+    assert budget(math.nan, 2.0, 2.0, 10) is None  # no timings: no budget
 
 
 def test_columns_need_random_cells_with_a_validation_accuracy():
     randoms = {f"r{i}": {"test_acc": 0.5 + i / 10, "eval_val_acc": 0.5 + i / 10,
                          "seconds": 1.0} for i in range(4)}
-    out = columns({"m": [0.95, 0.97]}, {"m": 1.0}, {"m": 1.0}, randoms)
+    out = columns({"m": [0.95, 0.97] * 3}, {"m": 1.0}, {"m": 1.0}, randoms)
     row = out["m"]
     assert row["random_search_n"] == 2 and not row["random_search_capped"]
     # the best of 2 of 4 cells ordered 0.8, 0.7, 0.6, 0.5: P = 3/6, 2/6, 1/6, 0
@@ -73,3 +74,6 @@ def test_columns_need_random_cells_with_a_validation_accuracy():
     assert row["vs_random_search"] == "beats" and row["p_beats_random_search"] == pytest.approx(1.0)
     one = {"r0": randoms["r0"]}
     assert columns({"m": [0.9]}, {"m": 1.0}, {"m": 1.0}, one) == {}
+    assert columns({"m": [0.9]}, {"m": math.nan}, {"m": 1.0}, randoms) == {}  # no timing
+    twice = {k: dict(c, eval_seeds=2) for k, c in randoms.items()}  # 2 retrainings per cell
+    assert columns({"m": [0.9]}, {"m": 3.0}, {"m": 1.0}, twice)["m"]["random_search_n"] == 2

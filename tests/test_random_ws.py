@@ -161,12 +161,15 @@ def test_what_cannot_act_on_random_paths_is_refused_in_one_line(over, words):
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("key,value", [("measure.hessian_every", 1),
-                                       ("stop.margin_stall_epochs", 3)])
-def test_what_reads_alpha_is_refused_with_random_paths(key, value):
+@pytest.mark.parametrize("key,value,words", [
+    ("measure.hessian_every", 1, "uses no α"), ("stop.margin_stall_epochs", 3, "uses no α"),
+    ("stop.dead", True, "uses no α"), ("stop.collapsed", 0.5, "uses no α"),
+    ("model.edge_norm", True, "uses no α"), ("model.aux_skip_beta", 1.0, "uses no α"),
+    ("select.name", "argmax", "random initial value"), ("select.name", "pt", "trains no α")])
+def test_what_reads_alpha_is_refused_with_random_paths(key, value, words):
     with pytest.raises(ConfigError) as e:
         load_config(ROOT / "configs" / "random_ws.yaml", {key: value})
-    assert key in str(e.value) and "uses no α" in str(e.value) and "\n" not in str(e.value)
+    assert key in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_select_options_are_checked():

@@ -97,6 +97,7 @@ def test_a_bad_method_is_out_after_the_first_round_and_the_report_decides(ray_lo
     ({"top_k": 3}, {}, "sweep.race.top_k", "fewer than the study's 3"),
     ({"rounds": 2}, {}, "sweep.race.rounds", "unknown key"),
     ({"futility": 0.5}, {}, "sweep.race.futility", "a number >= 1"),
+    ({"futility": 1000}, {}, "sweep.race.futility", "futility x max_seeds < 1000"),
     ({}, {"seeds": [0, 1, 2]}, "sweep.seeds", "absent with sweep.race"),
     ({}, {"no_evaluate": True}, "sweep.race", "an evaluate: block"),
     ({}, {"optuna": True}, "sweep.race", "absent with an optuna: block"),

@@ -180,13 +180,22 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
-    if parts["activation"].alpha_free:  # what reads α has nothing to read (RSPS)
+    if parts["activation"].alpha_free:  # what reads α or its cell has nothing to read (RSPS)
+        st, md = sections["stop"], sections["model"]
         for key, v in (("measure.hessian_every", sections["measure"].hessian_every),
-                       ("stop.margin_stall_epochs", sections["stop"].margin_stall_epochs)):
+                       ("stop.margin_stall_epochs", st.margin_stall_epochs),
+                       ("stop.dead", st.dead), ("stop.collapsed", st.collapsed),
+                       ("model.edge_norm", md.edge_norm), ("model.aux_skip_beta",
+                                                           md.aux_skip_beta)):
             if v:
-                raise ConfigError(f, key, v, f"0 or null: activation "
-                                  f"{axes['activation'].name!r} uses no α, so there is no "
-                                  "Hessian in α nor α margin to read")
+                raise ConfigError(f, key, v, f"off (0, false or null): activation "
+                                  f"{axes['activation'].name!r} uses no α, so α, its cell and "
+                                  "its edge weights mean nothing (the cell is the random_ws "
+                                  "selection's; only sampled ops run)")
+        if sections["select"].name != "random_ws":
+            raise ConfigError(f, "select.name", sections["select"].name,
+                              f"random_ws: activation {axes['activation'].name!r} trains no α, "
+                              "so a cell read off α would be its random initial value")
     for a, part in parts.items():  # a choice may ask for its own split
         want = part.requested_val_fraction
         if want is None:

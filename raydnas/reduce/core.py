@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -261,7 +260,8 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     for r, b in zip(rows, bootstrap([r.pop("_test_values") for r in rows])):
         r.update(b)
     searched = dict(zip(df["group"], df.get("search_seconds_mean", [math.nan] * len(df))))
-    retrained = {g: _median([truth[t.trial_id].get("eval_seconds", math.nan) for t in used[g]
+    retrained = {g: equal_budget.median([truth[t.trial_id].get("eval_seconds", math.nan)
+                             * truth[t.trial_id]["eval_seeds"] for t in used[g]
                              if t.trial_id in truth]) for g in df["group"]}
     vs_random = equal_budget.columns(tests, searched, retrained, randoms)
     for r, g in zip(rows, df["group"]):
@@ -282,11 +282,6 @@ def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experi
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
     df.attrs["decision"] = study_decision(df, used, members, truth, exp.path, partial)
-
-
-def _median(xs: list[float]) -> float:
-    xs = [x for x in xs if isinstance(x, float) and math.isfinite(x)]
-    return statistics.median(xs) if xs else math.nan
 
 
 def _upload(local: Path, uri: str) -> None:

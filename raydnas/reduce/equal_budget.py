@@ -6,8 +6,10 @@ retrained random cells without replacement and keep the one with the best ``eval
 (the retrained cell's validation accuracy; test accuracy is never used to choose); its value
 is that cell's test accuracy. The budget ``n`` is what one of the method's searches and its
 retraining cost, in retrainings of a random cell: n = round((search seconds + the method's
-retraining seconds) / a random cell's retraining seconds), medians of the study's own runs,
-at least 1 and at most R (``random_search_capped`` says when R cells were too few).
+retraining seconds) / a random cell's retraining seconds), from the study's own runs (the
+group's mean search seconds, selection and measurements outside the epochs included; the
+medians of the retraining seconds, times the evaluation seeds of a cell), at least 1 and at
+most R (``random_search_capped`` says when R cells were too few; no timings: no budget).
 
 :func:`best_of` gives the exact distribution of the chosen cell's test accuracy: with the cells
 sorted by validation accuracy (best first), the cell at position p is chosen with probability
@@ -17,7 +19,8 @@ Per method: ``random_search_test_acc`` (the expected test accuracy of that choic
 ``p_beats_random_search``, the probability that one of the method's retrained cells (a search
 seed drawn uniformly) scores above random search's cell (ties count half), with a 95 %
 bootstrap interval over the method's seeds (the random cells held fixed): **beats** when the
-interval lies above 1/2, **loses** when below, else cannot tell.
+interval lies above 1/2, **loses** when below, else cannot tell — and cannot tell with fewer
+than ``MIN_SEEDS`` (5) seeds, where a bootstrap claims too much.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 from .formats import fmt_num
 
 BOOTSTRAP = 2000
+#: fewer search seeds than this get no verdict (a bootstrap of 1-4 values claims too much)
+MIN_SEEDS = 5
 
 
 def best_of(cells: list[tuple[float, float]], n: int) -> list[tuple[float, float]]:
@@ -66,14 +71,23 @@ def verdict(values: list[float], dist: list[tuple[float, float]], seed: int = 0
     rng = random.Random(seed)
     boots = sorted(statistics.fmean(rng.choices(per, k=len(per))) for _ in range(BOOTSTRAP))
     lo, hi = boots[int(0.025 * BOOTSTRAP)], boots[int(0.975 * BOOTSTRAP) - 1]
-    word = "beats" if lo > 0.5 else "loses" if hi < 0.5 else "cannot tell"
+    word = "cannot tell" if len(values) < MIN_SEEDS else \
+        "beats" if lo > 0.5 else "loses" if hi < 0.5 else "cannot tell"
     return p, lo, hi, word
 
 
-def budget(search_s: float, eval_s: float, random_eval_s: float, r: int) -> tuple[int, bool]:
-    """(n, capped): random cells one search plus its retraining buys, within 1..r."""
+def median(xs: list[float]) -> float:
+    """The median of the finite values (NaN without any)."""
+    xs = [x for x in xs if isinstance(x, float) and math.isfinite(x)]
+    return statistics.median(xs) if xs else math.nan
+
+
+def budget(search_s: float, eval_s: float, random_eval_s: float, r: int
+           ) -> tuple[int, bool] | None:
+    """(n, capped): random cells one search plus its retraining buys, within 1..r; None
+    without the timings."""
     if not all(math.isfinite(x) for x in (search_s, eval_s, random_eval_s)) or random_eval_s <= 0:
-        return 1, False
+        return None
     n = max(1, round((search_s + eval_s) / random_eval_s))
     return min(n, r), n > r
 
@@ -86,15 +100,18 @@ def columns(groups: dict[str, list[float]], search_s: dict[str, float],
     ``randoms``: the random cells (``test_acc``, ``eval_val_acc``, ``seconds``)."""
     cells = [(c["eval_val_acc"], c["test_acc"]) for c in randoms.values()
              if isinstance(c.get("eval_val_acc"), float) and math.isfinite(c["eval_val_acc"])]
-    secs = [c["seconds"] for c in randoms.values()
+    # a random cell retrained with k seeds cost k retrainings (its eval_val_acc is their mean)
+    secs = [c["seconds"] * c.get("eval_seeds", 1) for c in randoms.values()
             if isinstance(c.get("seconds"), float) and math.isfinite(c["seconds"])]
     if len(cells) < 2:
         return {}
-    rand_s = statistics.median(secs) if secs else math.nan
+    rand_s = median(secs)
     out = {}
     for g, vals in groups.items():
-        n, capped = budget(search_s.get(g, math.nan), eval_s.get(g, math.nan), rand_s,
-                           len(cells))
+        b = budget(search_s.get(g, math.nan), eval_s.get(g, math.nan), rand_s, len(cells))
+        if b is None:  # no timings: no budget, no verdict
+            continue
+        n, capped = b
         dist = best_of(cells, n)
         row = {"random_search_n": n, "random_search_capped": capped,
                "random_search_test_acc": sum(q * t for q, t in dist)}

@@ -114,7 +114,7 @@ class Race:
             self.out[m] = r.number
         self.contenders = [m for m in self.contenders if m not in gone]
         done = len(self.contenders) <= self.rules.top_k or self.target >= self.rules.max_seeds
-        if not done and self.rules.futility is not None:
+        if not done and not gone and self.rules.futility is not None:
             order = sorted((m for m in self.contenders if m in r.means), key=lambda m: -r.means[m])
             need = self.target + _more_seeds(self, order)
             if need > self.rules.futility * self.rules.max_seeds:  # NaN (no estimate): go on

@@ -111,7 +111,13 @@ def rank_suite(scores: dict[str, dict[str, float | None]], alpha: float = 0.05,
             "missing": {b: [m for m in methods if not isinstance(scores[b].get(m), (int, float))
                             or not math.isfinite(scores[b][m])] for b in benches},
             "kendall": taus,
-            "kendall_mean": statistics.fmean(taus.values()) if taus else math.nan}
+            "kendall_mean": _nanmean(list(taus.values()))}
+
+
+def _nanmean(xs: list[float]) -> float:
+    """The mean of the finite values (a benchmark with every method tied has no τ)."""
+    xs = [x for x in xs if math.isfinite(x)]
+    return statistics.fmean(xs) if xs else math.nan
 
 
 def cliques(order: list[str], mean: dict[str, float], cd: float) -> list[tuple[str, str]]:

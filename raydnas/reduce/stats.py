@@ -9,7 +9,8 @@ Definitions (each one is a column of the report):
   the last epoch whose derived genotype differs from the previous epoch's (1 when it never
   changed after the first epoch). Only trials that ran every planned epoch count (a trial
   stopped early has no "end" to hold to); ``stabilization_n`` says how many seeds did.
-* ``search_seconds``: the sum of ``epoch_seconds`` over the trial's epochs.
+* ``search_seconds``: the sum of ``epoch_seconds`` over the trial's epochs, plus the timed steps
+  outside them (``hessian_seconds``, ``tune_seconds``, ``select_seconds``): the search's cost.
 * ``consensus``: the mean, over all unordered pairs of seeds, of the Jaccard index
   |A ∩ B| / |A ∪ B| of the two seeds' chosen (cell type, node, input, op) sets in canonical
   form (``Genotype.canonical()``: ``none`` means "no edge" and is left out, and two cells that
@@ -62,6 +63,9 @@ METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretizat
 #: the ops whose dominance in the normal cell is collapse
 COLLAPSE_OPS = frozenset({"skip_connect", "none"})
 
+#: the per-epoch timings whose sum is a search's cost (``search_seconds``)
+SECONDS = ("epoch_seconds", "hessian_seconds", "tune_seconds", "select_seconds")
+
 
 def stabilization_epoch(epochs: list[dict[str, Any]]) -> float:
     """The last epoch whose genotype differs from the previous epoch's (1 if none did)."""
@@ -97,7 +101,7 @@ def trial_values(t: Trial) -> dict[str, float]:
         out["discretization_gap"] = out["val_acc"] - out["discrete_val_acc"]
     out["stabilization_epoch"] = stabilization_epoch(t.epochs) if ran_to_the_end(t) \
         else math.nan
-    secs = [e.get("epoch_seconds") for e in t.epochs]
+    secs = [e.get(k) for e in t.epochs for k in SECONDS]
     secs = [float(s) for s in secs if isinstance(s, (int, float))]
     out["search_seconds"] = sum(secs) if secs else math.nan
     return out

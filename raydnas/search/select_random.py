@@ -56,6 +56,6 @@ class RandomWS(Selection):
             full = [loop.measurer.measure(net, cells[i][1])[1] for i in short]
         finally:
             del net
-        winner = short[best_of(full, 1)[0]]
+        winner = min(short, key=lambda i: (-full[short.index(i)], i))  # ties: first drawn
         g, masks = cells[winner]
         return g, masks, {"select_scores": len(cells) + len(short)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError, one_of, require_int
+from ..reduce.decide import MAX_SEEDS
 from ..reduce.race import RaceRules
 from .optuna_spec import EVAL_METRICS, TEST_METRICS
 
@@ -66,6 +67,10 @@ def parse_race(block: Any, f: str, *, evaluate: Any, n_methods: int, seeds_given
                             or not fut >= 1):
         raise ConfigError(f, "sweep.race.futility", fut,
                           "a number >= 1 (times max_seeds) or null (off)")
+    if fut is not None and fut * mx >= MAX_SEEDS:
+        raise ConfigError(f, "sweep.race.futility", fut,
+                          f"below {MAX_SEEDS / mx:g} (futility x max_seeds < {MAX_SEEDS}, the "
+                          "most seeds the power estimate counts)")
     if evaluate is None:
         raise ConfigError(f, "sweep.race", block,
                           "an evaluate: block as well: a race compares retrained cells")
