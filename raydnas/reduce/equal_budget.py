@@ -66,8 +66,8 @@ def p_beats(values: list[float], dist: list[tuple[float, float]]) -> float:
 def verdict(values: list[float], dist: list[tuple[float, float]], seed: int = 0
             ) -> tuple[float, float, float, str]:
     """(P(beats), 95 % bootstrap low, high, 'beats' / 'loses' / 'cannot tell')."""
-    p = p_beats(values, dist)
     per = [p_beats([v], dist) for v in values]
+    p = statistics.fmean(per)
     rng = random.Random(seed)
     boots = sorted(statistics.fmean(rng.choices(per, k=len(per))) for _ in range(BOOTSTRAP))
     lo, hi = boots[int(0.025 * BOOTSTRAP)], boots[int(0.975 * BOOTSTRAP) - 1]

@@ -52,7 +52,8 @@ PROXIES = ("discrete_val_acc", "val_acc", "discrete_val_acc_tuned", "eval_val_ac
 BOOTSTRAP = 2000
 
 
-def _read_eval(d: Path) -> dict[str, Any] | None:
+def _read_eval(d: Path, epochs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """An evaluation's record from its directory (``epochs``: its metrics, when already read)."""
     final = d / "final.json"
     if final.is_file():
         try:
@@ -69,25 +70,32 @@ def _read_eval(d: Path) -> dict[str, Any] | None:
                 "complete": bool(f.get("complete")), "dir": str(d), "role": f.get("role"),
                 "reference": f.get("reference"), "what": f.get("reference_what"),
                 "genotype": f.get("genotype"), "dead": f.get("cell_dead"),
-                "seconds": _seconds(d / "metrics.jsonl")}
+                "seconds": _seconds(epochs if epochs is not None
+                                    else _rows(d / "metrics.jsonl"))}
     return None
 
 
-def _seconds(metrics: Path) -> float:
-    """The sum of ``epoch_seconds`` over an evaluation's epochs (NaN without a record)."""
-    total, seen = 0.0, False
+def _rows(metrics: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file (none if it is missing or unreadable)."""
     try:
         lines = metrics.read_text().splitlines()
     except OSError:
-        return math.nan
+        return []
+    out = []
     for line in lines:
         try:
-            s = json.loads(line).get("epoch_seconds")
-        except (ValueError, AttributeError):
+            row = json.loads(line)
+        except ValueError:
             continue
-        if isinstance(s, (int, float)):
-            total, seen = total + float(s), True
-    return total if seen else math.nan
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def _seconds(epochs: list[dict[str, Any]]) -> float:
+    """The sum of ``epoch_seconds`` over an evaluation's epochs (NaN without a record)."""
+    secs = [float(s) for e in epochs if isinstance(s := e.get("epoch_seconds"), (int, float))]
+    return sum(secs) if secs else math.nan
 
 
 def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str, Any]]:
@@ -102,7 +110,7 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
                 if r is not None:
                     out.append(r)
     for t in trials:
-        r = _read_eval(t.path) if t.path is not None else None
+        r = _read_eval(t.path, t.epochs) if t.path is not None else None  # metrics read once
         if r is not None:
             out.append(r)
         elif t.epochs:  # started, no final.json yet
