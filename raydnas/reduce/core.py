@@ -14,21 +14,11 @@ from ..axes import AXIS_NAMES
 from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
-from . import equal_budget
-from .baseline import calibration, percentile, random_summary
-from .decision import study_decision
+from .join import join_truth
 from .limits import DEFAULT_TOP
 from .report import write_reports
 from .stats import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD, METRICS, group_row
-from .truth import (
-    bootstrap,
-    choose_protocol,
-    group_truth,
-    load_evaluations,
-    per_trial,
-    proxy_validity,
-    role_cells,
-)
+from .suite_reduce import is_suite, reduce_suite
 
 # Lazy imports: pyarrow.fs loads only for a storage URI (s3://...).
 
@@ -195,93 +185,60 @@ def reduce(experiment: str | Path, out_dir: str | Path | None = None, *,
     cache = Path(tempfile.mkdtemp(prefix="raydnas-reduce-")) if is_uri(experiment) else None
     try:
         exp = load_experiment(experiment, cache=cache)
-        df, members = build_table(exp, collapse_threshold=collapse_threshold,
-                                  gap_threshold=gap_threshold)
-        if df.empty:
-            raise not_an_experiment(str(experiment))
-        _join_truth(df, members, exp, protocol)
-        col, ascending = resolve_sort(sort, df)
-        df = df.sort_values(col, ascending=ascending, na_position="last", kind="stable")
-        df = df.reset_index(drop=True)
-        excluded = [{"trial_id": t.trial_id, "status": t.status, "method": t.method,
-                     "seed": t.seed, "epochs": len(t.epochs),
-                     "dir": t.path.name if t.path is not None else None, "error": t.error,
-                     "describe": t.describe()}
-                    for t in exp.trials if t.status not in USED]
-        df.attrs.update({
-            "experiment": exp.source,
-            "name": exp.name,
-            "counts": {s: sum(t.status == s for t in exp.trials) for s in STATUSES},
-            "excluded": excluded,
-            "sort": {"column": col, "ascending": ascending},
-            "top": top,
-            "collapse_threshold": collapse_threshold,
-            "gap_threshold": gap_threshold,
-            "files": [],
-        })
-        if write:
-            remote = is_uri(experiment) and out_dir is None
-            out = (cache / "report") if remote else (
-                Path(out_dir) if out_dir is not None else exp.path / "report")
-            out.mkdir(parents=True, exist_ok=True)
-            files = write_reports(df, members, out, plots=plots)
+        remote = is_uri(experiment) and out_dir is None
+        out = None if not write else (cache / "report") if remote else (
+            Path(out_dir) if out_dir is not None else exp.path / "report")
+
+        def one(e: Experiment) -> tuple["pd.DataFrame", dict[str, list[Trial]]]:
+            return _table(e, str(experiment), sort=sort, protocol=protocol, top=top,
+                          collapse_threshold=collapse_threshold, gap_threshold=gap_threshold)
+
+        if is_suite(exp):
+            df = reduce_suite(exp, one, out, plots=plots)
+        else:
+            df, members = one(exp)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                df.attrs["files"] = write_reports(df, members, out, plots=plots)
+        if out is not None:
             if remote:
                 _upload(out, str(experiment).rstrip("/") + "/report")
-                out_s = str(experiment).rstrip("/") + "/report"
-            else:
-                out_s = str(out)
-            df.attrs["out_dir"] = out_s
-            df.attrs["files"] = files
+            df.attrs["out_dir"] = str(experiment).rstrip("/") + "/report" if remote else str(out)
         return df
     finally:
         if cache is not None:
             shutil.rmtree(cache, ignore_errors=True)
 
 
-def _join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experiment,
-                protocol: str | None) -> None:
-    """Test accuracy columns, bootstrap ranking and proxy validity (raydnas.reduce.truth)."""
-    evals = load_evaluations(exp.path, exp.evaluations)
-    proto = choose_protocol(evals, protocol)
-    if protocol is not None and not any(e["protocol"] == protocol for e in evals):
-        raise ConfigError("raydnas reduce", "--protocol", protocol,
-                          "a protocol evaluated under " + str(exp.path / "evaluation")
-                          + (": " + ", ".join(sorted({str(e['protocol']) for e in evals}))
-                             if evals else " (none there; run raydnas evaluate first)"))
-    truth, partial = per_trial(evals, proto)
-    randoms = role_cells(evals, proto, "random")
-    pool = [c["test_acc"] for c in randoms.values()]
-    for v in truth.values():
-        v["random_percentile"] = percentile(v["test_acc"], pool)
-    refs = role_cells(evals, proto, "reference")
-    used = {label: [t for t in ts if t.status in USED] for label, ts in members.items()}
-    rows = [group_truth(used[g], truth, partial) for g in df["group"]]
-    tests = {g: r["_test_values"] for g, r in zip(df["group"], rows)}
-    for r, b in zip(rows, bootstrap([r.pop("_test_values") for r in rows])):
-        r.update(b)
-    searched = dict(zip(df["group"], df.get("search_seconds_mean", [math.nan] * len(df))))
-    retrained = {g: equal_budget.median([truth[t.trial_id].get("eval_seconds", math.nan)
-                             * truth[t.trial_id]["eval_seeds"] for t in used[g]
-                             if t.trial_id in truth]) for g in df["group"]}
-    vs_random = equal_budget.columns(tests, searched, retrained, randoms)
-    for r, g in zip(rows, df["group"]):
-        r.update(vs_random.get(g, {}))
-    for k in dict.fromkeys(k for r in rows for k in r):
-        df[k] = [r.get(k, math.nan) for r in rows]
-    all_used = [t for ts in used.values() for t in ts]
-    df.attrs["truth"] = {
-        "protocol": proto,
-        "short": any(e["short"] for e in evals if e["protocol"] == proto),
-        "evaluations": sum(1 for e in evals if e["protocol"] == proto and e["complete"]
-                           and not e.get("role")),
-        "baseline": {**random_summary(randoms), "cells": randoms} if randoms else None,
-        "calibration": calibration(refs) if refs else None,
-        "partial": sum(partial.values()),
-        "protocols": sorted({str(e["protocol"]) for e in evals}),
-        "per_trial": truth,
-    }
-    df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
-    df.attrs["decision"] = study_decision(df, used, members, truth, exp.path, partial)
+def _table(exp: Experiment, where: str, *, sort: str, protocol: str | None, top: int,
+           collapse_threshold: float, gap_threshold: float
+           ) -> tuple["pd.DataFrame", dict[str, list[Trial]]]:
+    """One experiment's (or one benchmark's) sorted table, with the truth joined."""
+    df, members = build_table(exp, collapse_threshold=collapse_threshold,
+                              gap_threshold=gap_threshold)
+    if df.empty:
+        raise not_an_experiment(where)
+    join_truth(df, members, exp, protocol)
+    col, ascending = resolve_sort(sort, df)
+    df = df.sort_values(col, ascending=ascending, na_position="last", kind="stable")
+    df = df.reset_index(drop=True)
+    excluded = [{"trial_id": t.trial_id, "status": t.status, "method": t.method,
+                 "seed": t.seed, "epochs": len(t.epochs),
+                 "dir": t.path.name if t.path is not None else None, "error": t.error,
+                 "describe": t.describe()}
+                for t in exp.trials if t.status not in USED]
+    df.attrs.update({
+        "experiment": exp.source,
+        "name": exp.name,
+        "counts": {s: sum(t.status == s for t in exp.trials) for s in STATUSES},
+        "excluded": excluded,
+        "sort": {"column": col, "ascending": ascending},
+        "top": top,
+        "collapse_threshold": collapse_threshold,
+        "gap_threshold": gap_threshold,
+        "files": [],
+    })
+    return df, members
 
 
 def _upload(local: Path, uri: str) -> None:
@@ -289,7 +246,10 @@ def _upload(local: Path, uri: str) -> None:
 
     fs, root = pafs.FileSystem.from_uri(uri)
     fs.create_dir(root, recursive=True)
-    for f in sorted(local.iterdir()):
+    for f in sorted(local.rglob("*")):  # a suite's report has a folder per benchmark
         if f.is_file():
-            with fs.open_output_stream(f"{root}/{f.name}") as dst:
+            rel = f.relative_to(local).as_posix()
+            if "/" in rel:
+                fs.create_dir(f"{root}/{rel.rsplit('/', 1)[0]}", recursive=True)
+            with fs.open_output_stream(f"{root}/{rel}") as dst:
                 dst.write(f.read_bytes())

@@ -19,7 +19,10 @@ def _seeds(n: float) -> str:
 
 def decision_lines(df: pd.DataFrame) -> list[str]:
     """The decision in one sentence, and the race's cost (what ``raydnas reduce`` and the sweep
-    summary print). Empty without evaluations."""
+    summary print). Empty without evaluations. A suite: the ranking across its benchmarks and
+    each benchmark's decision."""
+    if "benchmarks" in df.attrs:
+        return suite_lines(df)
     d = df.attrs.get("decision")
     if not d:
         return []
@@ -32,6 +35,22 @@ def decision_lines(df: pd.DataFrame) -> list[str]:
                      + (", ".join(f"{m} (round {r})" for m, r in race["out"].items()) or "none"))
     if d.get("test_note"):
         lines.append(d["test_note"])
+    return lines
+
+
+def suite_lines(df: pd.DataFrame) -> list[str]:
+    """A suite's lines: mean ranks, Friedman p and the CD; then each benchmark's decision."""
+    r = df.attrs.get("suite")
+    lines = []
+    if r:
+        lines.append(f"Ranking across {len(r['benchmarks'])} benchmarks (mean rank by "
+                     f"{r['metric']}): " + ", ".join(f"{m} {r['mean_rank'][m]:.2f}"
+                                                     for m in r["methods"])
+                     + f"; Friedman p = {fmt_num(r['friedman_p'], 3)}, critical difference "
+                     f"{fmt_num(r['cd'], 2)}, Kendall τ {fmt_num(r['kendall_mean'], 2)}")
+    for b, v in df.attrs["benchmarks"].items():
+        if v.get("decision"):
+            lines.append(f"  {b}: {v['decision']['sentence']}")
     return lines
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from scipy import stats
 
+from .formats import fmt_num
+
 # Lazy imports: matplotlib for the figure only.
 
 BOOTSTRAP = 2000
@@ -168,3 +170,33 @@ def cd_figure(result: dict[str, Any], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rank_markdown(r: dict[str, Any]) -> list[str]:
+    """rank.md: mean ranks, Friedman, the CD diagram, agreement, per-benchmark scores."""
+    b, m = r["benchmarks"], r["methods"]
+    lines = [f"# raydnas rank: {len(m)} methods on {len(b)} benchmarks", "",
+             f"By `{r['metric']}` (higher is better), ranked per benchmark (1 = best; a method "
+             "without a value shares the worst ranks). Friedman χ² = "
+             f"{fmt_num(r['friedman'], 2)}, p = {fmt_num(r['friedman_p'], 4)}; Nemenyi's "
+             f"critical difference at {1 - r['alpha']:.0%}: {fmt_num(r['cd'], 2)} ranks. "
+             + (f"Differ: {'; '.join(f'{x} ≠ {y}' for x, y in r['differ'])}."
+                if r["differ"] else "No two methods differ by more than the critical "
+                                    "difference."), "", "![cd](cd.png)", "",
+             "| method | mean rank | 95 % CI | " + " | ".join(b) + " |",
+             "|---|---:|---|" + "---:|" * len(b)]
+    for x in m:
+        lo, hi = r["mean_rank_ci"][x]
+        cells = [(f"{fmt_num(r['scores'][k].get(x), 4)} ({r['ranks'][k][x]:g})"
+                  if r["scores"][k].get(x) is not None else f"— ({r['ranks'][k][x]:g})")
+                 for k in b]
+        lines.append(f"| {x} | {r['mean_rank'][x]:.2f} | [{lo:.2f}, {hi:.2f}] | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"Agreement of the benchmarks' rankings: mean Kendall τ "
+              f"{fmt_num(r['kendall_mean'], 2)} ("
+              + ", ".join(f"{k}: {fmt_num(v, 2)}" for k, v in r["kendall"].items()) + ")."]
+    miss = {k: v for k, v in r["missing"].items() if v}
+    if miss:
+        lines += ["", "Without a value (ranked last there): "
+                  + "; ".join(f"{k}: {', '.join(v)}" for k, v in miss.items()) + "."]
+    return lines

@@ -42,6 +42,10 @@ STUDY_FILE = "raydnas_study.json"
 
 
 def _fingerprint(study: Study) -> dict[str, Any]:
+    if study.benchmarks:  # a suite: each benchmark's study, and the race they share
+        return {"benchmarks": {n: _fingerprint(b) for n, b in study.benchmarks.items()},
+                "skipped": study.skipped,
+                **({"race": study.race.to_dict()} if study.race is not None else {})}
     return {
         "base": study.base,
         "methods": [{"name": m.name, "axes": m.axes, "set": m.overrides} for m in study.methods],
@@ -133,7 +137,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
     import ray
     from ray import tune
 
-    from .searcher import StudySearcher
+    from .suite_searcher import make_searcher
     from .trainable import search_trial
 
     nodes = node_capacities()
@@ -175,7 +179,7 @@ def _run(study: Study, source: str, *, resume: bool, retry_failed: bool, reduce:
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True,
                                        resume_errored=retry_failed)
         else:
-            searcher = StudySearcher(study)
+            searcher = make_searcher(study)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(

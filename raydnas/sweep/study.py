@@ -21,6 +21,7 @@ A study is the set of trials of one Ray Tune experiment: every method × seed, a
       baseline: {random: 10}       # also train 10 random cells of the space (needs evaluate:)
       race: {min_seeds: 3, max_seeds: 10}  # seeds raced on the validation truth
                                    # (raydnas.sweep.race_spec; needs evaluate:, no seeds:)
+      benchmarks: [...]            # a suite: every method on each benchmark (suite_spec)
     optuna:
       params:
         regularizer.rho: {log_uniform: [1.0e-4, 1.0]}
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,10 @@ from .optuna_spec import parse_optuna
 from .race_spec import parse_race
 from .scheduler import parse_scheduler
 from .stage import parse_baseline, parse_stage
+from .suite_spec import parse_suite
 
 SWEEP_KEYS = ("grid", "methods", "seeds", "resources", "max_concurrent", "max_failures",
-              "storage", "name", "baseline", "scheduler", "race")
+              "storage", "name", "baseline", "scheduler", "race", "benchmarks", "skip_invalid")
 
 
 @dataclass
@@ -80,6 +82,14 @@ class Study:
     evaluate: Any = None              # raydnas.sweep.stage.EvalStage, or None
     scheduler: Any = None             # raydnas.sweep.scheduler.SchedulerSpec, or None
     race: Any = None                  # raydnas.reduce.race.RaceRules, or None
+    #: a suite (``sweep.benchmarks``): benchmark name -> its study (trials carry ``benchmark``)
+    benchmarks: dict[str, "Study"] = field(default_factory=dict)
+    #: per benchmark, the methods ``sweep.skip_invalid`` left out there, with why
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def sub(self, benchmark: str | None) -> "Study":
+        """The study of one benchmark of a suite (itself for a trial without a benchmark)."""
+        return self.benchmarks[benchmark] if benchmark is not None else self
 
     @property
     def metric(self) -> str:
@@ -108,12 +118,16 @@ class Study:
         return f"{self.name}/{method.name}"
 
     def search_trials(self) -> int:
+        if self.benchmarks:
+            return sum(b.search_trials() for b in self.benchmarks.values())
         if self.optuna is None:
             return len(self.methods) * len(self.seeds)
         return sum(self.points(m) for m in self.methods) * len(self.seeds)
 
     def baseline_trials(self) -> int:
         """Evaluation trials of the random and reference cells."""
+        if self.benchmarks:
+            return sum(b.baseline_trials() for b in self.benchmarks.values())
         if self.evaluate is None:
             return 0
         cells = self.evaluate.random + (len(REFERENCE_NAMES) if self.evaluate.calibrate else 0)
@@ -122,6 +136,8 @@ class Study:
     def total_trials(self) -> int:
         """Search trials, plus one evaluation trial per finished search and evaluation seed,
         plus the baseline's."""
+        if self.benchmarks:
+            return sum(b.total_trials() for b in self.benchmarks.values())
         n = self.search_trials()
         if self.evaluate is None:
             return n
@@ -182,13 +198,15 @@ def _resources(f: str, r: Any) -> dict[str, float]:
 
 
 def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
-                name: str | None = None) -> Study:
+                name: str | None = None, on_method_error=None) -> Study:
     """Validate ``cfg``'s ``sweep``/``optuna`` blocks into a :class:`Study`.
 
     Args:
         cfg: a validated experiment config (its ``raw`` holds the blocks).
         storage: overrides ``sweep.storage`` (the CLI's ``--storage``).
         name: overrides ``sweep.name`` (the CLI's ``--name``).
+        on_method_error: called with (method, ConfigError) when a method's config is invalid
+            (a suite's benchmark: raise naming it, or skip the pair); default: raise.
 
     Raises:
         ConfigError: one line naming the first bad key.
@@ -233,8 +251,19 @@ def parse_study(cfg: ExperimentConfig, *, storage: str | None = None,
                   resources=_resources(f, sweep.get("resources")), max_concurrent=mc,
                   max_failures=mf, storage=st, name=nm)
     study.methods = expand_methods(cfg, sweep, f)
-    for m in study.methods:  # every method must be a valid experiment on its own: resolve once
-        m.epochs = study.trial_config(m, seed_list[0]).epochs
+    if "skip_invalid" in sweep and "benchmarks" not in sweep:
+        raise ConfigError(f, "sweep.skip_invalid", sweep["skip_invalid"],
+                          "only with sweep.benchmarks (it skips a method on a benchmark)")
+    if "benchmarks" in sweep:
+        return parse_suite(study, cfg, sweep, parse_study)
+    for m in list(study.methods):  # every method must be a valid experiment: resolve once
+        try:
+            m.epochs = study.trial_config(m, seed_list[0]).epochs
+        except ConfigError as e:
+            if on_method_error is None:
+                raise
+            on_method_error(m, e)
+            study.methods.remove(m)
     study.scheduler = parse_scheduler(sweep.get("scheduler"), [m.epochs for m in study.methods],
                                       f)
     study.evaluate = parse_stage(cfg.evaluate, cfg, f)

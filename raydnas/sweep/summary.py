@@ -52,7 +52,7 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
     reasons: Counter[str] = Counter()
     best, search_s = None, 0.0
     evals = Counter()
-    n_search = 0
+    n_search, need = 0, 0  # need: evaluations the finished searches queue
     tests: dict[str, list[float]] = {}  # search trial id -> test accuracies of its evaluations
     searches: dict[str, dict[str, Any]] = {}
     stopped = 0
@@ -61,8 +61,9 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
     status = {t.trial_id: t.status for t in getattr(ea, "trials", None) or []}
     for r in results:
         m = r.metrics or {}
+        sub = study.sub((r.config or {}).get("benchmark"))
         if (r.config or {}).get("kind") == "evaluate":
-            p = study.evaluate.protocol
+            p = sub.evaluate.protocol
             finished = r.error is None and m.get("epoch") == p.epochs
             evals["failed" if r.error is not None else
                   "done" if finished else "unfinished"] += 1
@@ -78,16 +79,18 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
             reasons[_reason(r.error)] += 1
             continue
         cfg = r.config or {}
-        epochs = study.epochs(cfg)
+        epochs = sub.epochs(cfg)
         if epochs is None or m.get("epoch", 0) < epochs and not m.get("early_stop"):
             if study.scheduler is None or status.get(m.get("trial_id")) != "TERMINATED":
                 unfinished += 1
                 continue
             stopped += 1
         done += 1
+        need += len(sub.evaluate.seeds) if sub.evaluate is not None else 0
         searches[r.metrics.get("trial_id") or ""] = {
             "method": cfg.get("method"), "seed": cfg.get("seed"), "point": cfg.get("point"),
-            "genotype": m.get("genotype"), "path": r.path}
+            "genotype": m.get("genotype"), "path": r.path,
+            **({"benchmark": cfg["benchmark"]} if cfg.get("benchmark") else {})}
     # the best line follows the truth: the found cell with the best retrained test accuracy
     # (reported, never selected on); without evaluations no cell is called best
     for tid, accs in tests.items():
@@ -101,7 +104,7 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
     s = SweepSummary(study.experiment_path, total, done, failed, unfinished,
                      dict(reasons), best, wall, search_s, study.journal_path(), stopped=stopped)
     if study.evaluate is not None:
-        expected = done * len(study.evaluate.seeds) + study.baseline_trials()
+        expected = need + study.baseline_trials()
         evals["unfinished"] = max(evals["unfinished"],
                                   expected - evals["done"] - evals["failed"])
         s.evaluations = {k: evals[k] for k in ("done", "failed", "unfinished")}
@@ -153,11 +156,15 @@ def print_summary(s: SweepSummary, study: Study) -> None:
       f"{s.search_seconds:.0f} s)")
     if s.evaluations is not None:
         e = s.evaluations
-        p(f"evaluations ({study.evaluate.protocol.label}): {e['done']} done, {e['failed']} "
+        label = "each benchmark's protocol" if study.benchmarks else study.evaluate.protocol.label
+        p(f"evaluations ({label}): {e['done']} done, {e['failed']} "
           f"failed, {e['unfinished']} unfinished")
     for why, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
         p(f"  failed x{n}: {why}")
-    if s.best:
+    if study.benchmarks and s.evaluations is not None:
+        for line in s.decision:  # a suite: the ranking across benchmarks, each one's decision
+            p(line)
+    elif s.best:
         b = s.best
         pt = "" if b["point"] is None else f" point {b['point']}"
         p(f"best retrained cell: test_acc {b['value']:.4f} ({study.evaluate.protocol.label}; "

@@ -31,7 +31,9 @@ FAILURE_MARKER = "failure.json"
 
 def search_trial(config: dict[str, Any], study: Study) -> None:
     """Function trainable: one complete search with one method, seed (and Optuna point); or,
-    for ``kind: evaluate`` configs (the study's evaluation stage), one evaluation."""
+    for ``kind: evaluate`` configs (the study's evaluation stage), one evaluation; in a suite
+    the trial's ``benchmark`` picks that benchmark's study."""
+    study = study.sub(config.get("benchmark"))
     if config.get("kind") == "evaluate":
         return evaluation_trial(config, job_of(config, study), study.resources)
     method = next(m for m in study.methods if m.name == config["method"])

@@ -15,9 +15,11 @@ from .study import Study
 
 
 def trial_dirname(trial) -> str:
-    """``<method>_seed<k>[_p<point>]_<id>``: readable trial directories."""
+    """``[<benchmark>-]<method>_seed<k>[_p<point>]_<id>``: readable trial directories."""
     c = trial.config
     m = str(c.get("method", "trial")).replace("/", "-")
+    if c.get("benchmark"):
+        m = f"{c['benchmark']}-{m}"
     p = "" if c.get("point") is None else f"_p{c['point']}"
     if c.get("kind") == "evaluate":
         return f"eval-{m}_seed{c.get('seed')}{p}_e{c.get('eval_seed')}_{trial.trial_id}"
