@@ -106,6 +106,8 @@ def default_protocol(macro: str, dataset: str) -> str:
     return "nb201_short"
 #: keys of a protocol a user may override (``--set epochs=2``, ``evaluate: {set: {...}}``)
 KEYS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name not in ("name", "macro"))
+#: a retraining variant of a protocol is named ``<protocol>@<variant>`` (``evaluate.variants``)
+VARIANT_SEP = "@"
 
 
 def _check(p: Protocol, where: str) -> None:

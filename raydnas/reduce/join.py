@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..results.load import USED, Experiment, Trial
-from . import equal_budget
+from . import equal_budget, variants
 from .baseline import calibration, percentile, random_summary
 from .decision import study_decision
 from .truth import (
@@ -54,6 +54,8 @@ def join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experim
         r.update(vs_random.get(g, {}))
     for k in dict.fromkeys(k for r in rows for k in r):
         df[k] = [r.get(k, math.nan) for r in rows]
+    sens = variants.sensitivity(evals, proto, used)
+    variants.add_columns(df, sens)
     all_used = [t for ts in used.values() for t in ts]
     df.attrs["truth"] = {
         "protocol": proto,
@@ -65,6 +67,7 @@ def join_truth(df: "pd.DataFrame", members: dict[str, list[Trial]], exp: Experim
         "partial": sum(partial.values()),
         "protocols": sorted({str(e["protocol"]) for e in evals}),
         "per_trial": truth,
+        "variants": sens,
     }
     df.attrs["proxy_validity"] = proxy_validity(all_used, truth) if truth else {}
     df.attrs["decision"] = study_decision(df, used, members, truth, exp.path, partial)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
-from . import equal_budget
+from . import equal_budget, variants
 from .decision_report import decision_section
 from .formats import (
     fmt_num,
@@ -131,6 +131,7 @@ def verdict_section(df: "pd.DataFrame") -> list[str]:
                      f"{fmt_num(r['eval_params_mean'], 0)} |")
     lines.append("")
     lines += _more(df, "by the truth's rank") + equal_budget.section_lines(df)
+    lines += variants.section_lines(df)
     return lines
 
 

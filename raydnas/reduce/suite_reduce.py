@@ -175,7 +175,11 @@ def markdown(df: pd.DataFrame, tables: dict[str, pd.DataFrame], rank: dict | Non
     lines += equal_budget_lines(tables) + ["", "## Each benchmark's decision", ""]
     for b, d in tables.items():
         dec = d.attrs.get("decision") or {}
-        lines.append(f"- **{b}**: " + (dec.get("sentence") or "no retrained cells, no decision"))
+        var = (d.attrs.get("truth") or {}).get("variants")
+        lines.append(f"- **{b}**: " + (dec.get("sentence") or "no retrained cells, no decision")
+                     + ("" if not var else " Retraining variants: " + (
+                         f"the rank of {', '.join(var['sensitive'])} depends on them."
+                         if var["sensitive"] else "no rank depends on them.")))
     if skipped:
         lines += ["", "Not run (`sweep.skip_invalid`; ranked last there): "
                   + "; ".join(f"{m} on {b} ({why})" for b, v in skipped.items()

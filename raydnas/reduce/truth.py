@@ -42,6 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.protocol import VARIANT_SEP
 from ..results.load import Trial
 from .baseline import cell_value
 from .stats import summary
@@ -126,11 +127,12 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
 
 
 def choose_protocol(evals: list[dict[str, Any]], protocol: str | None) -> str | None:
-    """The named protocol, else the one with the most finished evaluations."""
+    """The named protocol, else the one with the most finished evaluations (a retraining
+    variant, ``<protocol>@<variant>``, only when no protocol of its own finished any)."""
     if protocol is not None:
         return protocol
     done = Counter(e["protocol"] for e in evals if e["complete"])
-    return done.most_common(1)[0][0] if done else None
+    return max(done, key=lambda p: (VARIANT_SEP not in str(p), done[p])) if done else None
 
 
 def per_trial(evals: list[dict[str, Any]], protocol: str | None

@@ -103,9 +103,11 @@ class StudySearcher(PickledState, Searcher):
         where = self._running.pop(trial_id, None)
         cfg = self._configs.pop(trial_id, None)
         if cfg is not None and cfg.get("kind") == "evaluate":
-            if not cfg.get("role") and self._eval_metrics():
+            if cfg.get("role") or cfg.get("variant"):  # Optuna and the race read the protocol's
+                return
+            if self._eval_metrics():
                 self._record_eval(cfg, None if error else result)
-            if not cfg.get("role") and self._race is not None:
+            if self._race is not None:
                 self._enqueue(self._race.eval_done(cfg["method"], cfg["seed"], cfg["eval_seed"],
                                                    None if error else result))
             return

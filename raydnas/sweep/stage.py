@@ -7,6 +7,9 @@ finishes, the training of its found cell from scratch, in the same Ray Tune expe
       seeds: 1                  # evaluation seeds per found cell (or a list)
       set: {epochs: 12}         # protocol keys and data.KEY overrides
       calibrate: false          # also train the space's reference cells (raydnas.model.cells)
+      variants:                 # retraining sensitivity: every cell also trained under each
+        - {name: lr_low, set: {lr: 0.01}}         # protocol keys over the protocol's
+        - {name: long, set: {epochs: 20}}
 
 With ``sweep.baseline: {random: N}`` the stage also trains N cells drawn uniformly from the
 space (``role: random``, ``method: random_cells``), and with ``calibrate: true`` the space's
@@ -30,12 +33,14 @@ from ..config.sections import DataConfig, build_section
 from ..errors import ConfigError, require_int
 from ..evaluation import EvalJob, default_protocol, resolve_protocol
 from ..evaluation.jobs import baseline_cells
+from ..evaluation.protocol import KEYS as PROTOCOL_KEYS
+from ..evaluation.protocol import VARIANT_SEP
 from ..evaluation.train import IMAGE_SIDE, check_cutout
 from ..model.cells import reference_cells
 from ..model.genotype import parse_genotype
 from ..model.spaces import load_space
 
-EVALUATE_KEYS = ("protocol", "seeds", "set", "calibrate")
+EVALUATE_KEYS = ("protocol", "seeds", "set", "calibrate", "variants")
 
 
 @dataclass
@@ -47,10 +52,23 @@ class EvalStage:
     raw: dict[str, Any] = field(default_factory=dict)
     calibrate: bool = False
     random: int = 0             # sweep.baseline.random: random cells to evaluate
+    #: evaluate.variants: variant name -> its protocol (named ``<protocol>@<variant>``)
+    variants: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"protocol": self.protocol.to_dict(), "seeds": self.seeds, "data": self.data,
-                "calibrate": self.calibrate, "random": self.random}
+                "calibrate": self.calibrate, "random": self.random,
+                **({"variants": {k: v.to_dict() for k, v in self.variants.items()}}
+                   if self.variants else {})}
+
+    def protocol_of(self, config: dict[str, Any]):
+        """The protocol an evaluation trial (its config) trains with: its variant's, if any."""
+        v = config.get("variant")
+        return self.variants[v] if v else self.protocol
+
+    def per_cell(self) -> int:
+        """Evaluation trials per cell: each evaluation seed under the protocol and each variant."""
+        return len(self.seeds) * (1 + len(self.variants))
 
 
 def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
@@ -101,7 +119,38 @@ def parse_stage(block: Any, cfg, f: str) -> EvalStage | None:
         raise ConfigError(f, "evaluate.calibrate", cal, "true or false")
     if cal:
         reference_cells(space, where=f, key="evaluate.calibrate")
-    return EvalStage(p, seed_list, data, dict(block), calibrate=cal)
+    variants = _variants(block.get("variants"), name, proto_over, f, where)
+    for v in variants.values():
+        if side:
+            check_cutout(v, side, data.get("dataset", cfg.data.dataset), where)
+    return EvalStage(p, seed_list, data, dict(block), calibrate=cal, variants=variants)
+
+
+def _variants(block: Any, name: str, over: dict[str, Any], f: str, where: str
+              ) -> dict[str, Any]:
+    """``evaluate.variants``: name -> the protocol with the variant's keys over it."""
+    if block is None:
+        return {}
+    if not isinstance(block, list) or not block:
+        raise ConfigError(f, "evaluate.variants", block,
+                          "a non-empty list of {name: ..., set: {protocol key: value}}")
+    out: dict[str, Any] = {}
+    for i, v in enumerate(block):
+        key = f"evaluate.variants[{i}]"
+        if not isinstance(v, dict) or set(v) != {"name", "set"} or not isinstance(
+                v["name"], str) or not isinstance(v["set"], dict) or not v["set"]:
+            raise ConfigError(f, key, v, "a mapping {name: ..., set: {protocol key: value}}")
+        vn = v["name"]
+        if not vn.replace("_", "").replace("-", "").isalnum() or vn in out:
+            raise ConfigError(f, f"{key}.name", vn,
+                              "a distinct name of letters, digits, _ and -")
+        for k in v["set"]:
+            if k not in PROTOCOL_KEYS:
+                raise ConfigError(f, f"{key}.set.{k}", v["set"][k],
+                                  f"a protocol key: {', '.join(PROTOCOL_KEYS)}")
+        p = resolve_protocol(name, {**over, **v["set"]}, f"{where}.variants[{i}]")
+        out[vn] = dataclasses.replace(p, name=f"{p.name}{VARIANT_SEP}{vn}")
+    return out
 
 
 def parse_baseline(block: Any, stage: EvalStage | None, f: str) -> int:
@@ -122,9 +171,15 @@ def parse_baseline(block: Any, stage: EvalStage | None, f: str) -> int:
 def baseline_configs(stage: EvalStage, space, extra: dict[str, Any]) -> list[dict[str, Any]]:
     """The evaluation trials of the random and reference cells (``extra``: keys every trial
     config has, e.g. the Optuna keys as None)."""
-    return [dict(extra, kind="evaluate", point=None, eval_seed=s,
-                 protocol=stage.protocol.name, **c)
-            for c in baseline_cells(space, stage.random, stage.calibrate) for s in stage.seeds]
+    return [dict(extra, kind="evaluate", point=None, eval_seed=s, protocol=p.name,
+                 **({"variant": v} if v else {}), **c)
+            for c in baseline_cells(space, stage.random, stage.calibrate)
+            for v, p in _protocols(stage) for s in stage.seeds]
+
+
+def _protocols(stage: EvalStage) -> list[tuple[str | None, Any]]:
+    """(variant or None, protocol): the protocol first, then each variant."""
+    return [(None, stage.protocol)] + list(stage.variants.items())
 
 
 def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_id: str,
@@ -135,7 +190,8 @@ def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_i
         return []
     base = {k: v for k, v in search_config.items()}
     return [dict(base, kind="evaluate", search_trial_id=search_trial_id, eval_seed=s,
-                 protocol=stage.protocol.name, genotype=g) for s in stage.seeds]
+                 protocol=p.name, genotype=g, **({"variant": v} if v else {}))
+            for v, p in _protocols(stage) for s in stage.seeds]
 
 
 def job_of(config: dict[str, Any], study) -> Any:
@@ -158,4 +214,5 @@ def job_of(config: dict[str, Any], study) -> Any:
     if role:
         meta.update({k: config[k] for k in ("role", "reference", "reference_what", "cell_dead")
                      if config.get(k) is not None})
-    return EvalJob(g, space, data, study.evaluate.protocol, int(config["eval_seed"]), meta)
+    return EvalJob(g, space, data, study.evaluate.protocol_of(config), int(config["eval_seed"]),
+                   meta)

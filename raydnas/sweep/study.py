@@ -131,7 +131,7 @@ class Study:
         if self.evaluate is None:
             return 0
         cells = self.evaluate.random + (len(REFERENCE_NAMES) if self.evaluate.calibrate else 0)
-        return cells * len(self.evaluate.seeds)
+        return cells * self.evaluate.per_cell()
 
     def total_trials(self) -> int:
         """Search trials, plus one evaluation trial per finished search and evaluation seed,
@@ -141,7 +141,7 @@ class Study:
         n = self.search_trials()
         if self.evaluate is None:
             return n
-        return n * (1 + len(self.evaluate.seeds)) + self.baseline_trials()
+        return n * (1 + self.evaluate.per_cell()) + self.baseline_trials()
 
     def base_config(self) -> ExperimentConfig:
         """The study's base experiment (no method of its own), validated."""

@@ -63,13 +63,14 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
         m = r.metrics or {}
         sub = study.sub((r.config or {}).get("benchmark"))
         if (r.config or {}).get("kind") == "evaluate":
-            p = sub.evaluate.protocol
+            p = sub.evaluate.protocol_of(r.config)
             finished = r.error is None and m.get("epoch") == p.epochs
             evals["failed" if r.error is not None else
                   "done" if finished else "unfinished"] += 1
             if r.error is not None:
                 reasons[_reason(r.error)] += 1
-            if finished and not r.config.get("role") and isinstance(m.get("test_acc"), float):
+            if finished and not r.config.get("role") and not r.config.get("variant") and \
+                    isinstance(m.get("test_acc"), float):
                 tests.setdefault(r.config["search_trial_id"], []).append(m["test_acc"])
             continue
         n_search += 1
@@ -86,7 +87,7 @@ def summarize(results, study: Study, wall: float) -> SweepSummary:
                 continue
             stopped += 1
         done += 1
-        need += len(sub.evaluate.seeds) if sub.evaluate is not None else 0
+        need += sub.evaluate.per_cell() if sub.evaluate is not None else 0
         searches[r.metrics.get("trial_id") or ""] = {
             "method": cfg.get("method"), "seed": cfg.get("seed"), "point": cfg.get("point"),
             "genotype": m.get("genotype"), "path": r.path,
