@@ -85,6 +85,13 @@ def test_suite_gpu_config_is_a_valid_suite(tmp_path):
     (lambda s: s.update(optuna={"params": {"optim.a_lr": {"log_uniform": [1e-3, 1e-1]}}}),
      "optuna", "no optuna"),
     (lambda s: s["sweep"].update(skip_invalid="yes"), "sweep.skip_invalid", "true or false"),
+    (lambda s: s["sweep"].update(scheduler={"name": "asha"}), "sweep.scheduler",
+     "no trial scheduler"),
+    (lambda s: s["sweep"]["benchmarks"][1].update(name=".."), "sweep.benchmarks[1].name",
+     "not starting with ."),
+    # the benchmark's own evaluate: is checked as that benchmark sees it, and named
+    (lambda s: s["sweep"]["benchmarks"][1].pop("evaluate"), "sweep.benchmarks[1]",
+     "benchmark tiny201 is not a valid study: evaluate.protocol"),
     (lambda s: (s["sweep"].pop("benchmarks"), s["sweep"].update(skip_invalid=True)),
      "sweep.skip_invalid", "only with sweep.benchmarks"),
     # a method the benchmark rejects (PC-DARTS K=4 needs channels divisible by 4): named
@@ -211,3 +218,14 @@ def test_a_suite_killed_mid_run_resumes_and_ranks_its_benchmarks(tmp_path):
     for m in ms:
         assert suite["mean_rank"][m] == pytest.approx((r0[m] + r1[m]) / 2)
     assert {g["benchmark"] for g in doc["groups"]} == {"tiny", "tiny201"}
+    # the CLI's report of a suite; the commands that take one benchmark refuse it in one line
+    out = subprocess.run([sys.executable, "-m", "raydnas", "reduce", str(exp), "--no-plots"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "[tiny201] darts_v1" in out.stdout and \
+        "Ranking across 2 benchmarks" in out.stdout, out.stdout + out.stderr
+    (tmp_path / "same").symlink_to(exp)  # a second name for it: rank needs distinct names
+    for cmd2 in (["evaluate", str(exp)], ["rank", str(exp), str(tmp_path / "same"), "--out",
+                                          str(tmp_path / "rk")]):
+        bad = subprocess.run([sys.executable, "-m", "raydnas", *cmd2], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and "this is a suite" in bad.stderr, bad.stderr[-2000:]

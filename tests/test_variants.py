@@ -121,3 +121,24 @@ def test_equal_rankings_flag_nothing():
         zip("abcd", (0.9, 0.8, 0.7, 0.6)), (("darts_cpu", 0.0), ("darts_cpu@x", -0.1)))]
     s = sensitivity(evals, "darts_cpu", used)
     assert s["sensitive"] == [] and not s["leader_changes"] and s["kendall"]["x"] == 1.0
+
+
+def test_a_variant_is_compared_on_the_seeds_it_finished_and_never_becomes_the_truth():
+    """Mid-run: variant ``half`` finished for a0 and b0 only, variant ``lr`` for none. The
+    table compares a0 and b0 under both columns (not a's two seeds against one), leaves ``lr``
+    out, and the report's truth stays the protocol."""
+    from raydnas.reduce.truth import choose_protocol
+
+    used = {g: [Trial(f"{g}{s}", None, {}, "complete") for s in range(2)] for g in "ab"}
+    evals = [_record("a0", "darts_cpu", 0.5), _record("a1", "darts_cpu", 0.9),
+             _record("b0", "darts_cpu", 0.6), _record("b1", "darts_cpu", 0.6),
+             _record("a0", "darts_cpu@half", 0.4), _record("b0", "darts_cpu@half", 0.3),
+             dict(_record("a0", "darts_cpu@lr", None), complete=False)]
+    s = sensitivity(evals, "darts_cpu", used)
+    assert s["variants"] == ["half"] and s["unfinished"] == ["lr"] and s["compared"] == 2
+    assert s["scores"]["darts_cpu"] == {"a": 0.5, "b": 0.6}  # a1 left out: not under half
+    assert s["ranks"]["darts_cpu"] == {"a": 2, "b": 1} and s["leader_changes"]
+    assert choose_protocol(evals, None) == "darts_cpu"
+    only_variant = [e for e in evals if "@" in e["protocol"]]
+    assert choose_protocol(only_variant, None) == "darts_cpu"
+    assert sensitivity(only_variant, "darts_cpu", used) is None

@@ -23,11 +23,15 @@ def _run(args: argparse.Namespace) -> int:
           + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     for i, r in df.iterrows():
         cons = "n/a" if r["consensus"] != r["consensus"] else f"{r['consensus']:.2f}"
-        print(f"{i + 1:>3}. {r['group']}: n {r['n']}  discrete_val_acc "
+        where = f"[{r['benchmark']}] " if "benchmark" in df.columns else ""
+        print(f"{i + 1:>3}. {where}{r['group']}: n {r['n']}  discrete_val_acc "
               f"{mean_std(r, 'discrete_val_acc')}  gap {mean_std(r, 'discretization_gap')}  "
               f"consensus {cons}  modal {r['modal_count']}/{r['n']}")
     t = df.attrs.get("truth") or {}
-    if t.get("evaluations"):
+    if "benchmarks" in df.attrs:  # a suite: the ranking across benchmarks, their decisions
+        for line in decision_lines(df):
+            print(line)
+    elif t.get("evaluations"):
         print(f"truth ({t['protocol']}{', SHORT budget' if t.get('short') else ''}): "
               f"{t['evaluations']} evaluations" + (f", {t['partial']} unfinished"
                                                    if t.get("partial") else ""))

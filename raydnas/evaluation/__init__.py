@@ -111,6 +111,11 @@ def _from_experiment(src, protocol, seeds, overrides, data_over, where, train):
     from .jobs import from_experiment
 
     exp = load_experiment(src)
+    if any(t.config.get("benchmark") for t in exp.trials):
+        raise ConfigError(where, "SOURCE", str(src),
+                          "a search run or a one-benchmark study: this is a suite "
+                          "(sweep.benchmarks), whose cells each benchmark's evaluate: block "
+                          "already retrains; rerun the sweep with another evaluate: instead")
     spaces, datasets = set(), set()
     for t in exp.trials:
         if t.path is not None and (t.path / "config.yaml").is_file():

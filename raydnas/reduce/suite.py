@@ -38,6 +38,10 @@ def scores_of(experiments: list[str], metric: str) -> dict[str, dict[str, float 
     out: dict[str, dict[str, float | None]] = {}
     for name, exp in zip(names, experiments):
         df = reduce(exp, write=False, plots=False, top=0)
+        if "benchmarks" in df.attrs:
+            raise ConfigError("raydnas rank", "EXPERIMENT", str(exp),
+                              "one-benchmark studies: this is a suite (sweep.benchmarks), "
+                              "whose own report already ranks its benchmarks (report/report.md)")
         if metric not in df.columns:
             raise ConfigError("raydnas rank", "--metric", metric,
                               f"a column of every experiment's report.csv ({exp} has none; "

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..results.load import Experiment, Trial
+from ..errors import ConfigError
+from ..results.load import Experiment, Trial, not_an_experiment
 from .formats import records, write_csv
 from .ranking import cd_figure, rank_markdown, rank_suite
 from .report import write_reports
@@ -76,11 +77,16 @@ def reduce_suite(exp: Experiment,
     for b, sub in split(exp).items():
         if not sub.trials:
             continue
-        df, members = one(sub)
+        try:
+            df, members = one(sub)
+        except ConfigError as e:  # e.g. --protocol: say which benchmark lacks it
+            raise ConfigError(e.file, e.key, e.value, f"{e.allowed} (benchmark {b})") from None
         if out is not None:
             (out / b).mkdir(parents=True, exist_ok=True)
             df.attrs["files"] = write_reports(df, members, out / b, plots=plots)
         tables[b] = df
+    if not tables:
+        raise not_an_experiment(exp.source)
     metric = TRUTH if any(TRUTH in d.columns and d[TRUTH].notna().any()
                           for d in tables.values()) else PROXY
     scores = {b: {m: _finite(v) for m, v in zip(d["method"], d[metric])}
@@ -103,6 +109,8 @@ def reduce_suite(exp: Experiment,
                      "counts": {k: sum((d.attrs.get("counts") or {}).get(k, 0)
                                        for d in tables.values())
                                 for k in next(iter(tables.values())).attrs.get("counts", {})},
+                     "excluded": [dict(e, describe=f"[{b}] {e['describe']}")
+                                  for b, d in tables.items() for e in d.attrs["excluded"]],
                      "files": []})
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

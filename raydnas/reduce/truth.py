@@ -127,12 +127,13 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
 
 
 def choose_protocol(evals: list[dict[str, Any]], protocol: str | None) -> str | None:
-    """The named protocol, else the one with the most finished evaluations (a retraining
-    variant, ``<protocol>@<variant>``, only when no protocol of its own finished any)."""
+    """The named protocol, else the one with the most finished evaluations. A retraining
+    variant (``<protocol>@<variant>``) counts for its protocol: it is never the truth."""
     if protocol is not None:
         return protocol
-    done = Counter(e["protocol"] for e in evals if e["complete"])
-    return max(done, key=lambda p: (VARIANT_SEP not in str(p), done[p])) if done else None
+    done = Counter(str(e["protocol"]).split(VARIANT_SEP)[0] for e in evals if e["complete"])
+    own = Counter(e["protocol"] for e in evals if e["complete"])
+    return max(done, key=lambda p: (own[p], done[p])) if done else None
 
 
 def per_trial(evals: list[dict[str, Any]], protocol: str | None

@@ -5,10 +5,12 @@ the rankings agree, and which groups' rank depends on the variant.
 Every found and random cell is retrained under the protocol and under each variant (evaluation
 trials whose protocol is named ``<protocol>@<variant>``). Per protocol, a group's score is the
 mean over its search seeds of the retrained test accuracy (evaluation seeds averaged first);
-ranks are 1 = best, ties share (and a group without a value shares the worst) as in
-:func:`raydnas.reduce.ranking.ranks`. Agreement is Kendall's τ-b between the protocol's ranking
-and each variant's. A group is **variant-sensitive** when its rank moves by 2 or more places
-between two of them (with 3 or more groups), or it is best under one and not under another.
+only search trials retrained under the protocol and under every variant that has finished any
+retraining are compared (the same seeds in every column). Ranks are 1 = best, ties share (and a
+group without a value shares the worst) as in :func:`raydnas.reduce.ranking.ranks`. Agreement
+is Kendall's τ-b between the protocol's ranking and each variant's. A group is
+**variant-sensitive** when its rank moves by 2 or more places between two of them (with 3 or
+more groups), or it is best under one and not under another.
 """
 
 from __future__ import annotations
@@ -47,13 +49,22 @@ def sensitivity(evals: list[dict[str, Any]], protocol: str | None,
         return None
     groups = list(used)
     cols = [protocol] + [f"{protocol}{VARIANT_SEP}{n}" for n in names]
+    truths = {c: per_trial(evals, c)[0] for c in cols}
+    # a variant without any finished retraining yet is left out; the others are compared on
+    # the search trials retrained under every one of them (the same seeds in every column)
+    unfinished = [c.split(VARIANT_SEP, 1)[1] for c in cols[1:] if not truths[c]]
+    cols = [protocol] + [c for c in cols[1:] if truths[c]]
+    if len(cols) < 2 or not truths[protocol]:
+        return None
+    names = [c.split(VARIANT_SEP, 1)[1] for c in cols[1:]]
+    common = set.intersection(*(set(truths[c]) for c in cols))
     scores: dict[str, dict[str, float | None]] = {}
     randoms: dict[str, float | None] = {}
     for c in cols:
-        truth, _ = per_trial(evals, c)
+        truth = truths[c]
         scores[c] = {}
         for g, ts in used.items():
-            v = [truth[t.trial_id]["test_acc"] for t in ts if t.trial_id in truth]
+            v = [truth[t.trial_id]["test_acc"] for t in ts if t.trial_id in common]
             scores[c][g] = statistics.fmean(v) if v else None
         rc = [x["test_acc"] for x in role_cells(evals, c, "random").values()]
         randoms[c] = statistics.fmean(rc) if rc else None
@@ -66,6 +77,7 @@ def sensitivity(evals: list[dict[str, Any]], protocol: str | None,
     return {"protocol": protocol, "variants": names, "columns": cols, "scores": scores,
             "ranks": table, "random_mean": randoms, "rank_range": rng,
             "sensitive": sensitive, "leader_changes": bool(lead_moves),
+            "unfinished": unfinished, "compared": len(common),
             "kendall": {n: kendall(table[protocol], table[c], groups)
                         for n, c in zip(names, cols[1:])}}
 
@@ -88,7 +100,9 @@ def section_lines(df: pd.DataFrame) -> list[str]:
     lines = ["## Retraining sensitivity", "",
              f"Every cell retrained under `{s['protocol']}` and {len(s['variants'])} "
              "variant(s) of it (`evaluate.variants`): mean test accuracy over search seeds "
-             "(rank, 1 = best). A group is flagged when its rank moves by "
+             f"on the {s['compared']} search trials retrained under all of them "
+             + (f"(not yet finished: {', '.join(s['unfinished'])}) " if s["unfinished"] else "")
+             + "(rank, 1 = best). A group is flagged when its rank moves by "
              f"{MOVE} or more places between two of them, or it leads under one and not "
              "under another.", "",
              "| group | " + " | ".join(head) + " | rank range | flagged |",

@@ -47,14 +47,19 @@ def benchmark_configs(cfg: ExperimentConfig, f: str) -> list[tuple[str, Experime
         raise ConfigError(f, "optuna", "...", "no optuna: block with sweep.benchmarks (a suite "
                           "compares methods at fixed settings; tune each benchmark as its own "
                           "study)")
+    if (cfg.sweep or {}).get("scheduler") is not None:
+        raise ConfigError(f, "sweep.scheduler", cfg.sweep["scheduler"],
+                          "no trial scheduler with sweep.benchmarks (its rungs would compare "
+                          "searches of different benchmarks and epochs)")
     out: list[tuple[str, ExperimentConfig]] = []
     for i, entry in enumerate(block):
         key = f"sweep.benchmarks[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f, key, entry, "a mapping with a name (and set, evaluate)")
         name = entry["name"]
-        if not NAME_RE.match(name):
-            raise ConfigError(f, f"{key}.name", name, "a name of letters, digits, _ . -")
+        if not NAME_RE.match(name) or name.startswith("."):
+            raise ConfigError(f, f"{key}.name", name,
+                              "a name of letters, digits, _ . - (not starting with .)")
         if name in (n for n, _ in out):
             raise ConfigError(f, f"{key}.name", name, "each benchmark name once")
         for k, v in entry.items():
@@ -114,8 +119,13 @@ def parse_suite(study, cfg: ExperimentConfig, sweep: dict, parse: Callable):
         raise ConfigError(f, "sweep.skip_invalid", skip, "true or false")
     for i, (bname, sub_cfg) in enumerate(benchmark_configs(cfg, f)):
         skipped: dict[str, str] = {}
-        sub = parse(sub_cfg, storage=study.storage, name=study.name,
-                    on_method_error=method_guard(f, i, bname, skip, skipped))
+        try:
+            sub = parse(sub_cfg, storage=study.storage, name=study.name,
+                        on_method_error=method_guard(f, i, bname, skip, skipped))
+        except ConfigError as e:  # evaluate:, race:, baseline: as this benchmark sees them
+            if e.key.startswith("sweep.benchmarks"):
+                raise
+            raise _in_benchmark(f, f"sweep.benchmarks[{i}]", bname, e) from None
         if not sub.methods:
             raise ConfigError(f, f"sweep.benchmarks[{i}]", bname,
                               "a benchmark at least one method can run on")
