@@ -44,6 +44,9 @@ class Activation(AxisChoice):
     has_concentration: bool = False
     #: the op weights do not depend on α (RSPS's random paths): nothing that acts on α can act
     alpha_free: bool = False
+    #: α's gradient comes from :meth:`score_term` (a score-function estimator), which only a
+    #: gradient that differentiates ``arch_loss`` itself (``plain``) includes
+    score_function: bool = False
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         """DARTS init: 1e-3·N(0, 1) (quark0/darts ``_initialize_alphas``)."""
@@ -68,6 +71,14 @@ class Activation(AxisChoice):
         GDAS's ``forward_gdas`` adds the weights of the ops it does not run: value zero, but
         every α of a sampled edge gets a gradient through them."""
         return None
+
+    def score_term(self, loss: torch.Tensor, alphas: dict[str, torch.Tensor],
+                   objective: Any) -> torch.Tensor | float:
+        """A term added to the α objective after its forward (``loss``: that forward's value):
+        a score-function estimator's surrogate (:mod:`raydnas.axes.estimators`); 0 here.
+        ``alphas``: cell type → α; ``objective(op_weights)``: the same objective under given
+        op weights (cell type → ``[edges, ops]``), for estimators that evaluate relaxations."""
+        return 0.0
 
     def sample(self, alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """One architecture as the search trains it, drawn with ``generator`` (CPU), for

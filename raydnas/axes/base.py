@@ -68,6 +68,10 @@ class SearchContext(Protocol):
     def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The α objective: ``loss(x, y)`` plus ``penalty()``."""
 
+    def arch_objective(self, train_batch, val_batch) -> torch.Tensor:
+        """α's objective of a first-order step (``objective:``; ``arch_loss`` on ``val_batch``
+        by default)."""
+
     def penalty(self) -> torch.Tensor | float:
         """The regularizer's penalty at the current α (after the last forward)."""
 

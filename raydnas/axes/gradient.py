@@ -103,7 +103,7 @@ class FirstOrder(ArchGradient):
 
     def arch_grad(self, ctx, train_batch, val_batch):
         alphas = ctx.model.arch_parameters()
-        loss = ctx.arch_loss(*val_batch)
+        loss = ctx.arch_objective(train_batch, val_batch)  # arch_loss(val) unless gen_gap
         set_arch_grad(alphas, _grads(loss, alphas))
 
 

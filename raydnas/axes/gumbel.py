@@ -7,6 +7,7 @@ import torch
 from .activation import ACTIVATIONS, Stochastic
 from .base import SearchContext
 from .checks import require
+from .estimators import conditional_gumbel, log_prob, one_hot
 
 
 class _GumbelBase(Stochastic):
@@ -118,21 +119,51 @@ class GumbelHard(_GumbelBase):
     * ``v1`` (``forward_gdas_v1``): h_k·o_k(x) alone; α reaches the loss only through the
       sampled ops, and an α whose every sampled path is ``none`` gets a zero gradient.
 
+    ``estimator`` (UNAS, Vahdat et al., CVPR 2020; :mod:`raydnas.axes.estimators`): how α
+    gets its gradient from the sampled path. ``relaxed`` (default) is GDAS's straight-through
+    gradient above. ``reinforce``: the weights are the plain one-hot sample b (no gradient
+    through them; τ then plays no part) and α's gradient is (L − c)·∇ log p(b), L the α
+    step's loss, c an exponential moving average of past L (``baseline_decay``; c = L at the
+    first step): unbiased, where the relaxed gradient is not. ``rebar`` (Tucker et al. 2017):
+    the same one-hot sample and score term, with REBAR's control variate instead of a baseline:
+    the objective is also evaluated under the relaxed weights σ_λ(z) and σ_λ(z̃) (z = log p + G,
+    z̃ its Gumbels conditioned on the sampled b; λ ``rebar_temperature``, η ``rebar_eta``),
+    two more forward passes per α step; unbiased, lower variance.
+
     Args:
         tau0: initial temperature τ_max (GDAS 10).
         tau_min: final temperature (GDAS 0.1).
         anneal_epochs: epochs of the anneal; null = the search's epochs.
         form: ``gdas`` or ``v1`` (above).
+        estimator: ``relaxed``, ``reinforce`` or ``rebar``.
+        baseline_decay: the moving average's decay for ``reinforce`` (0.9).
+        rebar_eta: REBAR's control-variate scale η (1.0).
+        rebar_temperature: REBAR's relaxation temperature λ (0.5).
     """
 
     FORMS = ("gdas", "v1")
+    ESTIMATORS = ("relaxed", "reinforce", "rebar")
 
     def __init__(self, tau0: float = 10.0, tau_min: float = 0.1,
-                 anneal_epochs: int | None = None, form: str = "gdas") -> None:
+                 anneal_epochs: int | None = None, form: str = "gdas",
+                 estimator: str = "relaxed", baseline_decay: float = 0.9,
+                 rebar_eta: float = 1.0, rebar_temperature: float = 0.5) -> None:
         super().__init__(tau0, tau_min, anneal_epochs)
         require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
-        self.form = form
+        require(estimator in self.ESTIMATORS, "estimator", estimator,
+                ", ".join(self.ESTIMATORS))
+        require(isinstance(baseline_decay, (int, float)) and 0 <= baseline_decay < 1,
+                "baseline_decay", baseline_decay, "a number in [0, 1)")
+        require(isinstance(rebar_eta, (int, float)), "rebar_eta", rebar_eta, "a number")
+        require(isinstance(rebar_temperature, (int, float)) and rebar_temperature > 0,
+                "rebar_temperature", rebar_temperature, "a number > 0")
+        self.form, self.estimator, self.baseline_decay = form, estimator, float(baseline_decay)
+        self.eta, self.lam = float(rebar_eta), float(rebar_temperature)
+        self.score_function = estimator != "relaxed"
         self._hard = False  # the last weights() call drew a hard sample (training mode)
+        # α's id -> (log p(b), G, b, v) of its last sample (v: uniforms of REBAR's conditional)
+        self._drawn: dict[int, tuple] = {}
+        self._baseline: float | None = None
 
     def _fraction(self, epoch, total):
         return epoch / (total - 1) if total > 1 else 1.0
@@ -141,6 +172,12 @@ class GumbelHard(_GumbelBase):
         self._hard = training
         if not training:
             return self.probs(alpha)
+        if self.score_function:  # the one-hot sample itself; α learns through score_term
+            g = self._gumbel(alpha)
+            b = (torch.log_softmax(alpha, dim=-1) + g).detach().argmax(dim=-1)
+            v = self._uniform(alpha) if self.estimator == "rebar" else None
+            self._drawn[id(alpha)] = (log_prob(alpha, b), g, b, v)
+            return one_hot(b, alpha.shape[-1], alpha.dtype)
         p = self._soft_sample(alpha)
         hard = torch.zeros_like(p).scatter_(-1, p.detach().argmax(dim=-1, keepdim=True), 1.0)
         return hard - p.detach() + p
@@ -151,8 +188,45 @@ class GumbelHard(_GumbelBase):
         idx = weights.detach().argmax(dim=1).tolist()
         return [[k] if k not in zero_ops else [] for k in idx]
 
+    def _uniform(self, alpha: torch.Tensor) -> torch.Tensor:
+        """REBAR's uniforms for the conditional Gumbels (frozen with the noise)."""
+        key = ("v", id(alpha))
+        if self._frozen is not None and key in self._frozen:
+            return self._frozen[key]
+        v = torch.rand_like(alpha.detach()).clamp(1e-12, 1 - 1e-12)
+        if self._frozen is not None:
+            self._frozen[key] = v
+        return v
+
+    def score_term(self, loss, alphas, objective):
+        """REINFORCE: (L − c)·Σ log p(b); REBAR: [L − η·f(σ(z̃))]·Σ log p(b) + η·f(σ(z)) −
+        η·f(σ(z̃)), over the α of the forward that gave ``loss`` (its sample b)."""
+        drawn = {ct: self._drawn.get(id(a)) for ct, a in alphas.items()}
+        if not self.score_function or any(d is None for d in drawn.values()):
+            return 0.0
+        self._drawn = {}
+        L = float(loss.detach())
+        logp = sum(d[0] for d in drawn.values())
+        if self.estimator == "reinforce":
+            c = L if self._baseline is None else self._baseline
+            self._baseline = self.baseline_decay * c + (1 - self.baseline_decay) * L
+            return (L - c) * logp
+        soft_z = {ct: torch.softmax((torch.log_softmax(alphas[ct], -1) + g) / self.lam, -1)
+                  for ct, (_, g, _, _) in drawn.items()}
+        soft_zt = {ct: torch.softmax(conditional_gumbel(alphas[ct], b, v) / self.lam, -1)
+                   for ct, (_, _, b, v) in drawn.items()}
+        f_z, f_zt = objective(soft_z), objective(soft_zt)
+        return (L - self.eta * f_zt.detach()) * logp + self.eta * (f_z - f_zt)
+
+    def state_dict(self):
+        return {**super().state_dict(), "baseline": self._baseline}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self._baseline = state.get("baseline")
+
     def edge_bias(self, weights, active):
-        if self.form != "gdas" or not self._hard:
+        if self.form != "gdas" or not self._hard or self.score_function:
             return None
         # h_j for j ≠ the sampled op: one_hot − sg(p) + p = 0 in value, ∂/∂p_j = 1
         hard = weights.detach().argmax(dim=1, keepdim=True)

@@ -49,3 +49,18 @@ def check_sizes(cfg: Any) -> None:
     if n is not None:
         check_split(cfg.source, cfg.data.dataset, n, cfg.data.val_fraction, cfg.data.batch_size,
                     needs_val, cfg.measure.bn_images)
+
+
+def check_objective(f: str, objective: Any, gradient: str, part: Any) -> None:
+    """``objective: gen_gap`` needs both losses in one α step: first_order's."""
+    if objective.name == "val":
+        return
+    if not part.needs_val:
+        raise ConfigError(f, "objective.name", objective.name,
+                          f"val with gradient {gradient!r}: a single-level search steps α on "
+                          "the training loss alone, so there is no validation loss whose gap "
+                          "to the training loss could be penalized")
+    if not part.plain:
+        raise ConfigError(f, "objective.name", objective.name,
+                          f"val with gradient {gradient!r} (gen_gap is built for gradient "
+                          "first_order, whose α step differentiates the objective itself)")

@@ -40,7 +40,7 @@ from ..data.datasets import DATASETS
 from ..errors import ConfigError, one_of, require_int
 from ..model.spaces import load_space
 from .axis_blocks import axis_block, create_axis  # noqa: F401  (create_axis: re-exported)
-from .cross_checks import check_model, check_sizes
+from .cross_checks import check_model, check_objective, check_sizes
 from .overrides import apply_overrides, merge, parse_override, set_key  # noqa: F401
 from .sections import (  # noqa: F401  (re-exported)
     DEFAULT_BN_IMAGES,
@@ -49,6 +49,7 @@ from .sections import (  # noqa: F401  (re-exported)
     LogConfig,
     MeasureConfig,
     ModelConfig,
+    ObjectiveConfig,
     OptimConfig,
     SelectConfig,
     SpeedConfig,
@@ -76,6 +77,7 @@ class ExperimentConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     axes: dict[str, AxisConfig] = field(
         default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
@@ -130,7 +132,7 @@ def threads_for_cpus(cpu: Any) -> int:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "log": LogConfig,
              "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig,
-             "select": SelectConfig}
+             "select": SelectConfig, "objective": ObjectiveConfig}
 _TOP = {"space", "epochs", "seed", "threads", "name", "description", *_SECTIONS, *AXIS_NAMES,
         "sweep", "optuna", "evaluate"}
 
@@ -180,6 +182,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
+    check_objective(f, sections["objective"], axes["gradient"].name, parts["gradient"])
     if parts["activation"].alpha_free:  # what reads α or its cell has nothing to read (RSPS)
         st, md = sections["stop"], sections["model"]
         for key, v in (("measure.hessian_every", sections["measure"].hessian_every),

@@ -183,6 +183,16 @@ class SpeedConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """``objective:``: what the α step minimizes. ``val``: L_val (DARTS). ``gen_gap`` (UNAS,
+    Vahdat et al., CVPR 2020): L_train + λ·|L_val − L_train|, both on the same sampled
+    architecture (λ ``lam``, UNAS's commands 0.5), to penalize a cell that generalizes badly."""
+    name: str = field(default="val", metadata={
+        "check": (lambda v: v in ("val", "gen_gap"), "val or gen_gap")})
+    lam: float = field(default=0.5, metadata={"check": (lambda v: v > 0, "a number > 0")})
+
+
+@dataclass
 class LogConfig:
     """``log:``: TensorBoard, histograms and the console."""
     tensorboard: bool = True

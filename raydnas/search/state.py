@@ -128,8 +128,34 @@ class SearchState:
         return self.parts["regularizer"].penalty(self)
 
     def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The α objective: criterion plus the regularizer's penalty."""
-        return self.loss(x, y) + self.penalty()
+        """The α objective: criterion plus the regularizer's penalty (plus a score-function
+        estimator's surrogate, :meth:`Activation.score_term`)."""
+        loss = self.loss(x, y)
+        return loss + self.penalty() + self.model.activation.score_term(
+            loss, self.model.alphas, lambda w: self.loss_under(w, x, y))
+
+    def loss_under(self, op_weights: dict[str, torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor) -> torch.Tensor:
+        """The criterion under the given op weights (cell type → ``[edges, ops]``)."""
+        return self.criterion(self.model(x, op_weights=op_weights, run_zero_weights=True), y)
+
+    def arch_objective(self, train_batch, val_batch) -> torch.Tensor:
+        """What α's step minimizes (``objective:``): ``val``: :meth:`arch_loss` on the val
+        batch; ``gen_gap``: L_tr + λ·|L_val − L_tr| on one sampled architecture (one noise
+        draw for both forwards), plus the penalty and the estimator's surrogate."""
+        obj = self.cfg.objective
+        if obj.name == "val":
+            return self.arch_loss(*val_batch)
+        def gap_under(w):  # the same objective under given op weights (REBAR's relaxations)
+            t = self.loss_under(w, *train_batch)
+            return t + obj.lam * (self.loss_under(w, *val_batch) - t).abs()
+
+        with self.frozen_noise():
+            lt = self.loss(*train_batch)
+            lv = self.loss(*val_batch)
+        gap = lt + obj.lam * (lv - lt).abs()
+        return gap + self.penalty() + self.model.activation.score_term(
+            gap, self.model.alphas, gap_under)
 
     def frozen_noise(self) -> contextlib.AbstractContextManager:
         """One random draw for every forward within (the activation's ``frozen_noise``)."""

@@ -1,0 +1,122 @@
+"""GDAS's activation with UNAS's REINFORCE estimator (``gumbel_hard: {estimator: reinforce}``)
+in a real supernet on the embedded digits: α's gradient is (L − c)·∇ log p(b) for the sampled
+path b, written out here; its baseline resumes exactly; what cannot carry it is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import batches, tiny_cfg, tiny_state
+
+from raydnas.axes.estimators import log_prob
+from raydnas.axes.gradient import FirstOrder
+from raydnas.errors import ConfigError
+
+REINFORCE = {"activation": {"estimator": "reinforce", "baseline_decay": 0.5}}
+
+
+def test_reinforce_alpha_gradient_is_the_written_out_score_function():
+    st = tiny_state({"activation": "gumbel_hard"}, REINFORCE)
+    act = st.model.activation
+    tr, va = batches(st)
+    st.model.train()
+    for step in range(3):
+        c = act._baseline
+        for a in st.model.arch_parameters():
+            a.grad = None
+        with st.frozen_noise():  # one Gumbel draw per α for the step and the reference below
+            FirstOrder().arch_grad(st, tr, va)
+            got = [a.grad.clone() for a in st.model.arch_parameters()]
+            alphas = st.model.arch_parameters()
+            bs = [(torch.log_softmax(a, -1) + act._frozen[id(a)]).argmax(-1) for a in alphas]
+            with torch.no_grad():
+                L = float(st.loss(*va))
+        c = L if c is None else c
+        logp = sum(log_prob(a, b) for a, b in zip(alphas, bs))
+        want = torch.autograd.grad((L - c) * logp, alphas)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+        assert act._baseline == pytest.approx(0.5 * c + 0.5 * L)
+        with torch.no_grad():  # a step so that the next one differs
+            for a in alphas:
+                a -= 0.5 * a.grad
+    assert any(g.abs().sum() > 0 for g in got)
+
+
+def test_the_sampled_path_is_one_hot_and_only_its_op_runs():
+    st = tiny_state({"activation": "gumbel_hard"}, REINFORCE)
+    a = st.model.arch_parameters()[0]
+    w = st.model.activation.weights(a, True)
+    assert torch.equal(w.sum(-1), torch.ones(w.shape[0])) and not w.requires_grad
+    assert st.model.activation.edge_bias(w, None) is None
+    assert all(len(x) <= 1 for x in st.model.activation.active_ops("normal", w, frozenset()))
+
+
+def test_the_baseline_is_saved_and_restored():
+    st = tiny_state({"activation": "gumbel_hard"}, REINFORCE)
+    tr, va = batches(st)
+    st.model.train()
+    FirstOrder().arch_grad(st, tr, va)
+    state = st.model.activation.state_dict()
+    assert isinstance(state["baseline"], float)
+    other = tiny_state({"activation": "gumbel_hard"}, REINFORCE)
+    other.model.activation.load_state_dict(state)
+    assert other.model.activation._baseline == state["baseline"]
+
+
+@pytest.mark.parametrize("method,params,key,allowed", [
+    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "relax"}},
+     "activation.estimator", "relaxed, reinforce, rebar"),
+    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "rebar",
+                                                    "rebar_temperature": 0}},
+     "activation.rebar_temperature", "a number > 0"),
+    ({"activation": "gumbel_hard", "gradient": "unrolled"}, REINFORCE, "",
+     "use gradient first_order"),
+    ({"activation": "gumbel_hard", "gradient": "single_level"}, REINFORCE, "",
+     "use gradient first_order"),
+    ({"activation": "softmax"}, {"activation": {"estimator": "reinforce"}}, "estimator",
+     ""),
+])
+def test_an_estimator_that_cannot_act_is_refused_in_one_line(method, params, key, allowed):
+    with pytest.raises(ConfigError) as e:
+        tiny_cfg(method, params)
+    msg = str(e.value)
+    assert "\n" not in msg and key in msg and allowed in msg, msg
+
+
+def test_rebar_alpha_gradient_is_the_written_out_estimator():
+    """REBAR on the supernet: [L(b) − η·f(σ(z̃))]·∇log p(b) + η·∇f(σ(z)) − η·∇f(σ(z̃)), with f
+    the val loss under explicit op weights, rebuilt here from the step's noise."""
+    from raydnas.axes.estimators import conditional_gumbel, one_hot
+
+    st = tiny_state({"activation": "gumbel_hard"},
+                    {"activation": {"estimator": "rebar", "rebar_eta": 0.7,
+                                    "rebar_temperature": 0.5}})
+    act = st.model.activation
+    tr, va = batches(st)
+    st.model.train()
+    with st.frozen_noise():
+        FirstOrder().arch_grad(st, tr, va)
+        alphas = dict(st.model.alphas)
+        got = [a.grad.clone() for a in alphas.values()]
+        g = {ct: act._frozen[id(a)] for ct, a in alphas.items()}
+        v = {ct: act._frozen[("v", id(a))] for ct, a in alphas.items()}
+    b = {ct: (torch.log_softmax(a, -1) + g[ct]).argmax(-1) for ct, a in alphas.items()}
+    x, y = va
+
+    def f(w):
+        return st.criterion(st.model(x, op_weights=w, run_zero_weights=True), y)
+
+    with torch.no_grad():
+        L = float(f({ct: one_hot(b[ct], a.shape[-1]) for ct, a in alphas.items()}))
+    z = {ct: torch.softmax((torch.log_softmax(a, -1) + g[ct]) / 0.5, -1)
+         for ct, a in alphas.items()}
+    zt = {ct: torch.softmax(conditional_gumbel(a, b[ct], v[ct]) / 0.5, -1)
+          for ct, a in alphas.items()}
+    logp = sum(log_prob(a, b[ct]) for ct, a in alphas.items())
+    f_zt = f(zt)
+    sur = (L - 0.7 * f_zt.detach()) * logp + 0.7 * (f(z) - f_zt)
+    want = torch.autograd.grad(sur, list(alphas.values()))
+    for gg, w in zip(got, want):
+        torch.testing.assert_close(gg, w, rtol=1e-4, atol=1e-6)
+    assert any(gg.abs().sum() > 0 for gg in got)
