@@ -41,15 +41,25 @@ class Resource(Regularizer):
             of each edge).
         form: ``snas`` or ``cell`` (above).
         ratio: weight of the reduction cells (SNAS ``--ratio`` 1).
+        target: a hinge instead (UNAS's latency loss, Vahdat et al., CVPR 2020):
+            R = λ·relu(E − target), E = Σ over every cell of Σ_{e,k} a(α)·cost, the supernet's
+            expected cost, in the cost's unit (ms for ``latency``); null: the forms above.
+
+    ``cost: latency`` is each op's time measured on the search's device at its start
+    (:mod:`raydnas.model.latency`, cached per device and op shape, kept in the checkpoint).
     """
 
     FORMS = ("snas", "cell")
+    COSTS = ("params", "flops", "latency")
     requires_normalized = True
 
     def __init__(self, lam: float = 1.5e-3, cost: str = "params", log_penalty: bool = True,
-                 form: str = "snas", ratio: float = 1.0):
+                 form: str = "snas", ratio: float = 1.0, target: float | None = None):
         require(is_number(lam) and lam >= 0, "lam", lam, "a number >= 0")
-        require(cost in ("params", "flops"), "cost", cost, "params or flops")
+        require(cost in self.COSTS, "cost", cost, ", ".join(self.COSTS))
+        require(target is None or (is_number(target) and target > 0), "target", target,
+                "null or a number > 0 (the cost's unit: ms for latency)")
+        self.target = None if target is None else float(target)
         require(isinstance(log_penalty, bool), "log_penalty", log_penalty, "true or false")
         require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
         require(is_number(ratio) and ratio >= 0, "ratio", ratio, "a number >= 0")
@@ -63,10 +73,26 @@ class Resource(Regularizer):
     def penalty(self, ctx):
         if not self.costs:
             self.setup(ctx)
+        if self.target is not None:
+            return self.lam * torch.relu(self.expected(ctx.model.op_probs()) - self.target)
         if self.form == "cell":
             return self.lam * self._cell(ctx.model.op_probs())
         w = ctx.model.last_op_weights or ctx.model.op_probs()
         return self.lam * self._snas(w)
+
+    def expected(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The supernet's expected cost under a(α): Σ over cells, edges, ops of a·cost."""
+        return sum((p * self.costs[c].sum(0).to(p)).sum() for c, p in probs.items())
+
+    def state_dict(self):
+        """A measured (latency) table is kept, so a resumed search uses the same costs."""
+        if self.cost != "latency" or not self.costs:
+            return {}
+        return {"costs": {c: t.tolist() for c, t in self.costs.items()}}
+
+    def load_state_dict(self, state):
+        if state.get("costs"):
+            self.costs = {c: torch.tensor(t) for c, t in state["costs"].items()}
 
     def _cell(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         r = 0.0

@@ -115,6 +115,10 @@ class MeasureConfig:
     #: (and at the last; 0: off), by power iteration of at most ``hessian_iters`` products
     hessian_every: int = field(default=0, metadata={"check": (_nonneg, "an integer >= 0 (0: off)")})
     hessian_iters: int = field(default=20, metadata={"check": (_pos, "an integer > 0")})
+    #: measure every candidate op's latency on the search's device at its start (cached per
+    #: device and op shape; :mod:`raydnas.model.latency`) and log the derived cell's
+    #: ``cell_latency_ms`` every epoch (always on with ``regularizer: {cost: latency}``)
+    latency: bool = False
 
 
 @dataclass

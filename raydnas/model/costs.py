@@ -9,11 +9,16 @@ from typing import Any
 
 import torch
 
+from .latency import op_latency
+
 
 @torch.no_grad()
 def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per cell type a ``[cells, edges, ops]`` tensor: the cost of every candidate op of every
-    cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``)."""
+    cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``;
+    ``latency``: its measured time on ``x``'s device, ms, :mod:`raydnas.model.latency`)."""
+    if kind == "latency":
+        return op_latency(model, x)
     ops = list(model.mixed_ops())
     n_cells = {ct: 1 + max(i for i, c, *_ in ops if c == ct) for ct in model.alphas}
     costs = {ct: torch.zeros((n_cells[ct], *a.shape)) for ct, a in model.alphas.items()}

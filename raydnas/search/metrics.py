@@ -69,3 +69,13 @@ def derived_params(model: Supernet, masks: dict[str, torch.Tensor]) -> int:
         if masks[ct][e, k] == 0:
             total -= _n(op)
     return total
+
+
+def cell_latency(table: dict[str, torch.Tensor] | None,
+                 masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``cell_latency_ms``: the derived network's candidate ops' measured latency summed over
+    every cell (its chosen ops); {} without a latency table."""
+    if not table:
+        return {}
+    return {"cell_latency_ms": float(sum((masks[c].unsqueeze(0).to(t) * t).sum()
+                                         for c, t in table.items()))}

@@ -84,6 +84,7 @@ class SearchState:
         self.epoch = 0            # epochs completed
         self.step = 0             # weight steps taken, all epochs
         self.alpha_steps = 0      # α steps taken, all epochs
+        self._latency: dict[str, torch.Tensor] | None = None  # measure.latency's op table
         self.steps_per_epoch = 1
         self.history: list[dict] = []
         for part in self.parts.values():
@@ -157,6 +158,17 @@ class SearchState:
         return gap + self.penalty() + self.model.activation.score_term(
             gap, self.model.alphas, gap_under)
 
+    def latency_table(self) -> dict[str, torch.Tensor] | None:
+        """Each candidate op's measured latency (ms, ``[cells, edges, ops]`` per cell type): the
+        resource regularizer's with ``cost: latency``, else with ``measure.latency`` measured
+        once (and checkpointed); None otherwise."""
+        reg = self.parts["regularizer"]
+        if getattr(reg, "cost", None) == "latency":
+            return reg.costs or None
+        if self.cfg.measure.latency and self._latency is None:
+            self._latency = self.model.op_costs("latency", self.example_input)
+        return self._latency
+
     def frozen_noise(self) -> contextlib.AbstractContextManager:
         """One random draw for every forward within (the activation's ``frozen_noise``)."""
         return self.model.activation.frozen_noise()
@@ -172,6 +184,8 @@ class SearchState:
             "axes": {a: part.state_dict() for a, part in self.parts.items()},
             "counters": {"epoch": self.epoch, "step": self.step, "alpha_steps": self.alpha_steps},
             "history": self.history,
+            **({"latency": {c: t.tolist() for c, t in self._latency.items()}}
+               if self._latency is not None else {}),
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -185,6 +199,8 @@ class SearchState:
         c = s["counters"]
         self.epoch, self.step, self.alpha_steps = c["epoch"], c["step"], c["alpha_steps"]
         self.history = list(s["history"])
+        if s.get("latency"):
+            self._latency = {c: torch.tensor(t) for c, t in s["latency"].items()}
 
 
 def train_step(st: SearchState, batch, val: Cycle | None) -> tuple[float, int]:
