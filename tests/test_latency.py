@@ -45,6 +45,8 @@ def test_every_op_is_timed_once_per_shape_and_cached_per_device():
 def test_the_latency_hinge_is_the_written_out_penalty_and_resumes_with_its_table():
     st = tiny_state({"regularizer": "resource"}, LATENCY)
     reg = st.parts["regularizer"]
+    table = st.latency_table()  # measured on first use
+    assert table is reg.costs
     probs = st.model.op_probs()
     alphas = st.model.arch_parameters()
     expected = sum((probs[c] * reg.costs[c].sum(0)).sum() for c in probs)
@@ -91,3 +93,20 @@ def test_bad_latency_settings_are_one_line(params, key, allowed):
         tiny_cfg({"regularizer": "resource"}, {"regularizer": params})
     msg = str(e.value)
     assert "\n" not in msg and key in msg and allowed in msg, msg
+
+
+def test_fused_kernels_are_measured_op_by_op():
+    """With speed.fuse the supernet runs ops as fused kernels; the latency capture still times
+    every op (the same table as unfused) and leaves fusion on."""
+    plain = op_latency(tiny_state().model, tiny_state().example_input)
+    st = tiny_state(speed={"fuse": True})
+    fused = op_latency(st.model, st.example_input)  # read from the cache: same keys
+    for c in plain:
+        torch.testing.assert_close(fused[c], plain[c])
+    assert any(getattr(m, "fuse", False) is True for m in st.model.modules())
+
+
+def test_a_resumed_search_does_not_measure_before_loading_its_table():
+    st = tiny_state({"regularizer": "resource"}, LATENCY)
+    assert not st.parts["regularizer"].costs  # set up without measuring
+    assert st.latency_table()  # measured on first use

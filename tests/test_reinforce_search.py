@@ -76,6 +76,8 @@ def test_the_baseline_is_saved_and_restored():
      "use gradient first_order"),
     ({"activation": "softmax"}, {"activation": {"estimator": "reinforce"}}, "estimator",
      ""),
+    ({"activation": "gumbel_hard", "regularizer": "resource"}, REINFORCE, "",
+     "use form: cell or a target"),
 ])
 def test_an_estimator_that_cannot_act_is_refused_in_one_line(method, params, key, allowed):
     with pytest.raises(ConfigError) as e:
@@ -120,3 +122,27 @@ def test_rebar_alpha_gradient_is_the_written_out_estimator():
     for gg, w in zip(got, want):
         torch.testing.assert_close(gg, w, rtol=1e-4, atol=1e-6)
     assert any(gg.abs().sum() > 0 for gg in got)
+
+
+def test_a_hessian_measure_with_a_score_function_estimator_is_refused():
+    with pytest.raises(ConfigError) as e:
+        tiny_cfg({"activation": "gumbel_hard"}, REINFORCE, measure={"hessian_every": 1})
+    assert "measure.hessian_every" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_measurement_forward_drops_the_draw_and_the_model_still_copies():
+    """An eval-mode forward (measurement) leaves no draw for a later α step, and nothing with
+    a graph is kept between steps (the supernet deep-copies, as measurement does)."""
+    import copy
+
+    st = tiny_state({"activation": "gumbel_hard"}, REINFORCE)
+    tr, va = batches(st)
+    st.model.train()
+    st.loss(*va)  # a training-mode forward with α requiring grad
+    assert st.model.activation._drawn
+    copy.deepcopy(st.model)
+    st.model.eval()
+    st.loss(*va)
+    assert not st.model.activation._drawn
+    assert st.model.activation.score_term(torch.tensor(1.0), dict(st.model.alphas),
+                                          None) == 0.0

@@ -58,7 +58,7 @@ def test_suite_cpu_config_is_a_valid_suite_of_four_benchmarks():
     assert st.benchmarks["tiny_noskip"].evaluate.calibrate is False
     assert st.benchmarks["tiny_deep"].trial_config(st.methods[0], 0).model.cells == 5
     assert st.total_trials() == sum(b.total_trials() for b in st.benchmarks.values())
-    assert st.search_trials() == 4 * 7 * 2
+    assert st.search_trials() == 4 * 7 * 5
 
 
 def test_suite_gpu_config_is_a_valid_suite(tmp_path):

@@ -161,7 +161,7 @@ class GumbelHard(_GumbelBase):
         self.eta, self.lam = float(rebar_eta), float(rebar_temperature)
         self.score_function = estimator != "relaxed"
         self._hard = False  # the last weights() call drew a hard sample (training mode)
-        # α's id -> (log p(b), G, b, v) of its last sample (v: uniforms of REBAR's conditional)
+        # α's id -> (G, b, v) of its last training sample (v: uniforms of REBAR's conditional)
         self._drawn: dict[int, tuple] = {}
         self._baseline: float | None = None
 
@@ -171,12 +171,13 @@ class GumbelHard(_GumbelBase):
     def weights(self, alpha, training):
         self._hard = training
         if not training:
+            self._drawn = {}  # a measurement forward: no α step will score its draw
             return self.probs(alpha)
         if self.score_function:  # the one-hot sample itself; α learns through score_term
             g = self._gumbel(alpha)
             b = (torch.log_softmax(alpha, dim=-1) + g).detach().argmax(dim=-1)
             v = self._uniform(alpha) if self.estimator == "rebar" else None
-            self._drawn[id(alpha)] = (log_prob(alpha, b), g, b, v)
+            self._drawn[id(alpha)] = (g, b, v)  # no graph kept: log p(b) is taken at the step
             return one_hot(b, alpha.shape[-1], alpha.dtype)
         p = self._soft_sample(alpha)
         hard = torch.zeros_like(p).scatter_(-1, p.detach().argmax(dim=-1, keepdim=True), 1.0)
@@ -206,15 +207,15 @@ class GumbelHard(_GumbelBase):
             return 0.0
         self._drawn = {}
         L = float(loss.detach())
-        logp = sum(d[0] for d in drawn.values())
+        logp = sum(log_prob(alphas[ct], b) for ct, (_, b, _) in drawn.items())
         if self.estimator == "reinforce":
             c = L if self._baseline is None else self._baseline
             self._baseline = self.baseline_decay * c + (1 - self.baseline_decay) * L
             return (L - c) * logp
         soft_z = {ct: torch.softmax((torch.log_softmax(alphas[ct], -1) + g) / self.lam, -1)
-                  for ct, (_, g, _, _) in drawn.items()}
+                  for ct, (g, _, _) in drawn.items()}
         soft_zt = {ct: torch.softmax(conditional_gumbel(alphas[ct], b, v) / self.lam, -1)
-                   for ct, (_, _, b, v) in drawn.items()}
+                   for ct, (_, b, v) in drawn.items()}
         f_z, f_zt = objective(soft_z), objective(soft_zt)
         return (L - self.eta * f_zt.detach()) * logp + self.eta * (f_z - f_zt)
 

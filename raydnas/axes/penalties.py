@@ -43,7 +43,8 @@ class Resource(Regularizer):
         ratio: weight of the reduction cells (SNAS ``--ratio`` 1).
         target: a hinge instead (UNAS's latency loss, Vahdat et al., CVPR 2020):
             R = λ·relu(E − target), E = Σ over every cell of Σ_{e,k} a(α)·cost, the supernet's
-            expected cost, in the cost's unit (ms for ``latency``); null: the forms above.
+            expected cost, in the cost's unit (ms for ``latency``); null: the forms above
+            (``form``, ``log_penalty`` and ``ratio`` are not used with a target).
 
     ``cost: latency`` is each op's time measured on the search's device at its start
     (:mod:`raydnas.model.latency`, cached per device and op shape, kept in the checkpoint).
@@ -60,6 +61,8 @@ class Resource(Regularizer):
         require(target is None or (is_number(target) and target > 0), "target", target,
                 "null or a number > 0 (the cost's unit: ms for latency)")
         self.target = None if target is None else float(target)
+        #: the snas form prices the op weights of the forward pass (a sample), not a(α)
+        self.reads_sampled_weights = form == "snas" and target is None
         require(isinstance(log_penalty, bool), "log_penalty", log_penalty, "true or false")
         require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
         require(is_number(ratio) and ratio >= 0, "ratio", ratio, "a number >= 0")
@@ -68,11 +71,16 @@ class Resource(Regularizer):
         self.costs: dict[str, torch.Tensor] = {}
 
     def setup(self, ctx: SearchContext) -> None:
+        if self.cost != "latency":  # measured lazily: a resumed search loads its table instead
+            self.costs = ctx.model.op_costs(self.cost, ctx.example_input)
+
+    def measure(self, ctx: SearchContext) -> None:
+        """The cost table, now (a measured latency table on first use)."""
         self.costs = ctx.model.op_costs(self.cost, ctx.example_input)
 
     def penalty(self, ctx):
         if not self.costs:
-            self.setup(ctx)
+            self.measure(ctx)
         if self.target is not None:
             return self.lam * torch.relu(self.expected(ctx.model.op_probs()) - self.target)
         if self.form == "cell":

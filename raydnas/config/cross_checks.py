@@ -51,8 +51,17 @@ def check_sizes(cfg: Any) -> None:
                     needs_val, cfg.measure.bn_images)
 
 
-def check_objective(f: str, objective: Any, gradient: str, part: Any) -> None:
-    """``objective: gen_gap`` needs both losses in one α step: first_order's."""
+def check_objective(f: str, sections: dict[str, Any], gradient: str,
+                    parts: dict[str, Any]) -> None:
+    """What α's objective needs: ``objective: gen_gap`` both losses in one α step (first
+    order's); a score-function estimator, no Hessian of a loss that does not depend on α."""
+    objective, part = sections["objective"], parts["gradient"]
+    hess = sections["measure"].hessian_every
+    if parts["activation"].score_function and hess:
+        raise ConfigError(f, "measure.hessian_every", hess,
+                          "0 with a score-function estimator (reinforce, rebar): the loss of "
+                          "a sampled one-hot path does not depend on α, so ∇²_α L_val has "
+                          "nothing to measure")
     if objective.name == "val":
         return
     if not part.needs_val:

@@ -182,7 +182,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     why = incompatibility(parts, {a: c.params for a, c in axes.items()})
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
-    check_objective(f, sections["objective"], axes["gradient"].name, parts["gradient"])
+    check_objective(f, sections, axes["gradient"].name, parts)
     if parts["activation"].alpha_free:  # what reads α or its cell has nothing to read (RSPS)
         st, md = sections["stop"], sections["model"]
         for key, v in (("measure.hessian_every", sections["measure"].hessian_every),

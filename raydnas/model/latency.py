@@ -2,9 +2,10 @@
 ``latency`` cost of :func:`raydnas.model.costs.op_costs` (UNAS's latency objective, Vahdat et
 al., CVPR 2020, measured per op instead of learned by a linear surrogate of whole networks).
 
-Each op is timed on the input it receives in the supernet (one forward with every op on, the
-example batch), ``warmup`` runs then the median of ``repeats`` timed runs, in milliseconds
-(``torch.cuda.synchronize`` around each run on a GPU). Ops of the same module and input shape
+Each op is timed on the input it receives in the supernet (one unfused forward with every op
+on, the example batch), ``warmup`` runs then the fastest of ``repeats`` timed runs, in
+milliseconds (``torch.cuda.synchronize`` around each run on a GPU; the minimum, as other work
+on a shared device only ever adds time). Ops of the same module and input shape
 are timed once. Results are cached per device, thread count and op shape in a JSON file
 (``$RAYDNAS_CACHE`` or ``~/.cache/raydnas``, ``latency.json``), so the next search on the same
 device reads the same table; a search keeps its table in its checkpoint (a resumed search
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,16 +33,25 @@ def cache_path() -> Path:
     return Path(root) / CACHE_FILE
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def device_label(device: torch.device) -> str:
-    """The device's name (its GPU model, or the CPU's) and the torch thread count."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine() or "cpu"
-    return f"{device.type}:{name}:threads={torch.get_num_threads()}"
+    """The device (its GPU model, or the CPU's), the torch thread count and torch's version."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return f"{device.type}:{name}:threads={torch.get_num_threads()}:torch={torch.__version__}"
 
 
 def _time(op: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
+    """The fastest of ``repeats`` timed runs, ms: the least disturbed by other work sharing the
+    device (a shared 2-core machine varies by 100× between runs)."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         op(x)
@@ -52,7 +62,7 @@ def _time(op: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> fl
         op(x)
         sync()
         runs.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(runs)
+    return 1000.0 * min(runs)
 
 
 def _read(path: Path) -> dict[str, float]:
@@ -64,7 +74,7 @@ def _read(path: Path) -> dict[str, float]:
 
 
 @torch.no_grad()
-def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 2, repeats: int = 5,
+def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 3, repeats: int = 10,
                cache: Path | None = None) -> dict[str, torch.Tensor]:
     """Per cell type a ``[cells, edges, ops]`` tensor of each candidate op's latency (ms) on
     ``x``'s device; ``cache``: the JSON file (default :func:`cache_path`; read and extended)."""
@@ -78,6 +88,9 @@ def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 2, repeats: int = 5
 
     hooks = [op.register_forward_hook(keep(j)) for j, (*_, op) in enumerate(ops)]
     was = model.training
+    fused = [c for c in model.modules() if getattr(c, "fuse", False) is True]
+    for c in fused:  # fused kernels never call the op modules: capture every op's input
+        c.fuse = False
     model.eval()
     try:
         model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
@@ -97,11 +110,14 @@ def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 2, repeats: int = 5
             out[ct][i, e, k] = table[key]
     finally:
         model.train(was)
+        for c in fused:
+            c.fuse = True
         for h in hooks:
             h.remove()
     if new:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(sorted(table.items())), indent=0))
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(dict(sorted(table.items())), indent=0))
+        os.replace(tmp, path)  # concurrent writers: the last wins, the others re-measure
     return out

@@ -164,7 +164,9 @@ class SearchState:
         once (and checkpointed); None otherwise."""
         reg = self.parts["regularizer"]
         if getattr(reg, "cost", None) == "latency":
-            return reg.costs or None
+            if not reg.costs:
+                reg.measure(self)
+            return reg.costs
         if self.cfg.measure.latency and self._latency is None:
             self._latency = self.model.op_costs("latency", self.example_input)
         return self._latency
