@@ -14,6 +14,7 @@ from ..axes import AXIS_NAMES
 from ..errors import ConfigError, require_int
 from ..results.load import USED, Experiment, Trial, load_experiment, not_an_experiment
 from ..results.remote import is_uri
+from . import pareto
 from .join import join_truth
 from .limits import DEFAULT_TOP
 from .report import write_reports
@@ -219,6 +220,7 @@ def _table(exp: Experiment, where: str, *, sort: str, protocol: str | None, top:
     if df.empty:
         raise not_an_experiment(where)
     join_truth(df, members, exp, protocol)
+    df.attrs["pareto"] = pareto.compute(df, exp.path)
     col, ascending = resolve_sort(sort, df)
     df = df.sort_values(col, ascending=ascending, na_position="last", kind="stable")
     df = df.reset_index(drop=True)

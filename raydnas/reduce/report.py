@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
-from . import equal_budget, variants
+from . import equal_budget, pareto, variants
 from .decision_report import decision_section
 from .formats import (
     fmt_num,
@@ -236,7 +236,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
     for name in ("acc_vs_gap", "reliability"):
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
-    lines += proxy_validity_section(df, plots)
+    lines += proxy_validity_section(df, plots) + pareto.section_lines(df, plots)
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.head(shown(df)).iterrows():
         lines.append(f"### {i + 1}. {r['group']}")
@@ -277,6 +277,8 @@ def write_reports(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path
         from .plots import draw_all
 
         drawn = draw_all(df, members, out)
+        if pareto.figure(df, out / "pareto.png"):
+            drawn["pareto"] = "pareto.png"
     (out / "report.md").write_text(markdown(df, drawn))
     write_csv(df, out / "report.csv")
     write_json(df, out / "report.json")
