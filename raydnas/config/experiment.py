@@ -40,7 +40,7 @@ from ..data.datasets import DATASETS
 from ..errors import ConfigError, one_of, require_int
 from ..model.spaces import load_space
 from .axis_blocks import axis_block, create_axis  # noqa: F401  (create_axis: re-exported)
-from .cross_checks import check_model, check_objective, check_sizes
+from .cross_checks import check_data_search, check_model, check_objective, check_sizes
 from .overrides import apply_overrides, merge, parse_override, set_key  # noqa: F401
 from .sections import (  # noqa: F401  (re-exported)
     DEFAULT_BN_IMAGES,
@@ -78,6 +78,7 @@ class ExperimentConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data_search: Any = None  # raydnas.model.data_mix.DataSearch: the data axis, or None
     axes: dict[str, AxisConfig] = field(
         default_factory=lambda: {a: AxisConfig(n) for a, n in DEFAULT_METHOD.items()})
     sweep: dict[str, Any] | None = None
@@ -134,7 +135,7 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "lo
              "measure": MeasureConfig, "speed": SpeedConfig, "stop": StopConfig,
              "select": SelectConfig, "objective": ObjectiveConfig}
 _TOP = {"space", "epochs", "seed", "threads", "name", "description", *_SECTIONS, *AXIS_NAMES,
-        "sweep", "optuna", "evaluate"}
+        "sweep", "optuna", "evaluate", "data_search"}
 
 
 def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
@@ -183,6 +184,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
     if why:
         raise ConfigError(f, "method", {a: c.name for a, c in axes.items()}, why)
     check_objective(f, sections, axes["gradient"].name, parts)
+    data_search = check_data_search(f, raw.get("data_search"), sections, parts)
     if parts["activation"].alpha_free:  # what reads α or its cell has nothing to read (RSPS)
         st, md = sections["stop"], sections["model"]
         for key, v in (("measure.hessian_every", sections["measure"].hessian_every),
@@ -212,7 +214,7 @@ def from_dict(raw: Any, source: str = "<config>") -> ExperimentConfig:
         if block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f, block, raw[block], "a mapping")
     cfg = ExperimentConfig(space=space, epochs=epochs, seed=seed, threads=threads, **sections,
-                           axes=axes,
+                           axes=axes, data_search=data_search,
                            sweep=raw.get("sweep"), optuna=raw.get("optuna"),
                            evaluate=raw.get("evaluate"), source=f,
                            raw=copy.deepcopy(raw))

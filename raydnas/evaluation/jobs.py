@@ -77,6 +77,15 @@ def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
     return build_section(DataConfig, d, "data", where)
 
 
+def _data_input(final: Any) -> dict[str, Any]:
+    """The data axis' chosen input of a search (``final.json``'s ``data_config``), which its
+    cell is retrained on: ``{"data_input": {name, crop, resize, grayscale}}`` or {}."""
+    d = final.get("data_config") if isinstance(final, dict) else None
+    if not isinstance(d, dict):
+        return {}
+    return {"data_input": {k: d.get(k) for k in ("name", "crop", "resize", "grayscale")}}
+
+
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
              where: str = "raydnas evaluate", check: bool = True) -> list[Planned]:
     """The evaluation jobs of one search run directory: its found cell, one job per seed."""
@@ -92,7 +101,7 @@ def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[st
         (raw.get(a) or {}).get("name", "?") if isinstance(raw.get(a), dict) else str(raw.get(a))
         for a in ("activation", "gradient", "schedule", "regularizer")),
         "search_seed": raw.get("seed"), "search_dir": str(run),
-        "search_complete": bool(final.get("complete"))}
+        "search_complete": bool(final.get("complete")), **_data_input(final)}
     data = _data(raw, data_over, where)
     bench = run / "evaluation" / BENCH
     return [_plan(g, space, data, protocol, s, meta, run / "evaluation" / protocol.name /
@@ -121,7 +130,8 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
         meta = {"search_trial_id": t.trial_id, "method": t.method, "search_seed": t.seed,
                 "point": t.point, "search_dir": str(t.path),
                 "search_complete": t.status == "complete",
-                "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str))}
+                "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str)),
+                **_data_input(t.final)}
         data = _data(raw, data_over, where)
         bench = e.path / "evaluation" / BENCH
         for s in seeds:

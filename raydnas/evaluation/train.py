@@ -29,6 +29,7 @@ from ..data.datasets import Batches, Dataset, load_dataset, make_split
 from ..data.images import TensorImages
 from ..device import resolve_device
 from ..errors import ConfigError
+from ..model.data_mix import with_input
 from ..model.genotype import Genotype
 from ..model.network import DiscreteNetwork
 from ..model.spaces import SearchSpace
@@ -190,7 +191,8 @@ class EvalRun(ResumableRun):
         self.total_epochs = p.epochs
         self.history = []
         ckpt.seed_everything(job.seed)  # before the network: its initial weights
-        self.net = build_network(job, train_ds.num_classes, train_ds.in_channels).to(dev)
+        self.net = with_input(build_network(job, train_ds.num_classes, train_ds.in_channels)
+                              .to(dev), job.meta.get("data_input"))  # the data axis' choice
         self.n_params = count_params(self.net)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=p.lr, momentum=p.momentum,
                                    nesterov=p.nesterov and p.momentum > 0,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .costs import op_costs
+from .data_mix import DataMixer, DataSearch
 from .macro import MacroNetwork, cell_type
 from .mixed import Cell
 from .spaces import SearchSpace
@@ -47,7 +48,8 @@ class Supernet(MacroNetwork):
     def __init__(self, space: SearchSpace, activation: AlphaToWeights, num_classes: int,
                  in_channels: int = 3, channels: int | None = None, cells: int | None = None,
                  seed: int = 0, fuse: bool = False, aux_skip: bool = False,
-                 partial_channels: int = 1, edge_norm: bool = False):
+                 partial_channels: int = 1, edge_norm: bool = False,
+                 data_search: DataSearch | None = None, side: int | None = None):
         """``fuse``: run ops of one kind on edges leaving one node as one kernel (same math,
         :mod:`raydnas.model.fusion`). ``aux_skip``: DARTS-'s auxiliary skip on every edge, scaled by
         :attr:`aux_beta` in the supernet's own forward (never under given ``op_weights``: a
@@ -55,7 +57,9 @@ class Supernet(MacroNetwork):
         (:class:`MixedOp`). ``edge_norm``: PC-DARTS's edge normalization: β per edge of each
         cell type (``edge_betas``, architecture parameters beside α), each edge's output
         scaled by the softmax of β over its node's incoming edges (:meth:`edge_weights`), in
-        the supernet's own forward and in :meth:`derive_weights`."""
+        the supernet's own forward and in :meth:`derive_weights`. ``data_search``: the data
+        axis (:mod:`raydnas.model.data_mix`; ``side``: the images' side), whose γ is an
+        architecture parameter after α and β; every forward mixes its inputs first."""
         super().__init__()
         if activation.drops_ops:
             space = space.without_ops(activation.drops_ops)
@@ -83,6 +87,9 @@ class Supernet(MacroNetwork):
         self.edge_betas = nn.ParameterDict(
             {ct: nn.Parameter(1e-3 * torch.randn(space.num_edges, generator=g))
              for ct in space.cell_types} if edge_norm else {})
+        #: the data axis: K inputs mixed by a(γ) before the stem (γ drawn after α and β)
+        self.data_mixer = None if data_search is None else DataMixer(
+            data_search, in_channels, side, activation, g)
         #: the op weights of the last forward that drew its own (a sample, for stochastic
         #: activations), per cell type; the resource penalty is taken on them
         self.last_op_weights: dict[str, torch.Tensor] | None = None
@@ -90,7 +97,8 @@ class Supernet(MacroNetwork):
     # -- parameter groups -------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         """α of every cell type, then the edge β (``edge_norm``): what the α optimizer steps."""
-        return [*self.alphas.values(), *self.edge_betas.values()]
+        return [*self.alphas.values(), *self.edge_betas.values(),
+                *([self.data_mixer.gamma] if self.data_mixer is not None else [])]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
@@ -163,6 +171,8 @@ class Supernet(MacroNetwork):
         """Logits of ``x`` under the activation's op weights, or under the given ``op_weights``
         (ops whose weight is exactly 0 are skipped, unless ``run_zero_weights``: soft weights
         whose zeros must still pass a gradient to the weight and let its op train, SDARTS)."""
+        if self.data_mixer is not None:  # every network the supernet runs sees the mix
+            x = self.data_mixer(x, self.activation, self.training)
         bias: dict[str, torch.Tensor | None] = {}
         aux_beta = self.aux_beta if op_weights is None else 0.0
         scale = self.edge_weights() if op_weights is None else None

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-LIST_COLUMNS = ("seeds", "dead_seeds", "param_free_seeds")
+LIST_COLUMNS = ("seeds", "dead_seeds", "param_free_seeds", "data_choices")
 
 
 def fmt_num(v: Any, digits: int = 3) -> str:

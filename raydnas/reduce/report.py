@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results.load import Trial
-from . import equal_budget, pareto, variants
+from . import data_axis, equal_budget, pareto, variants
 from .decision_report import decision_section
 from .formats import (
     fmt_num,
@@ -237,6 +237,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
     lines += proxy_validity_section(df, plots) + pareto.section_lines(df, plots)
+    lines += data_axis.section_lines(df)
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.head(shown(df)).iterrows():
         lines.append(f"### {i + 1}. {r['group']}")

@@ -159,6 +159,11 @@ def group_row(trials: list[Trial], *, collapse_threshold: float = DEFAULT_COLLAP
     for m in METRICS:
         for k, v in summary([x[m] for x in vals]).items():
             row[f"{m}_{k}"] = v
+    choices = [t.last.get("data_choice") for t in trials]  # the data axis, if searched
+    if any(isinstance(c, str) for c in choices):
+        top, n = Counter(c for c in choices if isinstance(c, str)).most_common(1)[0]
+        row.update(data_choices=[c for c in choices], data_choice=top,
+                   data_choice_share=n / len(trials))
     genos = [trial_genotype(t) for t in trials]
     known = [(t, g, v) for t, g, v in zip(trials, genos, vals) if g is not None]
     sets = [g.canonical() for _, g, _ in known]

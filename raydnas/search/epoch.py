@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from .metrics import (
     alpha_entropy,
     alpha_margins,
     cell_latency,
+    data_metrics,
     derived_params,
     distance_to_discrete,
     param_free_ops,
@@ -147,6 +149,7 @@ def derive_and_measure(st: SearchState, loop: Loop, prev_genotype: str | None,
         "genotype_changed": prev_genotype is not None and g != prev_genotype,
         "arch_params": derived_params(model, masks),
         **cell_latency(st.latency_table(), masks),
+        **data_metrics(model),
         "param_free_ops": param_free_ops(genotype),
         "alpha_steps": st.alpha_steps,
         "alpha_steps_epoch": st.alpha_steps - alpha_steps_before,
@@ -276,6 +279,10 @@ def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
                      "cells": {c: [list(map(list, node)) for node in nodes]
                                for c, nodes in genotype.cells.items()}},
         "op_weights": {c: p.detach().cpu().tolist() for c, p in probs.items()},
+        **({"data_config": {**dataclasses.asdict(st.model.data_mixer.choice(
+            st.model.activation)), "weights": {c.name: metrics.get(f"data_weight_{c.name}")
+                                               for c in st.model.data_mixer.configs}}}
+           if st.model.data_mixer is not None else {}),
         "complete": st.epoch >= st.cfg.epochs or bool(metrics.get("early_stop")),
         "early_stop": metrics.get("early_stop"),
     }

@@ -79,3 +79,16 @@ def cell_latency(table: dict[str, torch.Tensor] | None,
         return {}
     return {"cell_latency_ms": float(sum((masks[c].unsqueeze(0).to(t) * t).sum()
                                          for c, t in table.items()))}
+
+
+def data_metrics(model: Supernet) -> dict[str, object]:
+    """The data axis (``data_search``): the chosen input configuration (argmax a(γ)), each
+    configuration's weight a(γ)_k (``data_weight_<name>``, a TensorBoard scalar each) and
+    whether γ froze; {} without it."""
+    mx = model.data_mixer
+    if mx is None:
+        return {}
+    w = mx.probs(model.activation).detach().cpu().tolist()
+    return {"data_choice": mx.choice(model.activation).name,
+            **{f"data_weight_{c.name}": v for c, v in zip(mx.configs, w)},
+            "data_frozen": bool(mx.frozen)}

@@ -62,7 +62,9 @@ class SearchState:
                               seed=cfg.seed, fuse=cfg.speed.fuse,
                               aux_skip=cfg.model.aux_skip_beta > 0,
                               partial_channels=cfg.model.partial_channels,
-                              edge_norm=cfg.model.edge_norm).to(device)
+                              edge_norm=cfg.model.edge_norm, data_search=cfg.data_search,
+                              side=self.example_input.shape[-1] if cfg.data_search else None
+                              ).to(device)
         self.space = self.model.space
         self.criterion = nn.CrossEntropyLoss()
         o = cfg.optim
@@ -257,7 +259,12 @@ def _to(batch, device):
 
 
 def _arch_update(st: SearchState) -> None:
+    mixer = st.model.data_mixer
+    if mixer is not None and mixer.frozen:  # the data axis decided: γ is never stepped again
+        mixer.gamma.grad = None
     st.a_optimizer.step()
+    if mixer is not None:
+        mixer.check_freeze(st.model.activation)
     st.alpha_steps += 1
     for part in st.parts.values():
         part.after_arch_step(st)

@@ -19,7 +19,8 @@ from .scheduler import SEARCH_METRICS
 
 #: always reported (besides every metric a scheduler may read and the study's objectives)
 ALWAYS = ("epoch", "genotype", "early_stop", "stopped_reason", "epoch_seconds", "decided",
-          "alpha_steps", "arch_params", "param_free_ops", "discrete_val_acc_tuned")
+          "alpha_steps", "arch_params", "param_free_ops", "discrete_val_acc_tuned",
+          "data_choice")  # the data axis' chosen input: its cell is retrained on it
 
 
 def tune_keys(study: Any) -> frozenset[str]:

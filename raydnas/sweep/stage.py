@@ -189,6 +189,8 @@ def eval_configs(stage: EvalStage, search_config: dict[str, Any], search_trial_i
     if not isinstance(g, str) or not g:
         return []
     base = {k: v for k, v in search_config.items()}
+    if isinstance(result.get("data_choice"), str):  # the data axis: retrained on that input
+        base["data_choice"] = result["data_choice"]
     return [dict(base, kind="evaluate", search_trial_id=search_trial_id, eval_seed=s,
                  protocol=p.name, genotype=g, **({"variant": v} if v else {}))
             for v, p in _protocols(stage) for s in stage.seeds]
@@ -211,6 +213,9 @@ def job_of(config: dict[str, Any], study) -> Any:
                               "data", study.source)
     meta = {"search_trial_id": config["search_trial_id"], "method": config["method"],
             "search_seed": config["seed"], "point": config.get("point")}
+    if config.get("data_choice") and cfg.data_search is not None:
+        meta["data_input"] = dataclasses.asdict(next(
+            c for c in cfg.data_search.configs if c.name == config["data_choice"]))
     if role:
         meta.update({k: config[k] for k in ("role", "reference", "reference_what", "cell_dead")
                      if config.get(k) is not None})

@@ -1,0 +1,30 @@
+"""The report's data-axis section (``data_search``): per group, the input configuration its
+seeds chose, how many agree, and the accuracy and cost of what was found."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .formats import fmt_num
+
+
+def section_lines(df: pd.DataFrame) -> list[str]:
+    """``## Data axis`` (nothing when no group searched its input)."""
+    if "data_choice" not in df.columns or not df["data_choice"].notna().any():
+        return []
+    acc = "test_acc_mean" if "test_acc_mean" in df.columns and df["test_acc_mean"].notna().any() \
+        else "discrete_val_acc_mean"
+    lines = ["## Data axis", "",
+             "The input configuration each group's seeds chose (argmax a(γ) at their last "
+             f"epoch; `data_search`), the share of seeds that agree, `{acc}` and the derived "
+             "network's parameters (its input's cost: `cell_latency_ms` where measured).", "",
+             "| group | chosen input | seeds agreeing | every seed | " + acc
+             + " | arch_params | cell_latency_ms |", "|---|---|---:|---|---:|---:|---:|"]
+    for _, r in df.iterrows():
+        if not isinstance(r.get("data_choice"), str):
+            continue
+        lines.append(f"| {r['group']} | {r['data_choice']} | {r['data_choice_share']:.0%} | "
+                     + ", ".join(str(c) for c in r["data_choices"]) + f" | "
+                     f"{fmt_num(r.get(acc), 4)} | {fmt_num(r.get('arch_params_mean'), 0)} | "
+                     f"{fmt_num(r.get('cell_latency_ms_mean'), 3)} |")
+    return lines + [""]
