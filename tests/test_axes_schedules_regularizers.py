@@ -231,7 +231,7 @@ def test_resource_costs_and_penalty():
     for g, c in zip(grads, st.model.alphas):  # the penalty pushes weight off the costly op
         assert (g[:, sep] > 0).all()
     with pytest.raises(AxisParamError):
-        Resource(cost="latency")
+        Resource(cost="time")
     with pytest.raises(AxisParamError):
         Resource(form="whole")
 

@@ -23,7 +23,8 @@ CONFIGS = [{"name": "full"}, {"name": "crop6", "crop": 6}, {"name": "small", "re
 
 
 def _state(align="conv", activation=None, **ds):
-    return tiny_state(activation, data_search={"configs": CONFIGS, "align": align, **ds})
+    return tiny_state(activation, data_search={"configs": CONFIGS, "align": align, **ds},
+                      measure={"tune_epochs": 0})
 
 
 @pytest.mark.parametrize("align", ["conv", "pad"])
@@ -93,6 +94,7 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
     assert sum(m[f"data_weight_{c['name']}"] for c in CONFIGS) == pytest.approx(1.0)
     raw = {"space": "tiny", "epochs": 1, "data": {"dataset": "digits", "batch_size": 64},
            "model": {"channels": 4}, "data_search": {"configs": CONFIGS},
+           "measure": {"tune_epochs": 0},
            "sweep": {"seeds": 1}, "evaluate": {"protocol": "darts_cpu"}}
     study = parse_study(from_dict(raw, "d.yaml"), storage="/tmp/x", name="d")
     g = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_conv_3x3', 0), "
@@ -116,6 +118,7 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
     ({"configs": CONFIGS, "freeze_ratio": 1.0}, "data_search.freeze_ratio", "a number > 1"),
     ({"configs": CONFIGS, "align": "zero"}, "data_search.align", "conv or pad"),
     ({"configs": CONFIGS, "size": 3}, "data_search.size", "unknown key"),
+    ({"configs": CONFIGS}, "measure.tune_epochs", "0 with data_search"),
 ])
 def test_bad_data_search_is_one_line(edit, key, allowed):
     with pytest.raises(ConfigError) as e:
@@ -130,15 +133,27 @@ def test_bad_data_search_is_one_line(edit, key, allowed):
 ])
 def test_an_activation_that_cannot_mix_inputs_is_refused(method, params):
     with pytest.raises(ConfigError) as e:
-        tiny_cfg(method, params, data_search={"configs": CONFIGS})
-    assert "data_search" in str(e.value) and "\n" not in str(e.value)
+        tiny_cfg(method, params, data_search={"configs": CONFIGS}, measure={"tune_epochs": 0})
+    msg = str(e.value)
+    assert "activation = " in msg and "data_search" in msg and "\n" not in msg, msg
+
+
+def test_a_crop_larger_than_the_images_is_one_line_at_build_time_too():
+    """The side of a dataset is not always known when the config is read; the supernet's
+    mixer checks it again against the real images."""
+    from raydnas.model.data_mix import DataMixer, parse_data_search
+
+    spec = parse_data_search({"configs": [{"name": "a"}, {"name": "b", "crop": 12}]}, "f", None)
+    with pytest.raises(ConfigError) as e:
+        DataMixer(spec, 1, 8, tiny_state().model.activation, torch.Generator())
+    assert "crop" in str(e.value) and "(8)" in str(e.value)
 
 
 @pytest.mark.slow
 def test_a_data_aware_search_is_retrained_on_its_chosen_input(tmp_path):
     cfg = {"space": "tiny", "epochs": 2, "seed": 0,
            "data": {"dataset": "digits", "batch_size": 64}, "model": {"channels": 4},
-           "log": {"print_every": 0}, "optim": {"a_lr": 0.3},
+           "log": {"print_every": 0}, "optim": {"a_lr": 0.3}, "measure": {"tune_epochs": 0},
            "data_search": {"configs": CONFIGS, "freeze_ratio": 1.05}}
     p = tmp_path / "d.yaml"
     p.write_text(json.dumps(cfg))

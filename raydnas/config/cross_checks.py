@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..axes import AXES
-from ..data.datasets import check_split, known_size
+from ..data.datasets import IMAGE_SIDE, check_split, known_size
 from ..errors import ConfigError
 from ..model.data_mix import parse_data_search
 
@@ -79,14 +79,18 @@ def check_objective(f: str, sections: dict[str, Any], gradient: str,
 def check_data_search(f: str, block: Any, sections: dict[str, Any], parts: dict[str, Any]):
     """``data_search:`` (:mod:`raydnas.model.data_mix`): valid, and with an activation whose
     weights a(γ) can mix K inputs: a deterministic or reparameterized one over γ alone."""
-    side = sections["data"].image_size or {"digits": 8}.get(sections["data"].dataset)
+    side = sections["data"].image_size or IMAGE_SIDE.get(sections["data"].dataset)
     spec = parse_data_search(block, f, side)
     if spec is None:
         return None
     act = parts["activation"]
     name = getattr(type(act), "registered_name", type(act).__name__)
     if act.alpha_free or act.score_function or not act.normalized or act.drops_ops:
-        raise ConfigError(f, "data_search", "...", f"an activation that weighs the K inputs by "
-                          f"a distribution over them (softmax, gumbel, gumbel_hard relaxed, "
-                          f"dirichlet); activation {name!r} cannot")
+        raise ConfigError(f, "activation", name, "one that weighs data_search's K inputs by "
+                          "a distribution over them: softmax, gumbel, gumbel_hard (relaxed), "
+                          "dirichlet")
+    if sections["measure"].tune_epochs:
+        raise ConfigError(f, "measure.tune_epochs", sections["measure"].tune_epochs,
+                          "0 with data_search: the fine-tuned derived network would inherit "
+                          "weights trained on the mixed, aligned input")
     return spec

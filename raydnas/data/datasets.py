@@ -32,6 +32,8 @@ _STATS = {  # per-channel mean/std of the training sets
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+#: image side of the built-in datasets (imagefolder: its data.image_size)
+IMAGE_SIDE = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "fashion_mnist": 28}
 #: digits held out as its test split (never searched on): every 5th image
 DIGITS_TEST_EVERY = 5
 #: images in scikit-learn's digits

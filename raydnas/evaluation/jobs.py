@@ -132,6 +132,11 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
                 "search_complete": t.status == "complete",
                 "hyperparameters": json.loads(json.dumps(t.hyperparameters, default=str)),
                 **_data_input(t.final)}
+        if not meta.get("data_input") and t.last.get("data_choice") and raw.get("data_search"):
+            for c in raw["data_search"].get("configs") or []:  # no final.json data_config yet
+                if c.get("name") == t.last["data_choice"]:
+                    meta["data_input"] = {k: c.get(k) for k in ("name", "crop", "resize")} | {
+                        "grayscale": bool(c.get("grayscale", False))}
         data = _data(raw, data_over, where)
         bench = e.path / "evaluation" / BENCH
         for s in seeds:

@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .. import checkpoint as ckpt
 from ..config.sections import DataConfig
-from ..data.datasets import Batches, Dataset, load_dataset, make_split
+from ..data.datasets import IMAGE_SIDE, Batches, Dataset, load_dataset, make_split
 from ..data.images import TensorImages
 from ..device import resolve_device
 from ..errors import ConfigError
@@ -88,8 +88,6 @@ def check_job(job: EvalJob, where: str = "raydnas evaluate") -> None:
         check_cutout(p, side, job.data.dataset, where)
 
 
-#: image side of the built-in datasets (imagefolder: its data.image_size)
-IMAGE_SIDE = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "fashion_mnist": 28}
 
 
 def check_cutout(p: Protocol, side: int, dataset: str, where: str = "raydnas evaluate") -> None:

@@ -121,6 +121,10 @@ class DataMixer(nn.Module):
                  generator: torch.Generator) -> None:
         super().__init__()
         self.configs, self.align, self.ratio = spec.configs, spec.align, spec.freeze_ratio
+        for c in self.configs:
+            if c.crop and c.crop > side_in:
+                raise ConfigError("data_search", f"configs.{c.name}.crop", c.crop,
+                                  f"at most the images' side ({side_in})")
         sides = [c.side(side_in) for c in self.configs]
         self.side = min(sides) if self.align == "conv" else max(sides)
         self.sides = sides

@@ -168,7 +168,8 @@ class Measurer:
         g = torch.Generator().manual_seed(self.seed * _SAMPLE_SEED + 7)
         with net.activation.frozen_noise():
             return dominant_eigenvalue(lambda: nn.functional.cross_entropy(net(x), y),
-                                       net.arch_parameters(), iters, generator=g)
+                                       [*net.alphas.values(), *net.edge_betas.values()],
+                                       iters, generator=g)  # not the data axis' γ
 
     def tuned(self, net: nn.Module, train: Batches, epochs: int, lr: float,
               optim: Any) -> dict[str, float]:

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.sections import DataConfig, build_section
+from ..data.datasets import IMAGE_SIDE
 from ..errors import ConfigError, require_int
 from ..evaluation import EvalJob, default_protocol, resolve_protocol
 from ..evaluation.jobs import baseline_cells
 from ..evaluation.protocol import KEYS as PROTOCOL_KEYS
 from ..evaluation.protocol import VARIANT_SEP
-from ..evaluation.train import IMAGE_SIDE, check_cutout
+from ..evaluation.train import check_cutout
 from ..model.cells import reference_cells
 from ..model.genotype import parse_genotype
 from ..model.spaces import load_space
@@ -214,8 +215,12 @@ def job_of(config: dict[str, Any], study) -> Any:
     meta = {"search_trial_id": config["search_trial_id"], "method": config["method"],
             "search_seed": config["seed"], "point": config.get("point")}
     if config.get("data_choice") and cfg.data_search is not None:
-        meta["data_input"] = dataclasses.asdict(next(
-            c for c in cfg.data_search.configs if c.name == config["data_choice"]))
+        chosen = [c for c in cfg.data_search.configs if c.name == config["data_choice"]]
+        if not chosen:
+            raise ConfigError(study.source, "data_choice", config["data_choice"],
+                              "a configuration of the method's data_search: "
+                              + ", ".join(c.name for c in cfg.data_search.configs))
+        meta["data_input"] = dataclasses.asdict(chosen[0])
     if role:
         meta.update({k: config[k] for k in ("role", "reference", "reference_what", "cell_dead")
                      if config.get(k) is not None})
