@@ -12,7 +12,7 @@ from helpers import tiny_cfg, tiny_state
 
 from raydnas.errors import ConfigError
 from raydnas.model.latency import cache_path, device_label, op_latency
-from raydnas.search.metrics import cell_latency
+from raydnas.search.metrics import cell_costs
 
 LATENCY = {"regularizer": {"cost": "latency", "target": 0.2, "lam": 2.0, "form": "cell"}}
 
@@ -73,8 +73,8 @@ def test_cell_latency_is_the_chosen_ops_latency_and_measure_latency_keeps_its_ta
     for c in masks:
         masks[c][:, st.space.ops.index("sep_conv_3x3")] = 1.0
     want = sum(float(table[c][..., st.space.ops.index("sep_conv_3x3")].sum()) for c in table)
-    assert cell_latency(table, masks)["cell_latency_ms"] == pytest.approx(want)
-    assert cell_latency(None, masks) == {}
+    assert cell_costs(masks, table, None)["cell_latency_ms"] == pytest.approx(want)
+    assert cell_costs(masks, None, None) == {}
     saved = st.state_dict()
     assert "latency" in saved
     other = tiny_state(measure={"latency": True})

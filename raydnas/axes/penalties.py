@@ -48,6 +48,12 @@ class Resource(Regularizer):
 
     ``cost: latency`` is each op's time measured on the search's device at its start
     (:mod:`raydnas.model.latency`, cached per device and op shape, kept in the checkpoint).
+
+    With a data axis (``data_search``) the input is part of the cost: each configuration k has
+    its own table cost_k (the cells run on its input alone, at its side), and every form above
+    prices cost(γ) = Σ_k a(γ)_k·cost_k, so E = Σ_k a(γ)_k Σ a(α)·cost_k, the expected cost of
+    the (input, cell) pair drawn from a(γ) and a(α), and γ gets its gradient toward cheaper
+    inputs (FLOPs and latency grow with the side; parameters do not).
     """
 
     FORMS = ("snas", "cell")
@@ -81,16 +87,28 @@ class Resource(Regularizer):
     def penalty(self, ctx):
         if not self.costs:
             self.measure(ctx)
+        costs = self.tables(ctx.model.data_probs())
         if self.target is not None:
-            return self.lam * torch.relu(self.expected(ctx.model.op_probs()) - self.target)
+            return self.lam * torch.relu(self.expected(ctx.model.op_probs(), costs)
+                                         - self.target)
         if self.form == "cell":
-            return self.lam * self._cell(ctx.model.op_probs())
+            return self.lam * self._cell(ctx.model.op_probs(), costs)
         w = ctx.model.last_op_weights or ctx.model.op_probs()
-        return self.lam * self._snas(w)
+        return self.lam * self._snas(w, costs)
 
-    def expected(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def tables(self, data_probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per cell type the ``[cells, edges, ops]`` costs: the table, or with a data axis
+        Σ_k a(γ)_k·cost_k over the configurations' tables (differentiable in γ)."""
+        if data_probs is None:
+            return self.costs
+        g = data_probs.reshape(-1, 1, 1, 1)
+        return {c: (g * t.to(g)).sum(0) for c, t in self.costs.items()}
+
+    def expected(self, probs: dict[str, torch.Tensor],
+                 costs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The supernet's expected cost under a(α): Σ over cells, edges, ops of a·cost."""
-        return sum((p * self.costs[c].sum(0).to(p)).sum() for c, p in probs.items())
+        costs = self.costs if costs is None else costs
+        return sum((p * costs[c].sum(0).to(p)).sum() for c, p in probs.items())
 
     def state_dict(self):
         """A measured (latency) table is kept, so a resumed search uses the same costs."""
@@ -102,25 +120,27 @@ class Resource(Regularizer):
         if state.get("costs"):
             self.costs = {c: torch.tensor(t) for c, t in state["costs"].items()}
 
-    def _cell(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _cell(self, probs: dict[str, torch.Tensor], costs: dict[str, torch.Tensor]
+              ) -> torch.Tensor:
         r = 0.0
         for c, p in probs.items():
-            cost = self.costs[c].sum(0).to(p)
+            cost = costs[c].sum(0).to(p)
             e = (p * cost).sum()
-            top = cost.max(dim=1).values.sum().clamp_min(1e-12)
+            top = cost.detach().max(dim=1).values.sum().clamp_min(1e-12)
             r = r + (torch.log(e + 1e-6 * top) if self.log else e / top)
         return r
 
-    def _snas(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _snas(self, weights: dict[str, torch.Tensor], costs: dict[str, torch.Tensor]
+              ) -> torch.Tensor:
         r = 0.0
         for c, z in weights.items():
-            cost = self.costs[c].to(z)  # [cells, edges, ops]
+            cost = costs[c].to(z)  # [cells, edges, ops]
             per_edge = (z.unsqueeze(0) * cost).sum(-1)  # [cells, edges]
             if self.log:
                 per_edge = torch.where(per_edge.detach() < 1, torch.ones_like(per_edge),
                                        per_edge).log()
             else:
-                per_edge = per_edge / cost.max(dim=-1).values.clamp_min(1e-12)
+                per_edge = per_edge / cost.detach().max(dim=-1).values.clamp_min(1e-12)
             r = r + (self.ratio if c == "reduce" else 1.0) * per_edge.sum(-1).mean()
         return r
 

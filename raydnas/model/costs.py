@@ -13,12 +13,15 @@ from .latency import op_latency
 
 
 @torch.no_grad()
-def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def op_costs(model: Any, kind: str, x: torch.Tensor | None = None,
+             data: int | None = None) -> dict[str, torch.Tensor]:
     """Per cell type a ``[cells, edges, ops]`` tensor: the cost of every candidate op of every
     cell of that type (``params``: its weights; ``flops``: its multiply-adds on ``x``;
-    ``latency``: its measured time on ``x``'s device, ms, :mod:`raydnas.model.latency`)."""
+    ``latency``: its measured time on ``x``'s device, ms, :mod:`raydnas.model.latency`).
+    ``data``: the data axis' configuration whose input the cells run on (its index)."""
+    data_arg = {} if data is None else {"data": data}
     if kind == "latency":
-        return op_latency(model, x)
+        return op_latency(model, x, data=data)
     ops = list(model.mixed_ops())
     n_cells = {ct: 1 + max(i for i, c, *_ in ops if c == ct) for ct in model.alphas}
     costs = {ct: torch.zeros((n_cells[ct], *a.shape)) for ct, a in model.alphas.items()}
@@ -47,7 +50,7 @@ def op_costs(model: Any, kind: str, x: torch.Tensor | None = None) -> dict[str, 
     model.eval()
     try:
         model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                             for ct, a in model.alphas.items()})
+                             for ct, a in model.alphas.items()}, **data_arg)
     finally:
         model.train(was)
         for h in hooks:

@@ -134,10 +134,15 @@ class DataMixer(nn.Module):
             for s in sides) if self.align == "conv" else nn.ModuleList()
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
-    def inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each configuration's input, aligned to :attr:`side`."""
-        out = []
+    def inputs(self, x: torch.Tensor, weights: torch.Tensor | None = None
+               ) -> list[torch.Tensor | None]:
+        """Each configuration's input, aligned to :attr:`side` (None where ``weights``, if
+        given, is exactly 0: not computed)."""
+        out: list[torch.Tensor | None] = []
         for k, c in enumerate(self.configs):
+            if weights is not None and float(weights[k]) == 0.0:
+                out.append(None)
+                continue
             t = c.apply(x)
             if self.align == "conv":
                 t = self.convs[k](t)
@@ -147,17 +152,35 @@ class DataMixer(nn.Module):
             out.append(t)
         return out
 
-    def forward(self, x: torch.Tensor, activation: Any, training: bool) -> torch.Tensor:
-        w = activation.weights(self.gamma, training)[0]
-        return sum(w[k] * t for k, t in enumerate(self.inputs(x)))
+    def forward(self, x: torch.Tensor, activation: Any, training: bool,
+                data: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The mixed input: by a(γ)'s weights of this forward (``data`` None), by the given
+        ``[K]`` weights (configurations weighted exactly 0 are not computed), or, ``data`` an
+        index k, configuration k's input alone and unaligned: what a network retrained on it
+        sees (:func:`with_input`), at its own side."""
+        if isinstance(data, int):
+            return self.configs[data].apply(x)
+        w = activation.weights(self.gamma, training)[0] if data is None else data.to(x)
+        parts = [(k, t) for k, t in enumerate(self.inputs(x, None if data is None else w))]
+        return sum(w[k] * t for k, t in parts if t is not None)
 
     def probs(self, activation: Any) -> torch.Tensor:
         """a(γ) over the configurations."""
         return activation.probs(self.gamma)[0]
 
+    def choice_index(self, activation: Any) -> int:
+        """The chosen configuration's index: argmax a(γ)."""
+        return int(self.probs(activation).argmax())
+
     def choice(self, activation: Any) -> InputConfig:
         """The chosen configuration: argmax a(γ)."""
-        return self.configs[int(self.probs(activation).argmax())]
+        return self.configs[self.choice_index(activation)]
+
+    def one_hot(self, activation: Any) -> torch.Tensor:
+        """``[K]`` weights of the chosen configuration alone: the discretized data axis."""
+        w = torch.zeros(len(self.configs))
+        w[self.choice_index(activation)] = 1.0
+        return w
 
     @torch.no_grad()
     def check_freeze(self, activation: Any) -> bool:

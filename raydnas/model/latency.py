@@ -75,9 +75,11 @@ def _read(path: Path) -> dict[str, float]:
 
 @torch.no_grad()
 def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 3, repeats: int = 10,
-               cache: Path | None = None) -> dict[str, torch.Tensor]:
+               cache: Path | None = None, data: int | None = None) -> dict[str, torch.Tensor]:
     """Per cell type a ``[cells, edges, ops]`` tensor of each candidate op's latency (ms) on
-    ``x``'s device; ``cache``: the JSON file (default :func:`cache_path`; read and extended)."""
+    ``x``'s device; ``cache``: the JSON file (default :func:`cache_path`; read and extended);
+    ``data``: the data axis' configuration whose input the cells run on (its index)."""
+    data_arg = {} if data is None else {"data": data}
     ops = list(model.mixed_ops())
     inputs: dict[int, torch.Tensor] = {}
 
@@ -94,7 +96,7 @@ def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 3, repeats: int = 1
     model.eval()
     try:
         model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                             for ct, a in model.alphas.items()})
+                             for ct, a in model.alphas.items()}, **data_arg)
         path = cache or cache_path()
         table = _read(path)
         label, new = device_label(x.device), False

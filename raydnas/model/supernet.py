@@ -105,8 +105,8 @@ class Supernet(MacroNetwork):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def named_weight_parameters(self):
-        return [(n, p) for n, p in self.named_parameters()
-                if not n.startswith(("alphas.", "edge_betas."))]
+        arch = {id(p) for p in self.arch_parameters()}
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in arch]
 
     def edge_weights(self) -> dict[str, torch.Tensor] | None:
         """Per cell type the ``[edges]`` factors of edge normalization: softmax of β over the
@@ -148,8 +148,18 @@ class Supernet(MacroNetwork):
 
     def op_costs(self, kind: str, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per cell type a ``[cells, edges, ops]`` cost table of every candidate op:
-        ``params`` (its weights) or ``flops`` (its multiply-adds on the input ``x``)."""
-        return op_costs(self, kind, x)
+        ``params`` (its weights), ``flops`` (its multiply-adds on the input ``x``) or
+        ``latency`` (:mod:`raydnas.model.latency`). With a data axis, ``[K, cells, edges, ops]``:
+        the table of each input configuration, with the cells run on that input alone at its
+        own side (what a network retrained on it costs; no alignment)."""
+        if self.data_mixer is None:
+            return op_costs(self, kind, x)
+        per = [op_costs(self, kind, x, data=k) for k in range(len(self.data_mixer.configs))]
+        return {ct: torch.stack([t[ct] for t in per]) for ct in per[0]}
+
+    def data_probs(self) -> torch.Tensor | None:
+        """a(γ) over the data axis' configurations, or None without one."""
+        return None if self.data_mixer is None else self.data_mixer.probs(self.activation)
 
     # -- op weights -------------------------------------------------------------------------
     def op_probs(self) -> dict[str, torch.Tensor]:
@@ -167,12 +177,16 @@ class Supernet(MacroNetwork):
         return w
 
     def forward(self, x: torch.Tensor, op_weights: dict[str, torch.Tensor] | None = None,
-                run_zero_weights: bool = False):
+                run_zero_weights: bool = False, data: torch.Tensor | int | None = None):
         """Logits of ``x`` under the activation's op weights, or under the given ``op_weights``
         (ops whose weight is exactly 0 are skipped, unless ``run_zero_weights``: soft weights
-        whose zeros must still pass a gradient to the weight and let its op train, SDARTS)."""
+        whose zeros must still pass a gradient to the weight and let its op train, SDARTS).
+        ``data`` (the data axis only): the input mix's ``[K]`` weights instead of a(γ)'s, or one
+        configuration's index: its input alone at its own side (:class:`DataMixer`)."""
         if self.data_mixer is not None:  # every network the supernet runs sees the mix
-            x = self.data_mixer(x, self.activation, self.training)
+            x = self.data_mixer(x, self.activation, self.training, data)
+        elif data is not None:
+            raise ValueError("data weights given to a supernet without a data axis")
         bias: dict[str, torch.Tensor | None] = {}
         aux_beta = self.aux_beta if op_weights is None else 0.0
         scale = self.edge_weights() if op_weights is None else None

@@ -16,17 +16,19 @@ def section_lines(df: pd.DataFrame) -> list[str]:
         else "discrete_val_acc_mean"
     lines = ["## Data axis", "",
              "The input configuration each group's seeds chose (argmax a(γ) at their last "
-             f"epoch; `data_search`), the share of seeds that agree, `{acc}`, and the "
-             "search's derived network's parameters and latency (measured in the supernet, "
-             "on the mixed input at the aligned side, not on the chosen input alone; the "
-             "retraining's `eval_params` are the chosen input's).", "",
+             f"epoch; `data_search`), the share of seeds that agree, `{acc}`, and the cost of "
+             "the derived network on the chosen input alone, at its own side, as it is "
+             "retrained: parameters (no alignment convs), the cells' multiply-adds and, with a "
+             "latency table, the cells' latency.", "",
              "| group | chosen input | seeds agreeing | every seed | " + acc
-             + " | arch_params | cell_latency_ms |", "|---|---|---:|---|---:|---:|---:|"]
+             + " | arch_params | cell_flops | cell_latency_ms |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     for _, r in df.iterrows():
         if not isinstance(r.get("data_choice"), str):
             continue
         lines.append(f"| {r['group']} | {r['data_choice']} | {r['data_choice_share']:.0%} | "
                      + ", ".join(str(c) for c in r["data_choices"] if c) + " | "
                      + f"{fmt_num(r.get(acc), 4)} | {fmt_num(r.get('arch_params_mean'), 0)} | "
+                     f"{fmt_num(r.get('cell_flops_mean'), 0)} | "
                      f"{fmt_num(r.get('cell_latency_ms_mean'), 3)} |")
     return lines + [""]

@@ -59,7 +59,8 @@ from .limits import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_GAP_THRESHOLD  # noqa: F
 
 METRICS = ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
            "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
-           "stabilization_epoch", "alpha_steps", "search_seconds", "cell_latency_ms")
+           "stabilization_epoch", "alpha_steps", "search_seconds", "cell_latency_ms",
+           "cell_flops")
 #: the ops whose dominance in the normal cell is collapse
 COLLAPSE_OPS = frozenset({"skip_connect", "none"})
 
@@ -93,7 +94,7 @@ def trial_values(t: Trial) -> dict[str, float]:
     out = {}
     for m in ("val_acc", "discrete_val_acc", "discrete_val_acc_tuned", "discretization_gap",
               "distance_to_discrete", "alpha_margin_mean", "arch_params", "param_free_ops",
-              "alpha_steps", "cell_latency_ms"):
+              "alpha_steps", "cell_latency_ms", "cell_flops"):
         v = last.get(m)
         out[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
     if math.isnan(out["discretization_gap"]) and not (

@@ -26,7 +26,7 @@ from .metrics import (
     DECIDED_MARGIN,
     alpha_entropy,
     alpha_margins,
-    cell_latency,
+    cell_costs,
     data_metrics,
     derived_params,
     distance_to_discrete,
@@ -148,7 +148,7 @@ def derive_and_measure(st: SearchState, loop: Loop, prev_genotype: str | None,
         "genotype": g,
         "genotype_changed": prev_genotype is not None and g != prev_genotype,
         "arch_params": derived_params(model, masks),
-        **cell_latency(st.latency_table(), masks),
+        **cell_costs(masks, st.latency_table(), st.flops_table(), st.data_index()),
         **data_metrics(model),
         "param_free_ops": param_free_ops(genotype),
         "alpha_steps": st.alpha_steps,
@@ -243,6 +243,7 @@ def _use_cell(st: SearchState, loop: Loop, m: dict[str, Any], cell: Any, text: s
               "discrete_val_loss": acc["discrete_val_loss"],
               "discretization_gap": m["val_acc"] - acc["discrete_val_acc"],
               "arch_params": derived_params(st.model, masks),
+              **cell_costs(masks, st.latency_table(), st.flops_table(), st.data_index()),
               "param_free_ops": param_free_ops(cell)})
     loop.genotype = cell
     return acc

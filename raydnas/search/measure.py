@@ -124,32 +124,41 @@ class Measurer:
         self.samples, self.seed = samples, seed
 
     def measure(self, net: nn.Module, op_weights: dict[str, torch.Tensor] | None = None,
-                max_batches: int | None = None) -> tuple[float, float]:
+                max_batches: int | None = None, data: torch.Tensor | None = None
+                ) -> tuple[float, float]:
         """(loss, accuracy) on the val batches (the first ``max_batches`` of them, if given)
-        after re-estimating BatchNorm; ``net`` is a copy it may change. ``op_weights`` go to
-        ``net(x, op_weights=...)`` if given."""
-        fwd = net if op_weights is None else (lambda x: net(x, op_weights=op_weights))
+        after re-estimating BatchNorm; ``net`` is a copy it may change. ``op_weights`` (and the
+        data axis' input weights ``data``) go to ``net(x, op_weights=..., data=...)`` if given."""
+        extra = {} if data is None else {"data": data}
+        fwd = net if op_weights is None and data is None else (
+            lambda x: net(x, op_weights=op_weights, **extra))
         reestimate_bn(net, self.bn.sequential(), self.device, fwd)
         return evaluate(fwd, itertools.islice(self.val.sequential(), max_batches), self.device)
 
     def supernet(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, float]:
         """``val_loss``, ``val_acc``, ``discrete_val_loss``, ``discrete_val_acc`` of ``model``
         (a :class:`~raydnas.model.supernet.Supernet`, left untouched) and its derived cell
-        ``masks``."""
+        ``masks``. With a data axis the supernet is measured on its inputs mixed by a(γ) (or by
+        the sampled draw's γ weights) and the derived cell on the chosen input alone (one-hot
+        γ weights, through its inherited alignment): the data axis discretized with the cell."""
         was = model.training
         net = copy_model(model)
         try:
-            act = net.activation
+            act, mixer = net.activation, net.data_mixer
             gens = [torch.Generator().manual_seed(self.seed * _SAMPLE_SEED + s)
                     for s in range(self.samples)]
             draws = [{ct: act.sample(a, g) for ct, a in net.alphas.items()} for g in gens]
+            data_draws = [None if mixer is None else act.sample(mixer.gamma, g) for g in gens]
             if any(w is None for d in draws for w in d.values()):  # deterministic activation
-                loss, acc = self.measure(net, {ct: p.detach() for ct, p in net.op_probs().items()})
+                loss, acc = self.measure(net, {ct: p.detach() for ct, p in net.op_probs().items()},
+                                         data=None if mixer is None else mixer.probs(act).detach())
             else:
-                res = [self.measure(net, d) for d in draws]
+                res = [self.measure(net, d, data=None if dd is None else dd[0])
+                       for d, dd in zip(draws, data_draws)]
                 loss = sum(r[0] for r in res) / len(res)
                 acc = sum(r[1] for r in res) / len(res)
-            d_loss, d_acc = self.measure(net, masks)
+            d_loss, d_acc = self.measure(net, masks,
+                                         data=None if mixer is None else mixer.one_hot(act))
         finally:
             del net
             model.train(was)

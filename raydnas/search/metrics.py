@@ -63,22 +63,37 @@ def _n(module: nn.Module) -> int:
 
 
 def derived_params(model: Supernet, masks: dict[str, torch.Tensor]) -> int:
-    """Weights of the derived network: everything outside the mixed ops, plus the chosen ops."""
+    """Weights of the derived network: everything outside the mixed ops, plus the chosen ops
+    (not the data axis' alignment convs: a network retrained on the chosen input has none)."""
     total = sum(p.numel() for p in model.weight_parameters())
+    if model.data_mixer is not None:
+        total -= sum(p.numel() for p in model.data_mixer.convs.parameters())
     for _, ct, e, k, op in model.mixed_ops():
         if masks[ct][e, k] == 0:
             total -= _n(op)
     return total
 
 
-def cell_latency(table: dict[str, torch.Tensor] | None,
-                 masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """``cell_latency_ms``: the derived network's candidate ops' measured latency summed over
-    every cell (its chosen ops); {} without a latency table."""
-    if not table:
-        return {}
-    return {"cell_latency_ms": float(sum((masks[c].unsqueeze(0).to(t) * t).sum()
-                                         for c, t in table.items()))}
+def _cell_total(table: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                data: int | None) -> float:
+    """The chosen ops' costs summed over every cell; a data axis' stacked ``[K, ...]`` table
+    is read at configuration ``data``."""
+    return float(sum((masks[c].unsqueeze(0).to(t) * (t[data] if t.dim() == 4 else t)).sum()
+                     for c, t in table.items()))
+
+
+def cell_costs(masks: dict[str, torch.Tensor], latency: dict[str, torch.Tensor] | None,
+               flops: dict[str, torch.Tensor] | None, data: int | None = None
+               ) -> dict[str, float]:
+    """``cell_latency_ms`` (with a latency table) and ``cell_flops`` (with a FLOPs table, the
+    data axis): the derived cell's chosen ops' measured latency and multiply-adds summed over
+    every cell, on the chosen input configuration ``data`` at its own side."""
+    out = {}
+    if latency:
+        out["cell_latency_ms"] = _cell_total(latency, masks, data)
+    if flops:
+        out["cell_flops"] = _cell_total(flops, masks, data)
+    return out
 
 
 def data_metrics(model: Supernet) -> dict[str, object]:

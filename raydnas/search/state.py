@@ -87,6 +87,7 @@ class SearchState:
         self.step = 0             # weight steps taken, all epochs
         self.alpha_steps = 0      # α steps taken, all epochs
         self._latency: dict[str, torch.Tensor] | None = None  # measure.latency's op table
+        self._flops: dict[str, torch.Tensor] | None = None  # the data axis' FLOPs tables
         self.steps_per_epoch = 1
         self.history: list[dict] = []
         for part in self.parts.values():
@@ -172,6 +173,18 @@ class SearchState:
         if self.cfg.measure.latency and self._latency is None:
             self._latency = self.model.op_costs("latency", self.example_input)
         return self._latency
+
+    def flops_table(self) -> dict[str, torch.Tensor] | None:
+        """With a data axis, each candidate op's multiply-adds on each input configuration
+        (``[K, cells, edges, ops]`` per cell type; ``cell_flops``), computed once; else None."""
+        if self.model.data_mixer is not None and self._flops is None:
+            self._flops = self.model.op_costs("flops", self.example_input)
+        return self._flops
+
+    def data_index(self) -> int | None:
+        """The data axis' chosen configuration (argmax a(γ)), or None without one."""
+        mixer = self.model.data_mixer
+        return None if mixer is None else mixer.choice_index(self.model.activation)
 
     def frozen_noise(self) -> contextlib.AbstractContextManager:
         """One random draw for every forward within (the activation's ``frozen_noise``)."""
