@@ -65,8 +65,14 @@ def test_the_baseline_is_saved_and_restored():
 
 
 @pytest.mark.parametrize("method,params,key,allowed", [
-    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "relax"}},
-     "activation.estimator", "relaxed, reinforce, rebar"),
+    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "relax_v2"}},
+     "activation.estimator", "relaxed, reinforce, rebar, relax"),
+    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "relax", "relax_hidden": 0}},
+     "activation.relax_hidden", "an integer >= 1"),
+    ({"activation": "gumbel_hard"}, {"activation": {"estimator": "relax", "relax_lr": -1}},
+     "activation.relax_lr", "a number > 0"),
+    ({"activation": "gumbel_hard", "gradient": "unrolled"},
+     {"activation": {"estimator": "relax"}}, "", "use gradient first_order"),
     ({"activation": "gumbel_hard"}, {"activation": {"estimator": "rebar",
                                                     "rebar_temperature": 0}},
      "activation.rebar_temperature", "a number > 0"),
@@ -146,3 +152,70 @@ def test_a_measurement_forward_drops_the_draw_and_the_model_still_copies():
     assert not st.model.activation._drawn
     assert st.model.activation.score_term(torch.tensor(1.0), dict(st.model.alphas),
                                           None) == 0.0
+
+
+def test_relax_alpha_gradient_and_its_control_step_are_the_written_out_ones():
+    """RELAX on the supernet: REBAR's estimate plus −r(σ(z̃))·∇log p(b) + ∇r(σ(z)) − ∇r(σ(z̃))
+    for α, and ρ's gradient ∇_ρ Σ ĝ² (read back from Adam's first moment), both rebuilt
+    here by autograd from the step's noise; ρ's state resumes."""
+    import copy
+
+    from raydnas.axes.estimators import conditional_gumbel, one_hot
+    from raydnas.search.state import _arch_update
+
+    params = {"activation": {"estimator": "relax", "rebar_eta": 0.7, "rebar_temperature": 0.5,
+                             "relax_hidden": 6, "relax_lr": 1e-3}}
+    st = tiny_state({"activation": "gumbel_hard"}, params)
+    act = st.model.activation
+    alphas = dict(st.model.alphas)
+    act.relax.build({ct: a.detach() for ct, a in alphas.items()})
+    net = act.relax.net
+    with torch.no_grad():  # r_ρ ≠ 0, so its terms show
+        w = net[2].weight
+        w.copy_(torch.linspace(-1.0, 1.0, w.numel()).view_as(w))
+    rnet = copy.deepcopy(net)  # ρ as the step found it
+    a0 = {ct: a.detach().clone().requires_grad_(True) for ct, a in alphas.items()}
+    tr, va = batches(st)
+    st.model.train()
+    with st.frozen_noise():
+        FirstOrder().arch_grad(st, tr, va)
+        got = [a.grad.clone() for a in alphas.values()]
+        g = {ct: act._frozen[id(a)] for ct, a in alphas.items()}
+        v = {ct: act._frozen[("v", id(a))] for ct, a in alphas.items()}
+        _arch_update(st)  # the α step, then ρ's (after_arch_step)
+    b = {ct: (torch.log_softmax(a, -1) + g[ct]).argmax(-1) for ct, a in a0.items()}
+    x, y = va
+
+    def f(w):
+        return st.criterion(st.model(x, op_weights=w, run_zero_weights=True), y)
+
+    def r(w):
+        return rnet(torch.cat([w[ct].reshape(-1) for ct in sorted(w)])).squeeze(-1)
+
+    with torch.no_grad():
+        L = float(f({ct: one_hot(b[ct], a.shape[-1]) for ct, a in a0.items()}))
+    z = {ct: torch.softmax((torch.log_softmax(a, -1) + g[ct]) / 0.5, -1) for ct, a in a0.items()}
+    zt = {ct: torch.softmax(conditional_gumbel(a, b[ct], v[ct]) / 0.5, -1)
+          for ct, a in a0.items()}
+    logp = sum(log_prob(a, b[ct]) for ct, a in a0.items())
+    f_zt = f(zt)
+    r_c = r({ct: t.detach() for ct, t in zt.items()})  # constant in α, not in ρ
+    sur = ((L - 0.7 * f_zt.detach() - r_c) * logp + 0.7 * (f(z) - f_zt) + r(z) - r(zt))
+    want = torch.autograd.grad(sur, list(a0.values()), create_graph=True)
+    for gg, ww in zip(got, want):
+        torch.testing.assert_close(gg, ww.detach(), rtol=1e-4, atol=1e-6)
+    rho_grad = torch.autograd.grad(sum((ww ** 2).sum() for ww in want), list(rnet.parameters()))
+    adam = act.relax.optimizer
+    for p, rg in zip(net.parameters(), rho_grad):
+        m = adam.state[p]["exp_avg"] / (1 - adam.param_groups[0]["betas"][0])  # first step: g
+        torch.testing.assert_close(m, rg, rtol=1e-4, atol=1e-7)
+    assert any(float(rg.abs().sum()) > 0 for rg in rho_grad)
+    # ρ and Adam's state resume; a deep copy (measurement) leaves the graph behind
+    state = act.state_dict()
+    other = tiny_state({"activation": "gumbel_hard"}, params)
+    other.model.activation.load_state_dict(copy.deepcopy(state))
+    other.model.activation.relax.build({ct: a.detach() for ct, a in alphas.items()})
+    for p, q in zip(net.parameters(), other.model.activation.relax.net.parameters()):
+        assert torch.equal(p, q)
+    assert other.model.activation.relax.optimizer.state_dict()["state"][0]["step"] == 1
+    copy.deepcopy(st.model)

@@ -56,9 +56,9 @@ def incompatibility(parts: dict[str, Any],
                 f"{_name(act)!r} would train under its initial op weights; use an activation "
                 f"that takes no α ({', '.join(ok)}) or a schedule that steps α")
     if act.score_function and not grad.plain:
-        return (f"activation {_name(act)!r} with a score-function estimator (REINFORCE, REBAR) "
-                f"takes α's gradient from its own surrogate, which gradient {_name(grad)!r} does "
-                "not differentiate; use gradient first_order")
+        return (f"activation {_name(act)!r} with a score-function estimator (REINFORCE, REBAR, "
+                f"RELAX) takes α's gradient from its own surrogate, which gradient "
+                f"{_name(grad)!r} does not differentiate; use gradient first_order")
     if act.score_function and getattr(reg, "reads_sampled_weights", False):
         return (f"regularizer {_name(reg)!r} (form snas) reads the sampled op weights, which a "
                 f"score-function estimator of activation {_name(act)!r} keeps constant (no "

@@ -15,6 +15,11 @@ sample of Cat(p)).
   (E[∇f(σ_λ(z))] = ∇E[f(σ_λ(z))] = E[f(σ_λ(z̃))∇log p(b)] + E[∇f(σ_λ(z̃))]).
   Conditional sample (truncated Gumbels): z̃_b = −log(−log v_b),
   z̃_i = −log(−log v_i / p_i − log v_b) for i ≠ b, v ~ U(0, 1).
+* ``relax`` (Grathwohl et al., ICLR 2018): REBAR with a learned control variate
+  c(w) = η·f(w) + r_ρ(w) in place of η·f(w) (w = σ_λ(z) or σ_λ(z̃)):
+  ĝ = [f(b) − c(σ_λ(z̃))]·∇ log p(b) + ∇c(σ_λ(z)) − ∇c(σ_λ(z̃)), unbiased for any r_ρ (the
+  same identity). ρ is trained to minimize the estimator's variance: E[ĝ] does not depend on
+  ρ, so ∇_ρ Var(ĝ) = ∇_ρ E[ĝ²], taken through the r_ρ terms of ĝ (:func:`variance_loss`).
 
 Each function returns a **surrogate**: a scalar whose gradient (autograd) is the estimator;
 its value is not the objective. ``tests/test_estimators.py`` checks each against the exact
@@ -27,7 +32,7 @@ from typing import Callable
 
 import torch
 
-ESTIMATORS = ("relaxed", "reinforce", "rebar")
+ESTIMATORS = ("relaxed", "reinforce", "rebar", "relax")
 
 
 def gumbel_max(alpha: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,14 +70,25 @@ def reinforce_surrogate(alpha: torch.Tensor, b: torch.Tensor, f_b: torch.Tensor 
 
 
 def rebar_surrogate(alpha: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor],
-                    u: torch.Tensor, v: torch.Tensor, eta: float = 1.0, lam: float = 0.5
-                    ) -> torch.Tensor:
+                    u: torch.Tensor, v: torch.Tensor, eta: float = 1.0, lam: float = 0.5,
+                    r: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """REBAR's surrogate, summed over draws (uniforms ``u`` for the samples, ``v`` for the
     conditionals): f takes [..., rows, ops] one-hot or relaxed matrices to one value per
-    draw [...]."""
+    draw [...]. With ``r`` (same signature): RELAX's, control variate η·f + r."""
     z, b = gumbel_max(alpha, u)
     zt = conditional_gumbel(alpha, b, v)
     hard = one_hot(b, alpha.shape[-1], alpha.dtype)
-    f_soft_t = f(torch.softmax(zt / lam, dim=-1))
-    score = (f(hard).detach() - eta * f_soft_t.detach()) * log_prob(alpha, b)
-    return (score + eta * f(torch.softmax(z / lam, dim=-1)) - eta * f_soft_t).sum()
+
+    def c(w: torch.Tensor) -> torch.Tensor:
+        return eta * f(w) + (r(w) if r is not None else 0.0)
+
+    c_t = c(torch.softmax(zt / lam, dim=-1))
+    score = (f(hard).detach() - c_t.detach()) * log_prob(alpha, b)
+    return (score + c(torch.softmax(z / lam, dim=-1)) - c_t).sum()
+
+
+def variance_loss(g_total: torch.Tensor, g_r: torch.Tensor) -> torch.Tensor:
+    """Σ ĝ², differentiable in ρ through ``g_r`` (the r_ρ part of ĝ, built with a graph);
+    ``g_total``: the whole estimate (any ρ-free term added to it shifts E[ĝ²] by a constant
+    in ρ, as E[ĝ] does not depend on ρ)."""
+    return ((g_total.detach() - g_r.detach() + g_r) ** 2).sum()

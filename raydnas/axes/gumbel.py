@@ -7,7 +7,8 @@ import torch
 from .activation import ACTIVATIONS, Stochastic
 from .base import SearchContext
 from .checks import require
-from .estimators import conditional_gumbel, log_prob, one_hot
+from .estimators import ESTIMATORS, conditional_gumbel, log_prob, one_hot
+from .relax_control import RelaxControl
 
 
 class _GumbelBase(Stochastic):
@@ -128,26 +129,32 @@ class GumbelHard(_GumbelBase):
     the same one-hot sample and score term, with REBAR's control variate instead of a baseline:
     the objective is also evaluated under the relaxed weights σ_λ(z) and σ_λ(z̃) (z = log p + G,
     z̃ its Gumbels conditioned on the sampled b; λ ``rebar_temperature``, η ``rebar_eta``),
-    two more forward passes per α step; unbiased, lower variance.
+    two more forward passes per α step; unbiased, lower variance. ``relax`` (Grathwohl et al.,
+    ICLR 2018): REBAR's control variate plus a learned r_ρ (:mod:`raydnas.axes.relax_control`,
+    ``relax_hidden`` units, Adam at ``relax_lr``), ρ stepped after each α step to reduce the
+    estimator's variance; unbiased for any ρ.
 
     Args:
         tau0: initial temperature τ_max (GDAS 10).
         tau_min: final temperature (GDAS 0.1).
         anneal_epochs: epochs of the anneal; null = the search's epochs.
         form: ``gdas`` or ``v1`` (above).
-        estimator: ``relaxed``, ``reinforce`` or ``rebar``.
+        estimator: ``relaxed``, ``reinforce``, ``rebar`` or ``relax``.
         baseline_decay: the moving average's decay for ``reinforce`` (0.9).
         rebar_eta: REBAR's control-variate scale η (1.0).
         rebar_temperature: REBAR's relaxation temperature λ (0.5).
+        relax_hidden: width of RELAX's r_ρ (32).
+        relax_lr: Adam's learning rate for RELAX's ρ (1e-3).
     """
 
     FORMS = ("gdas", "v1")
-    ESTIMATORS = ("relaxed", "reinforce", "rebar")
+    ESTIMATORS = ESTIMATORS
 
     def __init__(self, tau0: float = 10.0, tau_min: float = 0.1,
                  anneal_epochs: int | None = None, form: str = "gdas",
                  estimator: str = "relaxed", baseline_decay: float = 0.9,
-                 rebar_eta: float = 1.0, rebar_temperature: float = 0.5) -> None:
+                 rebar_eta: float = 1.0, rebar_temperature: float = 0.5,
+                 relax_hidden: int = 32, relax_lr: float = 1e-3) -> None:
         super().__init__(tau0, tau_min, anneal_epochs)
         require(form in self.FORMS, "form", form, " or ".join(self.FORMS))
         require(estimator in self.ESTIMATORS, "estimator", estimator,
@@ -157,6 +164,11 @@ class GumbelHard(_GumbelBase):
         require(isinstance(rebar_eta, (int, float)), "rebar_eta", rebar_eta, "a number")
         require(isinstance(rebar_temperature, (int, float)) and rebar_temperature > 0,
                 "rebar_temperature", rebar_temperature, "a number > 0")
+        require(isinstance(relax_hidden, int) and not isinstance(relax_hidden, bool)
+                and relax_hidden >= 1, "relax_hidden", relax_hidden, "an integer >= 1")
+        require(isinstance(relax_lr, (int, float)) and relax_lr > 0, "relax_lr", relax_lr,
+                "a number > 0")
+        self.relax = RelaxControl(relax_hidden, relax_lr) if estimator == "relax" else None
         self.form, self.estimator, self.baseline_decay = form, estimator, float(baseline_decay)
         self.eta, self.lam = float(rebar_eta), float(rebar_temperature)
         self.score_function = estimator != "relaxed"
@@ -176,7 +188,7 @@ class GumbelHard(_GumbelBase):
         if self.score_function:  # the one-hot sample itself; α learns through score_term
             g = self._gumbel(alpha)
             b = (torch.log_softmax(alpha, dim=-1) + g).detach().argmax(dim=-1)
-            v = self._uniform(alpha) if self.estimator == "rebar" else None
+            v = self._uniform(alpha) if self.estimator in ("rebar", "relax") else None
             self._drawn[id(alpha)] = (g, b, v)  # no graph kept: log p(b) is taken at the step
             return one_hot(b, alpha.shape[-1], alpha.dtype)
         p = self._soft_sample(alpha)
@@ -201,7 +213,8 @@ class GumbelHard(_GumbelBase):
 
     def score_term(self, loss, alphas, objective):
         """REINFORCE: (L − c)·Σ log p(b); REBAR: [L − η·f(σ(z̃))]·Σ log p(b) + η·f(σ(z)) −
-        η·f(σ(z̃)), over the α of the forward that gave ``loss`` (its sample b)."""
+        η·f(σ(z̃)); RELAX: REBAR's with η·f + r_ρ for η·f; over the α of the forward that gave
+        ``loss`` (its sample b)."""
         drawn = {ct: self._drawn.get(id(a)) for ct, a in alphas.items()}
         if not self.score_function or any(d is None for d in drawn.values()):
             return 0.0
@@ -217,14 +230,40 @@ class GumbelHard(_GumbelBase):
         soft_zt = {ct: torch.softmax(conditional_gumbel(alphas[ct], b, v) / self.lam, -1)
                    for ct, (_, b, v) in drawn.items()}
         f_z, f_zt = objective(soft_z), objective(soft_zt)
-        return (L - self.eta * f_zt.detach()) * logp + self.eta * (f_z - f_zt)
+        rebar = (L - self.eta * f_zt.detach()) * logp + self.eta * (f_z - f_zt)
+        if self.relax is None:
+            return rebar
+        return rebar + self._relax_part(alphas, drawn)
+
+    def _relax_part(self, alphas, drawn):
+        """A term whose α-gradient is that of −r(σ(z̃))·log p(b) + r(σ(z)) − r(σ(z̃)) (r_ρ over
+        every cell type's relaxed weights at once, the first r(σ(z̃)) constant in α but not in
+        ρ). That gradient is taken here on its own graph and kept, with its graph in ρ, for
+        :meth:`after_arch_step`: the α step's backward then never frees what ρ's step needs."""
+        soft_z = {ct: torch.softmax((torch.log_softmax(alphas[ct], -1) + g) / self.lam, -1)
+                  for ct, (g, _, _) in drawn.items()}
+        soft_zt = {ct: torch.softmax(conditional_gumbel(alphas[ct], b, v) / self.lam, -1)
+                   for ct, (_, b, v) in drawn.items()}
+        logp = sum(log_prob(alphas[ct], b) for ct, (_, b, _) in drawn.items())
+        r_c = self.relax({ct: w.detach() for ct, w in soft_zt.items()})
+        part = -r_c * logp + self.relax(soft_z) - self.relax(soft_zt)
+        g_r = self.relax.keep(alphas, part)
+        return sum((alphas[ct] * g.detach()).sum() for ct, g in g_r.items())
+
+    def after_arch_step(self, ctx):
+        """RELAX: one step of ρ on the squared gradient the α step just used."""
+        if self.relax is not None:
+            self.relax.step(ctx.model.alphas)
 
     def state_dict(self):
-        return {**super().state_dict(), "baseline": self._baseline}
+        return {**super().state_dict(), "baseline": self._baseline,
+                **({"relax": self.relax.state_dict()} if self.relax is not None else {})}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self._baseline = state.get("baseline")
+        if self.relax is not None:
+            self.relax.load_state_dict(state.get("relax"))
 
     def edge_bias(self, weights, active):
         if self.form != "gdas" or not self._hard or self.score_function:

@@ -60,8 +60,8 @@ def check_objective(f: str, sections: dict[str, Any], gradient: str,
     hess = sections["measure"].hessian_every
     if parts["activation"].score_function and hess:
         raise ConfigError(f, "measure.hessian_every", hess,
-                          "0 with a score-function estimator (reinforce, rebar): the loss of "
-                          "a sampled one-hot path does not depend on α, so ∇²_α L_val has "
+                          "0 with a score-function estimator (reinforce, rebar, relax): the "
+                          "loss of a sampled one-hot path does not depend on α, so ∇²_α L_val has "
                           "nothing to measure")
     if objective.name == "val":
         return
