@@ -12,7 +12,8 @@ from helpers import FixedVal, batches, tiny_state
 
 from raydnas.axes.activation import CRB, Sigmoid
 from raydnas.axes.checks import AxisParamError
-from raydnas.axes.gumbel import Gumbel, GumbelHard
+from raydnas.axes.gumbel import Gumbel
+from raydnas.axes.gumbel_hard import GumbelHard
 from raydnas.model.mixed import Cell
 from raydnas.search.run import train_step
 

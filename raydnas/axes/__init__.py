@@ -8,7 +8,8 @@ contract is :mod:`.base`.
 
 from . import (
     dirichlet,  # noqa: F401  (registers dirichlet)
-    gumbel,  # noqa: F401  (registers gumbel, gumbel_hard)
+    gumbel,  # noqa: F401  (registers gumbel)
+    gumbel_hard,  # noqa: F401  (registers gumbel_hard)
     penalties,  # noqa: F401  (registers resource, beta, zero_one, dirichlet_kl)
     random_path,  # noqa: F401  (registers random_path)
     smoothing,  # noqa: F401  (registers sdarts_rs, sdarts_adv)

@@ -4,7 +4,7 @@ how ∇_α E_{b ~ Cat(softmax α)}[f(b)] is estimated when f is seen only at the
 Per edge, b = one_hot(argmax(log p + G)) with p = softmax(α), G ~ Gumbel(0, 1) (the Gumbel-max
 sample of Cat(p)).
 
-* ``relaxed``: what GDAS does (:class:`raydnas.axes.gumbel.GumbelHard`): the straight-through
+* ``relaxed``: what GDAS does (:class:`raydnas.axes.gumbel_hard.GumbelHard`): the straight-through
   gradient of the tempered softmax; biased, low variance.
 * ``reinforce`` (Williams 1992): ĝ = (f(b) − c)·∇_α log p(b), with c a baseline that does not
   depend on b (a moving average of f); unbiased for any such c.
