@@ -157,3 +157,15 @@ def test_the_derived_cell_is_measured_counted_and_costed_on_the_chosen_input(tmp
     for c in lat:
         torch.testing.assert_close(other._latency[c], lat[c])
     assert math.isfinite(m["cell_latency_ms"])
+
+
+def test_cost_tables_count_the_ops_when_the_cells_run_fused():
+    """Fused kernels never call the op modules the FLOPs hooks count: the table is taken
+    unfused, the same as without fusion (it was all zeros before), and fusion is restored."""
+    plain, fused = tiny_state(), tiny_state(speed={"fuse": True})
+    a = plain.model.op_costs("flops", plain.example_input)
+    b = fused.model.op_costs("flops", fused.example_input)
+    for ct in a:
+        assert float(a[ct].sum()) > 0
+        torch.testing.assert_close(a[ct], b[ct])
+    assert any(getattr(m, "fuse", False) is True for m in fused.model.modules())

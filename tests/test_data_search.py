@@ -168,5 +168,15 @@ def test_a_data_aware_search_is_retrained_on_its_chosen_input(tmp_path):
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert chosen["name"] == metrics[-1]["data_choice"]
     assert max(chosen["weights"].values()) == chosen["weights"][chosen["name"]]
+    # genotype.txt: the cell still evaluates as DARTS's Genotype (the data line is a comment)
+    from collections import namedtuple
+
+    text = (run / "genotype.txt").read_text()
+    darts = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
+    assert eval(text, {"Genotype": darts, "range": range}).normal  # noqa: S307
+    comment = text.splitlines()[-1]
+    assert comment.startswith("# data_config: ")
+    assert json.loads(comment.split(": ", 1)[1]) == {
+        k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
     ev = json.loads(next(run.glob("evaluation/*/seed0/final.json")).read_text())
     assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}

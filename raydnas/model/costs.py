@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .latency import op_latency
+from .mixed import unfused
 
 
 @torch.no_grad()
@@ -49,8 +50,9 @@ def op_costs(model: Any, kind: str, x: torch.Tensor | None = None,
     was = model.training
     model.eval()
     try:
-        model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                             for ct, a in model.alphas.items()}, **data_arg)
+        with unfused(model):  # fused kernels never call the op modules the hooks count
+            model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
+                                 for ct, a in model.alphas.items()}, **data_arg)
     finally:
         model.train(was)
         for h in hooks:

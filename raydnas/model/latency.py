@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from .mixed import unfused
+
 CACHE_FILE = "latency.json"
 
 
@@ -90,13 +92,11 @@ def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 3, repeats: int = 1
 
     hooks = [op.register_forward_hook(keep(j)) for j, (*_, op) in enumerate(ops)]
     was = model.training
-    fused = [c for c in model.modules() if getattr(c, "fuse", False) is True]
-    for c in fused:  # fused kernels never call the op modules: capture every op's input
-        c.fuse = False
     model.eval()
     try:
-        model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
-                             for ct, a in model.alphas.items()}, **data_arg)
+        with unfused(model):  # fused kernels never call the op modules: capture every input
+            model(x, op_weights={ct: torch.ones(a.shape, device=x.device)
+                                 for ct, a in model.alphas.items()}, **data_arg)
         path = cache or cache_path()
         table = _read(path)
         label, new = device_label(x.device), False
@@ -112,8 +112,6 @@ def op_latency(model: Any, x: torch.Tensor, *, warmup: int = 3, repeats: int = 1
             out[ct][i, e, k] = table[key]
     finally:
         model.train(was)
-        for c in fused:
-            c.fuse = True
         for h in hooks:
             h.remove()
     if new:

@@ -5,6 +5,9 @@ shuffle. :mod:`.supernet` assembles them under the macro skeleton.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -13,6 +16,20 @@ from .macro import cell_output, preprocess
 from .ops import OPS, Pool, Zero
 from .spaces import SearchSpace
 from .weighting import SharedReLU, channel_weights, weighted
+
+
+@contextlib.contextmanager
+def unfused(model: nn.Module) -> Iterator[None]:
+    """Within, every module with ``fuse`` on runs unfused: fused kernels never call the op
+    modules, whose forwards cost tables hook (:mod:`.costs`, :mod:`.latency`)."""
+    fused = [c for c in model.modules() if getattr(c, "fuse", False) is True]
+    for c in fused:
+        c.fuse = False
+    try:
+        yield
+    finally:
+        for c in fused:
+            c.fuse = True
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -258,7 +258,10 @@ def _margin_metrics(margins: list[float]) -> dict[str, Any]:
 
 def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
                   probs: dict[str, torch.Tensor]) -> None:
-    """``metrics.jsonl``, ``genotype.txt`` and ``final.json`` of the epoch just finished."""
+    """``metrics.jsonl``, ``genotype.txt`` and ``final.json`` of the epoch just finished.
+    ``genotype.txt``: the cell in DARTS's form, in NAS-Bench-201's where the space has one
+    input, and with a data axis a last comment line ``# data_config: {json}`` (the chosen
+    input, also ``final.json``'s ``data_config``)."""
     with open(out / "metrics.jsonl.tmp", "w") as f:
         for m in st.history:
             f.write(json.dumps(m) + "\n")
@@ -266,6 +269,9 @@ def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
     text = f"{genotype.to_darts()}\n"
     if genotype.inputs == 1:
         text += f"{genotype.to_nb201()}\n"
+    if st.model.data_mixer is not None:  # a comment line: the lines above still parse
+        chosen = st.model.data_mixer.choice(st.model.activation)
+        text += f"# data_config: {json.dumps(dataclasses.asdict(chosen))}\n"
     (out / "genotype.txt").write_text(text)
     final = {
         "metrics": metrics,

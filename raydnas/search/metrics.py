@@ -85,9 +85,9 @@ def _cell_total(table: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
 def cell_costs(masks: dict[str, torch.Tensor], latency: dict[str, torch.Tensor] | None,
                flops: dict[str, torch.Tensor] | None, data: int | None = None
                ) -> dict[str, float]:
-    """``cell_latency_ms`` (with a latency table) and ``cell_flops`` (with a FLOPs table, the
-    data axis): the derived cell's chosen ops' measured latency and multiply-adds summed over
-    every cell, on the chosen input configuration ``data`` at its own side."""
+    """``cell_latency_ms`` (with a latency table) and ``cell_flops`` (with a FLOPs table): the
+    derived cell's chosen ops' measured latency and multiply-adds on one image, summed over
+    every cell; with a data axis on the chosen input configuration ``data``, at its side."""
     out = {}
     if latency:
         out["cell_latency_ms"] = _cell_total(latency, masks, data)

@@ -87,7 +87,7 @@ class SearchState:
         self.step = 0             # weight steps taken, all epochs
         self.alpha_steps = 0      # α steps taken, all epochs
         self._latency: dict[str, torch.Tensor] | None = None  # measure.latency's op table
-        self._flops: dict[str, torch.Tensor] | None = None  # the data axis' FLOPs tables
+        self._flops: dict[str, torch.Tensor] | None = None  # cell_flops's op table
         self.steps_per_epoch = 1
         self.history: list[dict] = []
         for part in self.parts.values():
@@ -174,10 +174,10 @@ class SearchState:
             self._latency = self.model.op_costs("latency", self.example_input)
         return self._latency
 
-    def flops_table(self) -> dict[str, torch.Tensor] | None:
-        """With a data axis, each candidate op's multiply-adds on each input configuration
-        (``[K, cells, edges, ops]`` per cell type; ``cell_flops``), computed once; else None."""
-        if self.model.data_mixer is not None and self._flops is None:
+    def flops_table(self) -> dict[str, torch.Tensor]:
+        """Each candidate op's multiply-adds on one image (``cell_flops``; with a data axis per
+        input configuration, ``[K, cells, edges, ops]`` per cell type), computed once."""
+        if self._flops is None:
             self._flops = self.model.op_costs("flops", self.example_input)
         return self._flops
 
