@@ -6,6 +6,7 @@ the written-out penalty and its autograd gradient, and on a real supernet and th
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -169,3 +170,50 @@ def test_cost_tables_count_the_ops_when_the_cells_run_fused():
         assert float(a[ct].sum()) > 0
         torch.testing.assert_close(a[ct], b[ct])
     assert any(getattr(m, "fuse", False) is True for m in fused.model.modules())
+
+
+def test_network_macs_is_the_hand_count_and_shrinks_with_the_chosen_input():
+    from torch import nn
+
+    from raydnas.model.costs import network_macs
+    from raydnas.model.data_mix import with_input
+    from raydnas.model.genotype import parse_genotype
+    from raydnas.model.network import DiscreteNetwork
+    from raydnas.model.spaces import load_space
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 10))
+    # conv: 8·8·4 outputs × 3·3·3 inputs; pool: 4·4·4 outputs × 2·2; linear: 10 × 64
+    assert network_macs(net, torch.zeros(1, 3, 8, 8)) == 8 * 8 * 4 * 27 + 64 * 4 + 10 * 64
+    g = parse_genotype("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), "
+                       "('sep_conv_3x3', 0), ('avg_pool_3x3', 2)], normal_concat=range(2, 4), "
+                       "reduce=[('sep_conv_3x3', 0), ('skip_connect', 1), ('sep_conv_3x3', 0), "
+                       "('avg_pool_3x3', 2)], reduce_concat=range(2, 4))")
+
+    def build(data_input):
+        torch.manual_seed(0)
+        return with_input(DiscreteNetwork(load_space("tiny"), g, 10, 1, channels=4, cells=3),
+                          data_input)
+
+    x = torch.zeros(1, 1, 8, 8)
+    full = network_macs(build(None), x)
+    small = network_macs(build({"name": "small", "resize": 4}), x)
+    assert 0 < small < full
+
+
+def test_a_supernet_measured_without_data_weights_mixes_by_a_gamma_not_a_fresh_draw():
+    """DARTS-PT's scores measure the supernet under op weights alone: with a data axis and a
+    sampling activation the inputs are mixed by a(γ), so the same call gives the same number."""
+    st = _state(activation={"name": "gumbel"})
+    model, mx = st.model, st.model.data_mixer
+    ds = st.dataset
+    idx = list(range(len(ds)))
+    meas = Measurer(ds, bn_indices(idx[:200], 64, 0), Batches(ds, idx[200:400], 64, 0, False),
+                    32, st.device, 1, 0)
+    w = _masks(model, "sep_conv_3x3")
+    with torch.no_grad():
+        mx.gamma.copy_(torch.tensor([[0.3, -0.2, 0.5]]))
+    a = meas.measure(copy.deepcopy(model), w)
+    b = meas.measure(copy.deepcopy(model), w)
+    c = meas.measure(copy.deepcopy(model), w, data=mx.probs(model.activation).detach())
+    assert a == b == c

@@ -182,6 +182,8 @@ def test_relax_alpha_gradient_and_its_control_step_are_the_written_out_ones():
         got = [a.grad.clone() for a in alphas.values()]
         g = {ct: act._frozen[id(a)] for ct, a in alphas.items()}
         v = {ct: act._frozen[("v", id(a))] for ct, a in alphas.items()}
+        assert act.relax._g_r is not None  # kept with its graph until ρ's step ...
+        copy.deepcopy(st.model)  # ... which a measurement's deep copy leaves behind
         _arch_update(st)  # the α step, then ρ's (after_arch_step)
     b = {ct: (torch.log_softmax(a, -1) + g[ct]).argmax(-1) for ct, a in a0.items()}
     x, y = va
@@ -218,4 +220,17 @@ def test_relax_alpha_gradient_and_its_control_step_are_the_written_out_ones():
     for p, q in zip(net.parameters(), other.model.activation.relax.net.parameters()):
         assert torch.equal(p, q)
     assert other.model.activation.relax.optimizer.state_dict()["state"][0]["step"] == 1
-    copy.deepcopy(st.model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the stream checked")
+def test_relax_and_dirichlet_seed_the_cpu_stream_alone():
+    """Building RELAX's r_ρ and drawing a seeded Dirichlet measurement sample leave the GPU's
+    random stream where it was (reseeding it would repeat every seed's GPU noise)."""
+    from raydnas.axes.dirichlet import Dirichlet
+    from raydnas.axes.relax_control import RelaxControl
+
+    torch.cuda.manual_seed(123)
+    before = torch.cuda.get_rng_state()
+    RelaxControl(4).build({"normal": torch.zeros(3, 2, device="cuda")})
+    Dirichlet().sample(torch.zeros(3, 2, device="cuda"), torch.Generator().manual_seed(1))
+    assert torch.equal(torch.cuda.get_rng_state(), before)

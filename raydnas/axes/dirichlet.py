@@ -117,7 +117,7 @@ class Dirichlet(ScoreDraws, Stochastic):
         """A Dirichlet draw with the concentration of ``alpha``, seeded by ``generator``."""
         seed = int(torch.randint(2**62, (1,), generator=generator))
         conc = self.concentration(alpha.detach()).double().cpu()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # the CPU stream alone: no GPU reseeded
+            torch.default_generator.manual_seed(seed)
             w = torch.distributions.Dirichlet(conc).sample()
         return w.to(alpha.device, alpha.dtype)

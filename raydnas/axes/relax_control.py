@@ -41,8 +41,8 @@ class RelaxControl:
             return
         ref = next(iter(weights.values()))
         d = sum(w.numel() for w in weights.values())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.SEED)
+        with torch.random.fork_rng(devices=[]):  # the CPU stream alone: no GPU reseeded
+            torch.default_generator.manual_seed(self.SEED)
             net = nn.Sequential(nn.Linear(d, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1))
         nn.init.zeros_(net[2].weight)
         nn.init.zeros_(net[2].bias)

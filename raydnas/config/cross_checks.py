@@ -87,8 +87,8 @@ def check_data_search(f: str, block: Any, sections: dict[str, Any], parts: dict[
     name = getattr(type(act), "registered_name", type(act).__name__)
     if act.alpha_free or act.score_function or not act.normalized or act.drops_ops:
         raise ConfigError(f, "activation", name, "one that weighs data_search's K inputs by "
-                          "a distribution over them: softmax, gumbel, gumbel_hard (relaxed), "
-                          "dirichlet")
+                          "a distribution over them: softmax, or gumbel, gumbel_hard or "
+                          "dirichlet with estimator relaxed")
     if sections["measure"].tune_epochs:
         raise ConfigError(f, "measure.tune_epochs", sections["measure"].tune_epochs,
                           "0 with data_search: the fine-tuned derived network would inherit "

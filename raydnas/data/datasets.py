@@ -87,6 +87,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.data[1]) if isinstance(self.data, tuple) else len(self.data)
 
+    def example(self) -> torch.Tensor:
+        """The first image as a batch of one (for cost tables and shapes)."""
+        d = self.data
+        return d[0][:1] if isinstance(d, tuple) else d[0][0].unsqueeze(0)
+
 
 def load_dataset(name: str, root: str | None = None, download: bool = False,
                  augment: bool | None = None, image_size: int | None = None,

@@ -29,6 +29,7 @@ from ..data.datasets import IMAGE_SIDE, Batches, Dataset, load_dataset, make_spl
 from ..data.images import TensorImages
 from ..device import resolve_device
 from ..errors import ConfigError
+from ..model.costs import network_macs
 from ..model.data_mix import with_input
 from ..model.genotype import Genotype
 from ..model.network import DiscreteNetwork
@@ -186,12 +187,12 @@ class EvalRun(ResumableRun):
                  out: Path, threads: int, log) -> None:
         p = self.protocol = job.protocol
         self.job, self.dev, self.out, self.threads, self.log = job, dev, out, threads, log
-        self.total_epochs = p.epochs
-        self.history = []
+        self.total_epochs, self.history = p.epochs, []
         ckpt.seed_everything(job.seed)  # before the network: its initial weights
         self.net = with_input(build_network(job, train_ds.num_classes, train_ds.in_channels)
                               .to(dev), job.meta.get("data_input"))  # the data axis' choice
-        self.n_params = count_params(self.net)
+        self.n_params = count_params(self.net)  # and its multiply-adds on one training image
+        self.n_macs = network_macs(self.net, train_ds.example().to(dev))
         self.opt = torch.optim.SGD(self.net.parameters(), lr=p.lr, momentum=p.momentum,
                                    nesterov=p.nesterov and p.momentum > 0,
                                    weight_decay=p.weight_decay)
@@ -242,9 +243,9 @@ class EvalRun(ResumableRun):
         m = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
              "train_acc": correct / max(seen, 1), "test_loss": test_loss,
              "test_acc": test_acc, "test_n": self.test_n,
-             "eval_val_loss": val[0] if val else None,
-             "eval_val_acc": val[1] if val else None,
-             "eval_val_n": len(self.split["val"]), "eval_params": self.n_params, "lr": lr,
+             "eval_val_loss": val[0] if val else None, "eval_val_acc": val[1] if val else None,
+             "eval_val_n": len(self.split["val"]), "eval_params": self.n_params,
+             "eval_macs": self.n_macs, "lr": lr,
              "epoch_seconds": time.perf_counter() - t0, "protocol": p.name,
              "protocol_short": p.short, "eval_seed": self.job.seed, "threads": self.threads,
              **{k: v for k, v in self.job.meta.items() if not isinstance(v, (dict, list))}}

@@ -13,6 +13,40 @@ from .latency import op_latency
 from .mixed import unfused
 
 
+def _macs(mod: torch.nn.Module, out: torch.Tensor) -> int:
+    """Multiply-adds of one forward of a conv, linear or pooling layer (its output ``out``,
+    batch of one): per output element, the kernel's inputs."""
+    per = out[0].numel()
+    if isinstance(mod, torch.nn.Conv2d):
+        return per * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+    if isinstance(mod, torch.nn.Linear):
+        return per * mod.in_features
+    if isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+        k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+        return per * k * k
+    return 0
+
+
+@torch.no_grad()
+def network_macs(net: torch.nn.Module, x: torch.Tensor, skip: str = "auxiliary_head") -> int:
+    """Multiply-adds of one forward of a whole network on ``x`` (a batch of one): its convs,
+    linear layers and poolings, the modules named under ``skip`` left out (DARTS's auxiliary
+    head, which only training runs)."""
+    total = [0]
+    hooks = [m.register_forward_hook(lambda mod, i, o: total.__setitem__(0, total[0]
+                                                                         + _macs(mod, o)))
+             for n, m in net.named_modules() if not n.startswith(skip)]
+    was = net.training
+    net.eval()
+    try:
+        net(x)
+    finally:
+        net.train(was)
+        for h in hooks:
+            h.remove()
+    return int(total[0])
+
+
 @torch.no_grad()
 def op_costs(model: Any, kind: str, x: torch.Tensor | None = None,
              data: int | None = None) -> dict[str, torch.Tensor]:
@@ -32,13 +66,7 @@ def op_costs(model: Any, kind: str, x: torch.Tensor | None = None,
         return costs
 
     def hook(mod, inp, out, acc):
-        per = out[0].numel()
-        if isinstance(mod, torch.nn.Conv2d):
-            acc[0] += per * mod.in_channels // mod.groups * mod.kernel_size[0] \
-                * mod.kernel_size[1]
-        elif isinstance(mod, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-            k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
-            acc[0] += per * k * k
+        acc[0] += _macs(mod, out)
 
     hooks, counters = [], []
     for i, ct, e, k, op in ops:

@@ -7,7 +7,9 @@ Definitions (columns of the report):
   finished evaluation, of each seed's test accuracy (its evaluation seeds averaged first), at
   the last epoch of the protocol. ``n_evaluated``: how many search seeds that is;
   ``n_eval_partial``: evaluations started but not finished (not in the numbers).
-* ``eval_params_mean``: weights of the evaluated network (without DARTS's auxiliary head).
+* ``eval_params_mean``: weights of the evaluated network (without DARTS's auxiliary head);
+  ``eval_macs_mean``: its multiply-adds on one training image, on the input it was trained on
+  (the data axis' choice, if any).
 * ``test_acc_ci_low/_high``: a 95 % percentile bootstrap interval of the group's mean test
   accuracy (search seeds resampled with replacement, 2,000 replicates, seeded);
   ``test_rank`` (1 = best mean; tied means share the better rank) and
@@ -67,7 +69,8 @@ def _read_eval(d: Path, epochs: list[dict[str, Any]] | None = None) -> dict[str,
                 "short": bool((f.get("protocol") or {}).get("short")),
                 "eval_seed": f.get("eval_seed"), "test_acc": m.get("test_acc"),
                 "eval_val_acc": m.get("eval_val_acc"), "test_n": m.get("test_n"),
-                "eval_params": m.get("eval_params"), "epoch": m.get("epoch"),
+                "eval_params": m.get("eval_params"), "eval_macs": m.get("eval_macs"),
+                "epoch": m.get("epoch"),
                 "complete": bool(f.get("complete")), "dir": str(d), "role": f.get("role"),
                 "reference": f.get("reference"), "what": f.get("reference_what"),
                 "genotype": f.get("genotype"), "dead": f.get("cell_dead"),
@@ -119,7 +122,8 @@ def load_evaluations(exp_path: Path, trials: list[Trial] = ()) -> list[dict[str,
             out.append({"trial_id": c.get("search_trial_id"), "protocol": c.get("protocol"),
                         "short": False, "eval_seed": c.get("eval_seed"), "test_acc": None,
                         "eval_val_acc": None, "test_n": None,
-                        "eval_params": None, "epoch": t.last.get("epoch"), "complete": False,
+                        "eval_params": None, "eval_macs": None, "epoch": t.last.get("epoch"),
+                        "complete": False,
                         "dir": str(t.path), "role": c.get("role"),
                         "reference": c.get("reference"), "what": None,
                         "genotype": c.get("genotype"), "dead": None, "seconds": math.nan})
@@ -142,6 +146,7 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
     number of unfinished evaluations per trial."""
     acc: dict[str, list[float]] = {}
     params: dict[str, list[float]] = {}
+    macs: dict[str, list[float]] = {}
     vals: dict[str, list[float]] = {}
     secs: dict[str, list[float]] = {}
     partial: Counter = Counter()
@@ -154,12 +159,15 @@ def per_trial(evals: list[dict[str, Any]], protocol: str | None
         acc.setdefault(e["trial_id"], []).append(float(e["test_acc"]))
         if isinstance(e["eval_params"], (int, float)):
             params.setdefault(e["trial_id"], []).append(float(e["eval_params"]))
+        if isinstance(e.get("eval_macs"), (int, float)):
+            macs.setdefault(e["trial_id"], []).append(float(e["eval_macs"]))
         if isinstance(e.get("eval_val_acc"), (int, float)):
             vals.setdefault(e["trial_id"], []).append(float(e["eval_val_acc"]))
         secs.setdefault(e["trial_id"], []).append(e.get("seconds", math.nan))
     out = {t: {"test_acc": sum(v) / len(v), "eval_seeds": len(v),
                "eval_seconds": statistics.fmean(secs[t]),
                "eval_params": (sum(params[t]) / len(params[t])) if params.get(t) else math.nan,
+               "eval_macs": statistics.fmean(macs[t]) if macs.get(t) else math.nan,
                "eval_val_acc": (sum(vals[t]) / len(vals[t])) if vals.get(t) else math.nan}
            for t, v in acc.items()}
     return out, partial
@@ -197,6 +205,8 @@ def group_truth(trials: list[Trial], truth: dict[str, dict[str, Any]],
     row = {f"test_acc_{k}": v for k, v in summary(vals).items()}
     params = [truth[t.trial_id]["eval_params"] for t in trials if t.trial_id in truth]
     row["eval_params_mean"] = summary(params)["mean"]
+    macs = [truth[t.trial_id].get("eval_macs", math.nan) for t in trials if t.trial_id in truth]
+    row["eval_macs_mean"] = summary(macs)["mean"]
     ev = [truth[t.trial_id].get("eval_val_acc", math.nan) for t in trials if t.trial_id in truth]
     row["eval_val_acc_mean"] = summary(ev)["mean"]
     pct = [truth[t.trial_id].get("random_percentile", math.nan) for t in trials

@@ -49,11 +49,13 @@ class RandomWS(Selection):
         cfg = self.cfg
         cells = candidate_cells(st.space, list(st.model.alphas), cfg.samples, st.cfg.seed)
         net = copy_model(st.model)
+        mixer = net.data_mixer  # a data axis: every cell on the chosen input, as it is derived
+        data = None if mixer is None else mixer.one_hot(net.activation)
         try:
-            screen = [loop.measurer.measure(net, masks, max_batches=cfg.screen_batches)[1]
-                      for _, masks in cells]
+            screen = [loop.measurer.measure(net, masks, max_batches=cfg.screen_batches,
+                                            data=data)[1] for _, masks in cells]
             short = best_of(screen, min(cfg.top, len(cells)))
-            full = [loop.measurer.measure(net, cells[i][1])[1] for i in short]
+            full = [loop.measurer.measure(net, cells[i][1], data=data)[1] for i in short]
         finally:
             del net
         winner = min(short, key=lambda i: (-full[short.index(i)], i))  # ties: first drawn

@@ -119,9 +119,7 @@ class SearchState:
     @property
     def example_input(self) -> torch.Tensor:
         """One training image, batch of 1, on the device."""
-        d = self.dataset.data
-        x = d[0][:1] if isinstance(d, tuple) else d[0][0].unsqueeze(0)
-        return x.to(self.device)
+        return self.dataset.example().to(self.device)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The criterion of the supernet's forward on (x, y)."""
@@ -177,6 +175,9 @@ class SearchState:
     def flops_table(self) -> dict[str, torch.Tensor]:
         """Each candidate op's multiply-adds on one image (``cell_flops``; with a data axis per
         input configuration, ``[K, cells, edges, ops]`` per cell type), computed once."""
+        reg = self.parts["regularizer"]
+        if getattr(reg, "cost", None) == "flops" and reg.costs:
+            return reg.costs  # the resource regularizer's table: the same numbers
         if self._flops is None:
             self._flops = self.model.op_costs("flops", self.example_input)
         return self._flops
