@@ -83,6 +83,17 @@ def test_imagefolder_reads_a_users_own_images(tmp_path):
     b = Batches(ds, list(range(40)), 8, seed=0, drop_last=True)
     x, y = next(b.iterate(0))
     assert x.shape == (8, 3, 12, 12) and set(y.tolist()) <= {0, 1}
+    # one example image for cost tables: with augmentation, torchvision's random crop and flip
+    # run in __getitem__, yet the random streams are where they were: a cost measurement
+    # changes no run
+    import random
+
+    aug = load_dataset("imagefolder", str(tmp_path), image_size=12, augment=True)
+    torch.manual_seed(5)
+    random.seed(5)
+    before, py = torch.get_rng_state(), random.getstate()
+    assert aug.example().shape == ds.example().shape == (1, 3, 12, 12)
+    assert torch.equal(torch.get_rng_state(), before) and random.getstate() == py
 
 
 def test_requesting_a_missing_cuda_device_is_a_clear_error():

@@ -10,6 +10,7 @@ alone (``split="test"``), never by a search.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -88,9 +89,18 @@ class Dataset:
         return len(self.data[1]) if isinstance(self.data, tuple) else len(self.data)
 
     def example(self) -> torch.Tensor:
-        """The first image as a batch of one (for cost tables and shapes)."""
+        """The first image as a batch of one (for cost tables and shapes). Drawn without
+        touching the random streams: a torchvision dataset augments in ``__getitem__``, and a
+        cost measurement must not change the search or training that follows."""
         d = self.data
-        return d[0][:1] if isinstance(d, tuple) else d[0][0].unsqueeze(0)
+        if isinstance(d, tuple):
+            return d[0][:1]
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            try:
+                return d[0][0].unsqueeze(0)
+            finally:
+                random.setstate(state)
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = False,
