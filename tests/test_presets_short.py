@@ -18,7 +18,8 @@ from raydnas.search.run import run_search
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
                  if not p.stem.startswith("quickstart")
-                 and p.stem not in ("field_study", "decisive_study"))
+                 and p.stem not in ("field_study", "decisive_study",
+                                    "unas_study"))  # its top level is unas.yaml
 SPACES = ["tiny", "tiny201", "nb201", "darts"]
 
 

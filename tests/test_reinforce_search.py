@@ -234,3 +234,23 @@ def test_relax_and_dirichlet_seed_the_cpu_stream_alone():
     RelaxControl(4).build({"normal": torch.zeros(3, 2, device="cuda")})
     Dirichlet().sample(torch.zeros(3, 2, device="cuda"), torch.Generator().manual_seed(1))
     assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+def test_the_unas_study_config_runs_each_estimator_on_the_unas_preset():
+    """configs/unas_study.yaml: four methods, each configs/unas.yaml with one estimator."""
+    from pathlib import Path
+
+    from raydnas.config.experiment import create_axis, load_config
+    from raydnas.sweep import parse_study
+
+    root = Path(__file__).resolve().parents[1]
+    study = parse_study(load_config(root / "configs" / "unas_study.yaml"), storage="/tmp/x",
+                        name="u")
+    base = load_config(root / "configs" / "unas.yaml")
+    got = {}
+    for m in study.methods:
+        cfg = study.trial_config(m, 0)
+        got[m.name] = create_axis("activation", cfg.activation).estimator
+        assert cfg.objective == base.objective and cfg.gradient == base.gradient
+    assert got == {"relaxed": "relaxed", "reinforce": "reinforce", "rebar": "rebar",
+                   "relax": "relax"}
