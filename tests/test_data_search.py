@@ -180,3 +180,53 @@ def test_a_data_aware_search_is_retrained_on_its_chosen_input(tmp_path):
         k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
     ev = json.loads(next(run.glob("evaluation/*/seed0/final.json")).read_text())
     assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
+
+
+@pytest.mark.slow
+def test_a_study_reports_each_groups_input_and_the_retrained_cost(ray_local, tmp_path):
+    """Fixed against searched input through a real sweep with retraining: the report's Data
+    axis section lists every seed's choice (as the searches reported it) beside the fixed
+    group, eval_macs is the evaluations' own, and the accuracy-against-cost figure is drawn."""
+    import pandas as pd
+    import yaml
+
+    from raydnas.sweep import run_sweep
+
+    study = {"space": "tiny", "epochs": 1, "seed": 0,
+             "data": {"dataset": "digits", "val_fraction": 0.5, "batch_size": 64},
+             "model": {"channels": 4}, "optim": {"a_lr": 0.3}, "measure": {"tune_epochs": 0},
+             "log": {"print_every": 0, "histograms": False},
+             "sweep": {"seeds": 2, "resources": {"cpu": 1},
+                       "methods": [{"name": "fixed"},
+                                   {"name": "searched",
+                                    "set": {"data_search": {"configs": CONFIGS}}}]},
+             "evaluate": {"protocol": "darts_cpu", "seeds": 1, "set": {"epochs": 1}}}
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump(study))
+    s = run_sweep(str(p), storage=str(tmp_path), name="da", quiet=True)
+    assert (s.done, s.failed) == (4, 0)
+    exp = tmp_path / "da"
+    choices, macs = {}, {"fixed": [], "searched": []}
+    for d in exp.iterdir():
+        if not (d / "result.json").exists():
+            continue
+        cfg = json.loads((d / "params.json").read_text())
+        last = json.loads((d / "result.json").read_text().splitlines()[-1])
+        if d.name.startswith("eval-"):
+            macs[cfg["method"]].append(last["eval_macs"])
+            if cfg["method"] == "searched":
+                final = json.loads((d / "final.json").read_text())
+                assert final["data_input"]["name"] == cfg["data_choice"]
+        elif cfg["method"] == "searched":
+            choices[cfg["seed"]] = last["data_choice"]
+    assert len(choices) == 2 and all(len(v) == 2 and min(v) > 0 for v in macs.values())
+    md = (exp / "report" / "report.md").read_text()
+    section = md.split("## Data axis", 1)[1].split("\n## ", 1)[0]
+    row = next(ln for ln in section.splitlines() if ln.startswith("| searched |"))
+    assert sorted(row.split(" | ")[3].split(", ")) == sorted(choices.values())
+    assert "| fixed | (as loaded) |" in section
+    assert "![accuracy against cost](data_cost.png)" in section
+    assert (exp / "report" / "data_cost.png").stat().st_size > 0
+    df = pd.read_csv(exp / "report" / "report.csv").set_index("group")
+    for g, v in macs.items():
+        assert df.loc[g, "eval_macs_mean"] == pytest.approx(sum(v) / len(v))

@@ -237,7 +237,7 @@ def markdown(df: "pd.DataFrame", plots: dict[str, Any]) -> str:
         if name in plots:
             lines += [f"![{name}]({plots[name]})", ""]
     lines += proxy_validity_section(df, plots) + pareto.section_lines(df, plots)
-    lines += data_axis.section_lines(df)
+    lines += data_axis.section_lines(df, plots)
     lines += ["## Modal genotype of each group", ""]
     for i, r in df.head(shown(df)).iterrows():
         lines.append(f"### {i + 1}. {r['group']}")
@@ -280,6 +280,8 @@ def write_reports(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path
         drawn = draw_all(df, members, out)
         if pareto.figure(df, out / "pareto.png"):
             drawn["pareto"] = "pareto.png"
+        if data_axis.figure(df, members, out / "data_cost.png"):
+            drawn["data_cost"] = "data_cost.png"
     (out / "report.md").write_text(markdown(df, drawn))
     write_csv(df, out / "report.csv")
     write_json(df, out / "report.json")
