@@ -105,7 +105,7 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
     ev = eval_configs(study.evaluate, cfg, "t0", {"genotype": g, "data_choice": "small"})
     job = job_of(ev[0], study)
     assert job.meta["data_input"] == {"name": "small", "crop": None, "resize": 4,
-                                      "grayscale": False}
+                                      "grayscale": False, "normalize": None}
 
 
 @pytest.mark.parametrize("edit,key,allowed", [
@@ -118,6 +118,12 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
     ({"configs": CONFIGS, "freeze_ratio": 1.0}, "data_search.freeze_ratio", "a number > 1"),
     ({"configs": CONFIGS, "align": "zero"}, "data_search.align", "conv or pad"),
     ({"configs": CONFIGS, "size": 3}, "data_search.size", "unknown key"),
+    ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": 0.5}}]},
+     "data_search.configs[3].normalize", "{mean, std}"),
+    ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": 0.5, "std": 0}}]},
+     "data_search.configs[3].normalize", "std > 0"),
+    ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": [0.1, 0.2], "std": [1, 2, 3]}}]},
+     "data_search.configs[3].normalize", "lists of one length"),
     ({"configs": CONFIGS}, "measure.tune_epochs", "0 with data_search"),
 ])
 def test_bad_data_search_is_one_line(edit, key, allowed):
@@ -125,6 +131,24 @@ def test_bad_data_search_is_one_line(edit, key, allowed):
         tiny_cfg(data_search=edit)
     msg = str(e.value)
     assert "\n" not in msg and key in msg and allowed in msg, msg
+
+
+def test_normalize_is_the_written_out_affine_map_and_checked_against_the_channels():
+    from raydnas.model.data_mix import DataMixer, InputConfig, parse_data_search
+
+    x = torch.rand(2, 3, 8, 8)
+    c = InputConfig("n", crop=6, grayscale=True, normalize={"mean": [0.1, 0.2, 0.3],
+                                                           "std": [2.0, 4.0, 0.5]})
+    g = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:])[..., 1:7, 1:7]
+    want = torch.cat([(g - m) / sd for m, sd in ((0.1, 2.0), (0.2, 4.0), (0.3, 0.5))], 1)
+    torch.testing.assert_close(c.apply(x), want)
+    one = InputConfig("n1", normalize={"mean": [0.5], "std": [0.25]})
+    torch.testing.assert_close(one.apply(x), (x - 0.5) / 0.25)
+    spec = parse_data_search({"configs": [{"name": "a"}, {"name": "b", "normalize": {
+        "mean": [0.1, 0.2, 0.3], "std": 1.0}}]}, "f", 8)
+    with pytest.raises(ConfigError) as e:  # 3 means for 1-channel images
+        DataMixer(spec, 1, 8, tiny_state().model.activation, torch.Generator())
+    assert "normalize" in str(e.value) and "(1)" in str(e.value)
 
 
 @pytest.mark.parametrize("method,params", [
@@ -177,9 +201,10 @@ def test_a_data_aware_search_is_retrained_on_its_chosen_input(tmp_path):
     comment = text.splitlines()[-1]
     assert comment.startswith("# data_config: ")
     assert json.loads(comment.split(": ", 1)[1]) == {
-        k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
+        k: chosen[k] for k in ("name", "crop", "resize", "grayscale", "normalize")}
     ev = json.loads(next(run.glob("evaluation/*/seed0/final.json")).read_text())
-    assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
+    assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale",
+                                                       "normalize")}
 
 
 @pytest.mark.slow

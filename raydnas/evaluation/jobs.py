@@ -25,6 +25,7 @@ import yaml
 from ..config.sections import DataConfig, build_section
 from ..errors import ConfigError
 from ..model.cells import random_cell, reference_cells
+from ..model.data_mix import input_dict
 from ..model.genotype import Genotype, parse_genotype
 from ..model.spaces import load_space
 from ..results.genotype import trial_genotype
@@ -79,11 +80,12 @@ def _data(raw: dict, overrides: dict[str, Any], where: str) -> DataConfig:
 
 def _data_input(final: Any) -> dict[str, Any]:
     """The data axis' chosen input of a search (``final.json``'s ``data_config``), which its
-    cell is retrained on: ``{"data_input": {name, crop, resize, grayscale}}`` or {}."""
+    cell is retrained on: ``{"data_input": {name, crop, resize, grayscale, normalize}}`` or
+    {}."""
     d = final.get("data_config") if isinstance(final, dict) else None
     if not isinstance(d, dict):
         return {}
-    return {"data_input": {k: d.get(k) for k in ("name", "crop", "resize", "grayscale")}}
+    return {"data_input": input_dict(d)}
 
 
 def from_run(run: Path, protocol: Protocol, seeds: list[int], data_over: dict[str, Any],
@@ -135,8 +137,7 @@ def from_experiment(exp: Path, protocol: Protocol, seeds: list[int], data_over: 
         if not meta.get("data_input") and t.last.get("data_choice") and raw.get("data_search"):
             for c in raw["data_search"].get("configs") or []:  # no final.json data_config yet
                 if c.get("name") == t.last["data_choice"]:
-                    meta["data_input"] = {k: c.get(k) for k in ("name", "crop", "resize")} | {
-                        "grayscale": bool(c.get("grayscale", False))}
+                    meta["data_input"] = input_dict(c)
         data = _data(raw, data_over, where)
         bench = e.path / "evaluation" / BENCH
         for s in seeds:

@@ -3,7 +3,9 @@ IEEE MLSP 2025, arXiv 2507.15545): K input configurations searched jointly with 
 
 Each configuration is a transform of the loaded batch (center ``crop`` to a side, then
 ``resize`` to a side, bilinear with antialiasing; ``grayscale`` averages the channels with the
-ITU-R 601 weights and keeps their number). The supernet computes all K inputs, aligns them to
+ITU-R 601 weights and keeps their number; ``normalize: {mean, std}`` then maps each channel c
+to (x_c − mean_c)/std_c, one number for every channel or one per channel, on top of the
+dataset's own normalization). The supernet computes all K inputs, aligns them to
 one shape and mixes them by the method's own activation of an architecture parameter γ
 (``[1, K]``, stepped with α by the method's gradient):
 
@@ -28,18 +30,20 @@ from torch import nn
 from ..errors import ConfigError
 
 DATA_SEARCH_KEYS = ("configs", "align", "freeze_ratio")
-CONFIG_KEYS = ("name", "crop", "resize", "grayscale")
+CONFIG_KEYS = ("name", "crop", "resize", "grayscale", "normalize")
 ALIGNS = ("conv", "pad")
 _GRAY = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
 class InputConfig:
-    """One input configuration: a center crop, a resize and/or grayscale, in that order."""
+    """One input configuration: a center crop, a resize, grayscale and/or a normalization, in
+    that order (``normalize``: ``{"mean": [...], "std": [...]}``)."""
     name: str
     crop: int | None = None
     resize: int | None = None
     grayscale: bool = False
+    normalize: dict | None = None
 
     def side(self, side_in: int) -> int:
         """The side of the transformed image."""
@@ -56,7 +60,35 @@ class InputConfig:
         if self.grayscale and x.shape[1] == 3:
             g = sum(w * x[:, i:i + 1] for i, w in enumerate(_GRAY))
             x = g.expand(-1, 3, -1, -1)
+        if self.normalize:
+            m, sd = (torch.as_tensor(self.normalize[k], dtype=x.dtype, device=x.device)
+                     .reshape(1, -1, 1, 1) for k in ("mean", "std"))
+            x = (x - m) / sd
         return x
+
+
+def input_dict(c: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's entry (``data_search.configs[i]`` or ``final.json``'s
+    ``data_config``) as :class:`InputConfig`'s fields, every key present."""
+    return {k: bool(c.get(k, False)) if k == "grayscale" else c.get(k) for k in CONFIG_KEYS}
+
+
+def _values(v: Any) -> list[float] | None:
+    """A number or a non-empty list of numbers, as a list; None otherwise."""
+    items = v if isinstance(v, list) else [v]
+    ok = items and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items)
+    return [float(x) for x in items] if ok else None
+
+
+def _check_normalize(v: Any, f: str, key: str) -> dict:
+    allowed = ("{mean, std}: a number or a list per channel each, std > 0, lists of one length")
+    if not isinstance(v, dict) or set(v) != {"mean", "std"}:
+        raise ConfigError(f, key, v, allowed)
+    mean, std = _values(v["mean"]), _values(v["std"])
+    if mean is None or std is None or min(std) <= 0 or (
+            len(mean) > 1 and len(std) > 1 and len(mean) != len(std)):
+        raise ConfigError(f, key, v, allowed)
+    return {"mean": mean, "std": std}
 
 
 @dataclass
@@ -97,13 +129,16 @@ def parse_data_search(block: Any, f: str, side: int | None) -> DataSearch | None
                 raise ConfigError(f, f"{key}.{k}", v, "an integer side >= 2 (pixels)")
             if k == "grayscale" and not isinstance(v, bool):
                 raise ConfigError(f, f"{key}.{k}", v, "true or false")
+            if k == "normalize" and v is not None:
+                _check_normalize(v, f, f"{key}.{k}")
         if c["name"] in (x.name for x in configs):
             raise ConfigError(f, f"{key}.name", c["name"], "each configuration name once")
         if side is not None and c.get("crop") and c["crop"] > side:
             raise ConfigError(f, f"{key}.crop", c["crop"],
                               f"at most the images' side ({side})")
-        configs.append(InputConfig(c["name"], c.get("crop"), c.get("resize"),
-                                   bool(c.get("grayscale", False))))
+        norm = c.get("normalize")
+        configs.append(InputConfig(**{**input_dict(c), "normalize": None if norm is None
+                                      else _check_normalize(norm, f, f"{key}.normalize")}))
     align = block.get("align", "conv")
     if align not in ALIGNS:
         raise ConfigError(f, "data_search.align", align, " or ".join(ALIGNS))
@@ -125,6 +160,10 @@ class DataMixer(nn.Module):
             if c.crop and c.crop > side_in:
                 raise ConfigError("data_search", f"configs.{c.name}.crop", c.crop,
                                   f"at most the images' side ({side_in})")
+            if c.normalize and max(len(c.normalize[k]) for k in ("mean", "std")) not in (
+                    1, in_channels):
+                raise ConfigError("data_search", f"configs.{c.name}.normalize", c.normalize,
+                                  f"one number or one per channel ({in_channels})")
         sides = [c.side(side_in) for c in self.configs]
         self.side = min(sides) if self.align == "conv" else max(sides)
         self.sides = sides

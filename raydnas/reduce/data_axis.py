@@ -12,6 +12,8 @@ import pandas as pd
 
 from .formats import fmt_num
 
+# Lazy imports: matplotlib (through .cell_plot) loads only when a figure is drawn.
+
 
 def section_lines(df: pd.DataFrame, plots: dict[str, Any] | None = None) -> list[str]:
     """``## Data axis`` (nothing when no group searched its input): every group, those with a
