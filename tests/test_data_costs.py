@@ -199,6 +199,55 @@ def test_network_macs_is_the_hand_count_and_shrinks_with_the_chosen_input():
     full = network_macs(build(None), x)
     small = network_macs(build({"name": "small", "resize": 4}), x)
     assert 0 < small < full
+    # against torch's own FLOP counter (2 FLOPs per multiply-add of convs and linear layers)
+    # on a cell without pooling, whose multiply-adds torch does not count
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g2 = parse_genotype(g.to_darts().replace("avg_pool_3x3", "sep_conv_3x3"))
+    for data_input in (None, {"name": "small", "resize": 4}):
+        torch.manual_seed(0)
+        net2 = with_input(DiscreteNetwork(load_space("tiny"), g2, 10, 1, channels=4, cells=3),
+                          data_input).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net2(x)
+        assert network_macs(net2, x) == counter.get_total_flops() // 2
+
+
+def test_the_data_axis_section_and_figure_from_a_reduced_frame(tmp_path):
+    """The report's Data axis section: a fixed-input group beside a searched one, each row's
+    numbers from its columns; the figure from the per-trial truth."""
+    import pandas as pd
+
+    from raydnas.reduce.data_axis import figure, section_lines
+
+    df = pd.DataFrame([
+        {"group": "fixed", "data_choice": None, "data_choice_share": None,
+         "data_choices": None, "test_acc_mean": 0.97, "eval_params_mean": 3680.0,
+         "eval_macs_mean": 63872.0, "arch_params_mean": 14302.8, "cell_flops_mean": 34112.0},
+        {"group": "searched", "data_choice": "small", "data_choice_share": 2 / 3,
+         "data_choices": ["small", "full", "small"], "test_acc_mean": 0.95,
+         "eval_params_mean": 3100.0, "eval_macs_mean": 45290.0, "arch_params_mean": 13742.8,
+         "cell_flops_mean": 22521.6}])
+    lines = section_lines(df, {"data_cost": "data_cost.png"})
+    text = "\n".join(lines)
+    assert lines[0] == "## Data axis"
+    assert "| fixed | (as loaded) | — | — | 0.9700 | 3,680 | 63,872 | 14,303 | 34,112 |" in text
+    assert "| searched | small | 67% | small, full, small | 0.9500 | 3,100 | 45,290 |" in text
+    assert "![accuracy against cost](data_cost.png)" in text
+    assert section_lines(df.assign(data_choice=None)) == []  # no group searched its input
+
+    class T:  # a search trial as the report's members hold it: its id is all the figure reads
+        def __init__(self, tid):
+            self.trial_id = tid
+
+    df.attrs["truth"] = {"per_trial": {"a": {"test_acc": 0.97, "eval_macs": 6e4},
+                                       "b": {"test_acc": 0.95, "eval_macs": 4e4},
+                                       "c": {"test_acc": 0.94, "eval_macs": 5e4}}}
+    path = tmp_path / "data_cost.png"
+    assert figure(df, {"fixed": [T("a")], "searched": [T("b"), T("c")]}, path)
+    assert path.stat().st_size > 0
+    assert not figure(df.assign(data_choice=None), {}, tmp_path / "none.png")
 
 
 def test_a_supernet_measured_without_data_weights_mixes_by_a_gamma_not_a_fresh_draw():

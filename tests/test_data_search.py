@@ -105,7 +105,7 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
     ev = eval_configs(study.evaluate, cfg, "t0", {"genotype": g, "data_choice": "small"})
     job = job_of(ev[0], study)
     assert job.meta["data_input"] == {"name": "small", "crop": None, "resize": 4,
-                                      "grayscale": False, "normalize": None}
+                                      "grayscale": False}
 
 
 @pytest.mark.parametrize("edit,key,allowed", [
@@ -124,6 +124,10 @@ def test_the_search_metrics_and_the_retraining_carry_the_choice():
      "data_search.configs[3].normalize", "std > 0"),
     ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": [0.1, 0.2], "std": [1, 2, 3]}}]},
      "data_search.configs[3].normalize", "lists of one length"),
+    ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": float("nan"), "std": 1}}]},
+     "data_search.configs[3].normalize", "a finite number"),
+    ({"configs": CONFIGS + [{"name": "n", "normalize": {"mean": [0.1, 0.2, 0.3], "std": 1}}]},
+     "data_search.configs[3].normalize", "one per channel (1)"),  # digits: 1 channel
     ({"configs": CONFIGS}, "measure.tune_epochs", "0 with data_search"),
 ])
 def test_bad_data_search_is_one_line(edit, key, allowed):
@@ -146,9 +150,18 @@ def test_normalize_is_the_written_out_affine_map_and_checked_against_the_channel
     torch.testing.assert_close(one.apply(x), (x - 0.5) / 0.25)
     spec = parse_data_search({"configs": [{"name": "a"}, {"name": "b", "normalize": {
         "mean": [0.1, 0.2, 0.3], "std": 1.0}}]}, "f", 8)
-    with pytest.raises(ConfigError) as e:  # 3 means for 1-channel images
-        DataMixer(spec, 1, 8, tiny_state().model.activation, torch.Generator())
-    assert "normalize" in str(e.value) and "(1)" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # 3 means for 1-channel images (an image folder's
+        DataMixer(spec, 1, 8, tiny_state().model.activation, torch.Generator())  # seen late)
+    msg = str(e.value)
+    assert msg.startswith("f:") and "configs.b.normalize" in msg and "(1)" in msg, msg
+    # a job's input: normalize as checked lists, and no key at all when unset (as before it
+    # existed, so older evaluation checkpoints still match their job)
+    from raydnas.model.data_mix import input_dict
+
+    assert input_dict({"name": "a", "crop": 6}) == {"name": "a", "crop": 6, "resize": None,
+                                                    "grayscale": False}
+    assert input_dict({"name": "b", "normalize": {"mean": 0.5, "std": 2}})["normalize"] == {
+        "mean": [0.5], "std": [2.0]}
 
 
 @pytest.mark.parametrize("method,params", [
@@ -201,10 +214,9 @@ def test_a_data_aware_search_is_retrained_on_its_chosen_input(tmp_path):
     comment = text.splitlines()[-1]
     assert comment.startswith("# data_config: ")
     assert json.loads(comment.split(": ", 1)[1]) == {
-        k: chosen[k] for k in ("name", "crop", "resize", "grayscale", "normalize")}
+        k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
     ev = json.loads(next(run.glob("evaluation/*/seed0/final.json")).read_text())
-    assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale",
-                                                       "normalize")}
+    assert ev["data_input"] == {k: chosen[k] for k in ("name", "crop", "resize", "grayscale")}
 
 
 @pytest.mark.slow

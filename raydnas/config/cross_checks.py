@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..axes import AXES
-from ..data.datasets import IMAGE_SIDE, check_split, known_size
+from ..data.datasets import IMAGE_CHANNELS, IMAGE_SIDE, check_split, known_size
 from ..errors import ConfigError
 from ..model.data_mix import parse_data_search
 
@@ -80,7 +80,7 @@ def check_data_search(f: str, block: Any, sections: dict[str, Any], parts: dict[
     """``data_search:`` (:mod:`raydnas.model.data_mix`): valid, and with an activation whose
     weights a(γ) can mix K inputs: a deterministic or reparameterized one over γ alone."""
     side = sections["data"].image_size or IMAGE_SIDE.get(sections["data"].dataset)
-    spec = parse_data_search(block, f, side)
+    spec = parse_data_search(block, f, side, IMAGE_CHANNELS.get(sections["data"].dataset))
     if spec is None:
         return None
     act = parts["activation"]

@@ -35,6 +35,7 @@ _STATS = {  # per-channel mean/std of the training sets
 }
 #: image side of the built-in datasets (imagefolder: its data.image_size)
 IMAGE_SIDE = {"digits": 8, "cifar10": 32, "cifar100": 32, "svhn": 32, "fashion_mnist": 28}
+IMAGE_CHANNELS = {"digits": 1, "cifar10": 3, "cifar100": 3, "svhn": 3, "fashion_mnist": 1}
 #: digits held out as its test split (never searched on): every 5th image
 DIGITS_TEST_EVERY = 5
 #: images in scikit-learn's digits
@@ -92,15 +93,13 @@ class Dataset:
         """The first image as a batch of one (for cost tables and shapes). Drawn without
         touching the random streams: a torchvision dataset augments in ``__getitem__``, and a
         cost measurement must not change the search or training that follows."""
-        d = self.data
-        if isinstance(d, tuple):
-            return d[0][:1]
+        if isinstance(self.data, tuple):
+            return self.data[0][:1]
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):
-            try:
-                return d[0][0].unsqueeze(0)
-            finally:
-                random.setstate(state)
+            x = self.data[0][0].unsqueeze(0)
+        random.setstate(state)
+        return x
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = False,

@@ -20,6 +20,7 @@ The chosen configuration is argmax a(γ).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,41 +68,56 @@ class InputConfig:
         return x
 
 
-def input_dict(c: dict[str, Any]) -> dict[str, Any]:
+def input_dict(c: dict[str, Any], f: str = "data_search") -> dict[str, Any]:
     """A configuration's entry (``data_search.configs[i]`` or ``final.json``'s
-    ``data_config``) as :class:`InputConfig`'s fields, every key present."""
-    return {k: bool(c.get(k, False)) if k == "grayscale" else c.get(k) for k in CONFIG_KEYS}
+    ``data_config``) as :class:`InputConfig`'s fields: name, crop, resize, grayscale, and
+    normalize (checked, as lists) only when set, so a job without it describes itself as
+    before it existed (its checkpoints still resume)."""
+    out = {k: c.get(k) for k in ("name", "crop", "resize")}
+    out["grayscale"] = bool(c.get("grayscale", False))
+    if c.get("normalize") is not None:
+        out["normalize"] = _check_normalize(c["normalize"], f, f"{c.get('name')}.normalize")
+    return out
 
 
 def _values(v: Any) -> list[float] | None:
-    """A number or a non-empty list of numbers, as a list; None otherwise."""
+    """A number or a non-empty list of finite numbers, as a list; None otherwise."""
     items = v if isinstance(v, list) else [v]
-    ok = items and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items)
+    ok = items and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                       and math.isfinite(x) for x in items)
     return [float(x) for x in items] if ok else None
 
 
-def _check_normalize(v: Any, f: str, key: str) -> dict:
-    allowed = ("{mean, std}: a number or a list per channel each, std > 0, lists of one length")
+def _check_normalize(v: Any, f: str, key: str, channels: int | None = None) -> dict:
+    """``{mean, std}`` as lists (one number, or one per channel; ``channels``, if known, is the
+    images' count), or one ConfigError line."""
+    allowed = ("{mean, std}: a finite number or a list per channel each, std > 0, lists of "
+               "one length")
     if not isinstance(v, dict) or set(v) != {"mean", "std"}:
         raise ConfigError(f, key, v, allowed)
     mean, std = _values(v["mean"]), _values(v["std"])
     if mean is None or std is None or min(std) <= 0 or (
             len(mean) > 1 and len(std) > 1 and len(mean) != len(std)):
         raise ConfigError(f, key, v, allowed)
+    if channels is not None and max(len(mean), len(std)) not in (1, channels):
+        raise ConfigError(f, key, v, f"one number or one per channel ({channels})")
     return {"mean": mean, "std": std}
 
 
 @dataclass
 class DataSearch:
-    """A validated ``data_search:`` block."""
+    """A validated ``data_search:`` block (``source``: the config file, for errors found when
+    the images are seen)."""
     configs: list[InputConfig]
     align: str = "conv"
     freeze_ratio: float = 2.0
+    source: str = "data_search"
 
 
-def parse_data_search(block: Any, f: str, side: int | None) -> DataSearch | None:
-    """``data_search:`` → :class:`DataSearch` (``side``: the dataset's image side, if known
-    now); one ConfigError line for the first bad key."""
+def parse_data_search(block: Any, f: str, side: int | None,
+                      channels: int | None = None) -> DataSearch | None:
+    """``data_search:`` → :class:`DataSearch` (``side``, ``channels``: the dataset's image
+    side and channels, if known now); one ConfigError line for the first bad key."""
     if block is None:
         return None
     if not isinstance(block, dict):
@@ -114,12 +130,13 @@ def parse_data_search(block: Any, f: str, side: int | None) -> DataSearch | None
     if not isinstance(items, list) or len(items) < 2:
         raise ConfigError(f, "data_search.configs", items,
                           "a list of at least 2 input configurations ({name, crop, resize, "
-                          "grayscale}): one configuration leaves nothing to search")
+                          "grayscale, normalize}): one configuration leaves nothing to search")
     configs: list[InputConfig] = []
     for i, c in enumerate(items):
         key = f"data_search.configs[{i}]"
         if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c["name"]:
-            raise ConfigError(f, key, c, "a mapping with a name (and crop, resize, grayscale)")
+            raise ConfigError(f, key, c, "a mapping with a name (and crop, resize, grayscale, "
+                              "normalize)")
         for k, v in c.items():
             if k not in CONFIG_KEYS:
                 raise ConfigError(f, f"{key}.{k}", v,
@@ -130,15 +147,13 @@ def parse_data_search(block: Any, f: str, side: int | None) -> DataSearch | None
             if k == "grayscale" and not isinstance(v, bool):
                 raise ConfigError(f, f"{key}.{k}", v, "true or false")
             if k == "normalize" and v is not None:
-                _check_normalize(v, f, f"{key}.{k}")
+                _check_normalize(v, f, f"{key}.{k}", channels)
         if c["name"] in (x.name for x in configs):
             raise ConfigError(f, f"{key}.name", c["name"], "each configuration name once")
         if side is not None and c.get("crop") and c["crop"] > side:
             raise ConfigError(f, f"{key}.crop", c["crop"],
                               f"at most the images' side ({side})")
-        norm = c.get("normalize")
-        configs.append(InputConfig(**{**input_dict(c), "normalize": None if norm is None
-                                      else _check_normalize(norm, f, f"{key}.normalize")}))
+        configs.append(InputConfig(**input_dict(c, f)))
     align = block.get("align", "conv")
     if align not in ALIGNS:
         raise ConfigError(f, "data_search.align", align, " or ".join(ALIGNS))
@@ -146,7 +161,7 @@ def parse_data_search(block: Any, f: str, side: int | None) -> DataSearch | None
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
         raise ConfigError(f, "data_search.freeze_ratio", ratio,
                           "a number > 1 (the largest weight over the second, the paper's 2)")
-    return DataSearch(configs, align, float(ratio))
+    return DataSearch(configs, align, float(ratio), f)
 
 
 class DataMixer(nn.Module):
@@ -156,14 +171,13 @@ class DataMixer(nn.Module):
                  generator: torch.Generator) -> None:
         super().__init__()
         self.configs, self.align, self.ratio = spec.configs, spec.align, spec.freeze_ratio
-        for c in self.configs:
+        for c in self.configs:  # again against the images themselves (an image folder's)
+            key = f"data_search.configs.{c.name}"
             if c.crop and c.crop > side_in:
-                raise ConfigError("data_search", f"configs.{c.name}.crop", c.crop,
+                raise ConfigError(spec.source, f"{key}.crop", c.crop,
                                   f"at most the images' side ({side_in})")
-            if c.normalize and max(len(c.normalize[k]) for k in ("mean", "std")) not in (
-                    1, in_channels):
-                raise ConfigError("data_search", f"configs.{c.name}.normalize", c.normalize,
-                                  f"one number or one per channel ({in_channels})")
+            if c.normalize:
+                _check_normalize(c.normalize, spec.source, f"{key}.normalize", in_channels)
         sides = [c.side(side_in) for c in self.configs]
         self.side = min(sides) if self.align == "conv" else max(sides)
         self.sides = sides

@@ -27,12 +27,13 @@ def section_lines(df: pd.DataFrame, plots: dict[str, Any] | None = None) -> list
              f"epoch; `data_search`), the share of seeds that agree, `{acc}`, and the costs "
              "on the chosen input alone, at its own side: the retrained network's parameters "
              "and multiply-adds on one image (`eval_params`, `eval_macs`), and the search's "
-             "derived cells' multiply-adds and latency (`cell_flops`, `cell_latency_ms`: "
+             "derived cells' parameters, multiply-adds and latency (`arch_params`, "
+             "`cell_flops`, `cell_latency_ms`: "
              "counted in the supernet, at its op widths, e.g. 1/K of the channels with "
              "PC-DARTS's partial channels).", "",
              "| group | chosen input | seeds agreeing | every seed | " + acc
-             + " | eval_params | eval_macs | cell_flops | cell_latency_ms |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+             + " | eval_params | eval_macs | arch_params | cell_flops | cell_latency_ms |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in df.iterrows():
         if isinstance(r.get("data_choice"), str):
             chosen = (f"{r['data_choice']} | {r['data_choice_share']:.0%} | "
@@ -42,6 +43,7 @@ def section_lines(df: pd.DataFrame, plots: dict[str, Any] | None = None) -> list
         lines.append(f"| {r['group']} | {chosen} | "
                      + f"{fmt_num(r.get(acc), 4)} | {fmt_num(r.get('eval_params_mean'), 0)} | "
                      f"{fmt_num(r.get('eval_macs_mean'), 0)} | "
+                     f"{fmt_num(r.get('arch_params_mean'), 0)} | "
                      f"{fmt_num(r.get('cell_flops_mean'), 0)} | "
                      f"{fmt_num(r.get('cell_latency_ms_mean'), 3)} |")
     lines.append("")

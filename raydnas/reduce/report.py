@@ -274,6 +274,8 @@ def write_reports(df: "pd.DataFrame", members: dict[str, list[Trial]], out: Path
                   plots: bool = True) -> list[str]:
     """Write every report file into ``out``; returns their names."""
     drawn: dict[str, Any] = {}
+    for old in ("pareto.png", "data_cost.png"):  # from an earlier reduce that drew them
+        (out / old).unlink(missing_ok=True)
     if plots and not df.empty:
         from .plots import draw_all
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..data.datasets import Batches, Cycle
+from ..model.data_mix import input_dict
 from ..model.genotype import derive, masks_of, parse_genotype
 from ..model.network import from_supernet
 from ..stop import Stop
@@ -271,7 +272,7 @@ def write_outputs(out: Path, st: SearchState, metrics: dict, genotype: Any,
         text += f"{genotype.to_nb201()}\n"
     if st.model.data_mixer is not None:  # a comment line: the lines above still parse
         chosen = st.model.data_mixer.choice(st.model.activation)
-        text += f"# data_config: {json.dumps(dataclasses.asdict(chosen))}\n"
+        text += f"# data_config: {json.dumps(input_dict(dataclasses.asdict(chosen)))}\n"
     (out / "genotype.txt").write_text(text)
     final = {
         "metrics": metrics,

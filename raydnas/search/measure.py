@@ -129,8 +129,8 @@ class Measurer:
         """(loss, accuracy) on the val batches (the first ``max_batches`` of them, if given)
         after re-estimating BatchNorm; ``net`` is a copy it may change. ``op_weights`` (and the
         data axis' input weights ``data``) go to ``net(x, op_weights=..., data=...)`` if given;
-        a supernet with a data axis and no ``data`` mixes its inputs by a(γ) (never a fresh
-        draw per batch)."""
+        a supernet measured under ``op_weights`` with a data axis and no ``data`` mixes its
+        inputs by a(γ) (never a fresh draw per batch)."""
         mixer = getattr(net, "data_mixer", None) if op_weights is not None else None
         if data is None and mixer is not None:
             data = mixer.probs(net.activation).detach()

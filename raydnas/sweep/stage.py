@@ -38,6 +38,7 @@ from ..evaluation.protocol import KEYS as PROTOCOL_KEYS
 from ..evaluation.protocol import VARIANT_SEP
 from ..evaluation.train import check_cutout
 from ..model.cells import reference_cells
+from ..model.data_mix import input_dict
 from ..model.genotype import parse_genotype
 from ..model.spaces import load_space
 
@@ -220,7 +221,7 @@ def job_of(config: dict[str, Any], study) -> Any:
             raise ConfigError(study.source, "data_choice", config["data_choice"],
                               "a configuration of the method's data_search: "
                               + ", ".join(c.name for c in cfg.data_search.configs))
-        meta["data_input"] = dataclasses.asdict(chosen[0])
+        meta["data_input"] = input_dict(dataclasses.asdict(chosen[0]), study.source)
     if role:
         meta.update({k: config[k] for k in ("role", "reference", "reference_what", "cell_dead")
                      if config.get(k) is not None})
