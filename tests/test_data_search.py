@@ -162,6 +162,14 @@ def test_normalize_is_the_written_out_affine_map_and_checked_against_the_channel
                                                     "grayscale": False}
     assert input_dict({"name": "b", "normalize": {"mean": 0.5, "std": 2}})["normalize"] == {
         "mean": [0.5], "std": [2.0]}
+    # what a search writes to its config.yaml reads back the same (and names no source file)
+    from raydnas.config.experiment import from_dict
+
+    cfg = tiny_cfg(data_search={"configs": CONFIGS + [
+        {"name": "n", "normalize": {"mean": 0.5, "std": [2.0]}}]}, measure={"tune_epochs": 0})
+    raw = cfg.to_dict()
+    assert "source" not in raw["data_search"]
+    assert from_dict(raw, "config.yaml").data_search == cfg.data_search
 
 
 @pytest.mark.parametrize("method,params", [

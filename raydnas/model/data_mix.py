@@ -111,7 +111,8 @@ class DataSearch:
     configs: list[InputConfig]
     align: str = "conv"
     freeze_ratio: float = 2.0
-    source: str = "data_search"
+    #: the config file it was read from (an attribute, not a field: never written back)
+    source = "data_search"
 
 
 def parse_data_search(block: Any, f: str, side: int | None,
@@ -161,7 +162,9 @@ def parse_data_search(block: Any, f: str, side: int | None,
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
         raise ConfigError(f, "data_search.freeze_ratio", ratio,
                           "a number > 1 (the largest weight over the second, the paper's 2)")
-    return DataSearch(configs, align, float(ratio), f)
+    spec = DataSearch(configs, align, float(ratio))
+    spec.source = f
+    return spec
 
 
 class DataMixer(nn.Module):
