@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def _seed_values(df: pd.DataFrame, members: dict[str, list[Trial]]) -> dict[str,
                 if t.status in USED and t.trial_id in truth] for g in df["group"]}
 
 
+def _horizontal() -> dict[str, Any]:
+    """A horizontal boxplot's keyword: ``orientation`` from matplotlib 3.10 (``vert``, which
+    older versions take, is deprecated in 3.11)."""
+    major, minor = (int(x) for x in version("matplotlib").split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 def truth_figure(df: pd.DataFrame, members: dict[str, list[Trial]], path: Path) -> bool:
     """Draw ``truth.png``; False when nothing was evaluated."""
     t = df.attrs.get("truth") or {}
@@ -49,7 +57,7 @@ def truth_figure(df: pd.DataFrame, members: dict[str, list[Trial]], path: Path) 
     if rand:
         q1, q3 = (sorted(rand)[int(round(q * (len(rand) - 1)))] for q in (0.25, 0.75))
         ax.axvspan(q1, q3, color="0.85", zorder=0)
-        ax.boxplot([rand], positions=[bottom], vert=False, widths=0.5, showfliers=False)
+        ax.boxplot([rand], positions=[bottom], widths=0.5, showfliers=False, **_horizontal())
         ax.scatter(rand, [bottom + jitter.uniform(-0.15, 0.15) for _ in rand], s=12,
                    color="0.4", zorder=3)
     labels = []
