@@ -36,6 +36,13 @@ def _without_mixer(model, fn):
         model.data_mixer = mixer
 
 
+def _measurer(st):
+    """A measurer on the digits: BatchNorm from the first 200 images, accuracy on the next 200."""
+    ds, idx = st.dataset, list(range(len(st.dataset)))
+    return Measurer(ds, bn_indices(idx[:200], 64, 0), Batches(ds, idx[200:400], 64, 0, False),
+                    32, st.device, 1, 0)
+
+
 def _masks(model, op):
     masks = {c: torch.zeros(a.shape) for c, a in model.alphas.items()}
     for m in masks.values():
@@ -119,10 +126,7 @@ def test_the_derived_cell_is_measured_counted_and_costed_on_the_chosen_input(tmp
     monkeypatch.setenv("RAYDNAS_CACHE", str(tmp_path / "cache"))
     st = _state(measure={"latency": True})
     model, mx, act = st.model, st.model.data_mixer, st.model.activation
-    ds = st.dataset
-    idx = list(range(len(ds)))
-    meas = Measurer(ds, bn_indices(idx[:200], 64, 0), Batches(ds, idx[200:400], 64, 0, False),
-                    32, st.device, 1, 0)
+    meas = _measurer(st)
     masks = _masks(model, "sep_conv_3x3")
     with torch.no_grad():
         mx.gamma.copy_(torch.tensor([[0.0, 1.0, -1.0]]))  # chosen: crop6
@@ -255,10 +259,7 @@ def test_a_supernet_measured_without_data_weights_mixes_by_a_gamma_not_a_fresh_d
     sampling activation the inputs are mixed by a(γ), so the same call gives the same number."""
     st = _state(activation={"name": "gumbel"})
     model, mx = st.model, st.model.data_mixer
-    ds = st.dataset
-    idx = list(range(len(ds)))
-    meas = Measurer(ds, bn_indices(idx[:200], 64, 0), Batches(ds, idx[200:400], 64, 0, False),
-                    32, st.device, 1, 0)
+    meas = _measurer(st)
     w = _masks(model, "sep_conv_3x3")
     with torch.no_grad():
         mx.gamma.copy_(torch.tensor([[0.3, -0.2, 0.5]]))
